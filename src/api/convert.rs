@@ -1,0 +1,414 @@
+//! Conversions between protobuf messages and domain records, kept in one place so the service
+//! adapters stay a few lines each. `google.protobuf.Struct` numbers are doubles: whole numbers
+//! become JSON integers so that CEL sees `amount > 10000` as an integer comparison.
+use prost_types::{Struct, Timestamp, value::Kind};
+use serde_json::{Map, Number, Value};
+
+use crate::{
+    clock::Millis,
+    engine::definition::{NodeKind, ProcessDefinition, ReminderTypeDecl, UserTaskSpec},
+    error::{Error, Result},
+    model::{
+        CompletedVia, Definition, InstanceStatus, Task, TaskEvent, TaskEventKind, TaskStatus, User,
+    },
+    proto::pb,
+    workflow::InstanceView,
+};
+
+pub fn timestamp(at: Millis) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: at.div_euclid(1000),
+        nanos: (at.rem_euclid(1000) * 1_000_000) as i32,
+    })
+}
+
+fn optional_timestamp(at: Option<Millis>) -> Option<Timestamp> {
+    at.and_then(timestamp)
+}
+
+/// `field` names the request field in errors.
+pub fn struct_to_json(value: Option<Struct>, field: &str) -> Result<Map<String, Value>> {
+    let mut map = Map::new();
+    for (key, value) in value.map(|s| s.fields).unwrap_or_default() {
+        let converted = value_to_json(value, &format!("{field}.{key}"))?;
+        map.insert(key, converted);
+    }
+    Ok(map)
+}
+
+fn value_to_json(value: prost_types::Value, field: &str) -> Result<Value> {
+    Ok(match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::NumberValue(n)) => number(n, field)?,
+        Some(Kind::ListValue(list)) => Value::Array(
+            list.values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| value_to_json(v, &format!("{field}[{i}]")))
+                .collect::<Result<_>>()?,
+        ),
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(Some(s), field)?),
+    })
+}
+
+fn number(n: f64, field: &str) -> Result<Value> {
+    // 2^53: beyond it doubles no longer hold every integer.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if n.fract() == 0.0 && n.abs() <= EXACT {
+        return Ok(Value::Number(Number::from(n as i64)));
+    }
+    Number::from_f64(n)
+        .map(Value::Number)
+        .ok_or_else(|| Error::invalid(field, "numbers must be finite"))
+}
+
+pub fn json_to_struct(map: &Map<String, Value>) -> Struct {
+    Struct {
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
+}
+
+fn json_to_value(value: &Value) -> prost_types::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(json_to_value).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(json_to_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+pub fn instance_status(status: InstanceStatus) -> pb::InstanceStatus {
+    match status {
+        InstanceStatus::Running => pb::InstanceStatus::Running,
+        InstanceStatus::Completed => pb::InstanceStatus::Completed,
+        InstanceStatus::Cancelled => pb::InstanceStatus::Cancelled,
+        InstanceStatus::Failed => pb::InstanceStatus::Failed,
+    }
+}
+
+pub fn instance_status_filter(value: i32) -> Result<Option<InstanceStatus>> {
+    match pb::InstanceStatus::try_from(value) {
+        Ok(pb::InstanceStatus::Unspecified) => Ok(None),
+        Ok(pb::InstanceStatus::Running) => Ok(Some(InstanceStatus::Running)),
+        Ok(pb::InstanceStatus::Completed) => Ok(Some(InstanceStatus::Completed)),
+        Ok(pb::InstanceStatus::Cancelled) => Ok(Some(InstanceStatus::Cancelled)),
+        Ok(pb::InstanceStatus::Failed) => Ok(Some(InstanceStatus::Failed)),
+        Err(_) => Err(Error::invalid(
+            "status",
+            format!("unknown InstanceStatus {value}"),
+        )),
+    }
+}
+
+pub fn task_status(status: TaskStatus) -> pb::TaskStatus {
+    match status {
+        TaskStatus::Open => pb::TaskStatus::Open,
+        TaskStatus::Completed => pb::TaskStatus::Completed,
+        TaskStatus::Withdrawn => pb::TaskStatus::Withdrawn,
+        TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+    }
+}
+
+pub fn task_status_filter(value: i32) -> Result<Option<TaskStatus>> {
+    match pb::TaskStatus::try_from(value) {
+        Ok(pb::TaskStatus::Unspecified) => Ok(None),
+        Ok(pb::TaskStatus::Open) => Ok(Some(TaskStatus::Open)),
+        Ok(pb::TaskStatus::Completed) => Ok(Some(TaskStatus::Completed)),
+        Ok(pb::TaskStatus::Withdrawn) => Ok(Some(TaskStatus::Withdrawn)),
+        Ok(pb::TaskStatus::Cancelled) => Ok(Some(TaskStatus::Cancelled)),
+        Err(_) => Err(Error::invalid(
+            "status",
+            format!("unknown TaskStatus {value}"),
+        )),
+    }
+}
+
+fn completed_via(via: Option<CompletedVia>) -> pb::CompletedVia {
+    match via {
+        None => pb::CompletedVia::Unspecified,
+        Some(CompletedVia::Api) => pb::CompletedVia::Api,
+        Some(CompletedVia::Email) => pb::CompletedVia::Email,
+        Some(CompletedVia::Escalation) => pb::CompletedVia::Escalation,
+    }
+}
+
+fn outcomes(spec: &UserTaskSpec) -> Vec<pb::Outcome> {
+    spec.outcomes
+        .iter()
+        .zip(1..)
+        .map(|(o, number)| pb::Outcome {
+            id: o.id.clone(),
+            label: o.label.clone(),
+            keywords: o.keywords.clone(),
+            number,
+        })
+        .collect()
+}
+
+/// A task, with what its definition says about it when the graph is at hand.
+pub fn task(task: &Task, graph: Option<&ProcessDefinition>) -> pb::Task {
+    let spec = graph
+        .and_then(|g| g.node(&task.activity_id))
+        .and_then(|(_, node)| match &node.kind {
+            NodeKind::UserTask(spec) => Some(spec),
+            _ => None,
+        });
+    pb::Task {
+        id: task.id.clone(),
+        process_instance_id: task.instance_id.clone(),
+        activity_id: task.activity_id.clone(),
+        name: task.name.clone(),
+        assignee: task.assignee.clone(),
+        status: task_status(task.status) as i32,
+        outcome: task.outcome.clone(),
+        comment: task.comment.clone(),
+        completed_by: task.completed_by.clone(),
+        completed_via: completed_via(task.completed_via) as i32,
+        created_at: timestamp(task.created_at),
+        completed_at: optional_timestamp(task.completed_at),
+        group_id: task.group_id.clone(),
+        definition_key: task.definition_key.clone(),
+        definition_version: i32::try_from(task.definition_version).unwrap_or(i32::MAX),
+        business_key: task.business_key.clone(),
+        outcomes: spec.map(outcomes).unwrap_or_default(),
+        email_approval: spec.is_some_and(|s| s.email_approval),
+        reminder_type: spec
+            .and_then(|s| s.reminder_type.clone())
+            .unwrap_or_default(),
+    }
+}
+
+pub fn instance(view: &InstanceView, graph: Option<&ProcessDefinition>) -> pb::ProcessInstance {
+    let i = &view.instance;
+    let ended = i.status != InstanceStatus::Running;
+    pb::ProcessInstance {
+        id: i.id.clone(),
+        definition_key: i.definition_key.clone(),
+        version: i32::try_from(i.definition_version).unwrap_or(i32::MAX),
+        status: instance_status(i.status) as i32,
+        variables: Some(json_to_struct(&i.variables)),
+        open_tasks: view.open_tasks.iter().map(|t| task(t, graph)).collect(),
+        business_key: i.business_key.clone(),
+        started_by: i.started_by.clone(),
+        error: if i.status == InstanceStatus::Failed {
+            i.error.clone()
+        } else {
+            String::new()
+        },
+        created_at: timestamp(i.created_at),
+        updated_at: timestamp(i.updated_at),
+        ended_at: if ended { timestamp(i.updated_at) } else { None },
+        cancel_reason: if i.status == InstanceStatus::Cancelled {
+            i.error.clone()
+        } else {
+            String::new()
+        },
+        definition_name: graph.map(|g| g.name.clone()).unwrap_or_default(),
+    }
+}
+
+pub fn user(user: &User) -> pb::User {
+    pb::User {
+        id: user.id.clone(),
+        display_name: user.display_name.clone(),
+        email: user.email.clone(),
+        email_aliases: user.email_aliases.clone(),
+        phone: user.phone.clone(),
+        manager_id: user.manager_id.clone(),
+        locale: user.locale.clone(),
+        updated_at: timestamp(user.updated_at),
+    }
+}
+
+pub fn user_from_pb(user: Option<pb::User>) -> Result<User> {
+    let user = user.ok_or_else(|| Error::invalid("user", "required"))?;
+    Ok(User {
+        id: user.id.trim().to_string(),
+        display_name: user.display_name,
+        email: user.email.trim().to_string(),
+        email_aliases: user
+            .email_aliases
+            .into_iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect(),
+        phone: user.phone,
+        manager_id: user.manager_id.trim().to_string(),
+        locale: user.locale,
+        updated_at: 0,
+    })
+}
+
+pub fn task_event(event: &TaskEvent, graph: Option<&ProcessDefinition>) -> pb::TaskEvent {
+    let kind = match event.kind {
+        TaskEventKind::Opened => pb::TaskEventKind::Opened,
+        TaskEventKind::Completed => pb::TaskEventKind::Completed,
+        TaskEventKind::Withdrawn => pb::TaskEventKind::Withdrawn,
+        TaskEventKind::Reassigned => pb::TaskEventKind::Reassigned,
+        TaskEventKind::Cancelled => pb::TaskEventKind::Cancelled,
+    };
+    pb::TaskEvent {
+        kind: kind as i32,
+        task: Some(task(&event.task, graph)),
+        at: timestamp(event.at),
+        previous_assignee: event.previous_assignee.clone(),
+    }
+}
+
+fn reminder_type(decl: &ReminderTypeDecl, source: &str) -> pb::ReminderType {
+    let channels = decl
+        .channels
+        .iter()
+        .map(|c| match c.as_str() {
+            "inbox" => pb::Channel::Inbox,
+            "email" => pb::Channel::Email,
+            "sms" => pb::Channel::Sms,
+            _ => pb::Channel::Unspecified,
+        } as i32)
+        .collect();
+    pb::ReminderType {
+        id: decl.id.clone(),
+        count: i32::try_from(decl.count).unwrap_or(i32::MAX),
+        interval: decl.interval.clone(),
+        channels,
+        escalation: decl.escalation.clone(),
+        interval_duration: None,
+        source: source.to_string(),
+        updated_at: None,
+    }
+}
+
+/// A definition; `with_graph` adds the activities and the XML (Get and Deploy, not List).
+pub fn definition(
+    def: &Definition,
+    graph: Option<&ProcessDefinition>,
+    with_xml: bool,
+) -> pb::Definition {
+    use sha2::Digest;
+    let sha256 = sha2::Sha256::digest(def.bpmn_xml.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let source = format!("definition:{}:{}", def.key, def.version);
+    pb::Definition {
+        key: def.key.clone(),
+        version: i32::try_from(def.version).unwrap_or(i32::MAX),
+        name: def.name.clone(),
+        id: def.id.clone(),
+        created_at: timestamp(def.created_at),
+        deployed_by: def.deployed_by.clone(),
+        bpmn_xml: if with_xml {
+            def.bpmn_xml.clone().into_bytes()
+        } else {
+            Vec::new()
+        },
+        activities: graph.map(activities).unwrap_or_default(),
+        reminder_types: graph
+            .map(|g| {
+                g.reminder_types
+                    .iter()
+                    .map(|r| reminder_type(r, &source))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        sha256,
+        latest: def.latest,
+    }
+}
+
+fn activities(graph: &ProcessDefinition) -> Vec<pb::Activity> {
+    let flow_ids = |flows: &[usize]| -> Vec<String> {
+        flows
+            .iter()
+            .filter_map(|f| graph.flows.get(*f).map(|f| f.id.clone()))
+            .collect()
+    };
+    graph
+        .nodes
+        .iter()
+        .map(|node| {
+            let mut activity = pb::Activity {
+                id: node.id.clone(),
+                name: node.name.clone(),
+                outgoing: flow_ids(&node.outgoing),
+                incoming: flow_ids(&node.incoming),
+                ..Default::default()
+            };
+            let kind = match &node.kind {
+                NodeKind::StartEvent => pb::ActivityKind::StartEvent,
+                NodeKind::EndEvent => pb::ActivityKind::EndEvent,
+                NodeKind::ExclusiveGateway(_) => pb::ActivityKind::ExclusiveGateway,
+                NodeKind::ParallelGateway => pb::ActivityKind::ParallelGateway,
+                NodeKind::UserTask(spec) => {
+                    activity.assignee = match &spec.assignee {
+                        crate::engine::definition::Assignee::User(u) => u.clone(),
+                        crate::engine::definition::Assignee::Variable(v) => format!("${{{v}}}"),
+                    };
+                    activity.reminder_type = spec.reminder_type.clone().unwrap_or_default();
+                    activity.email_approval = spec.email_approval;
+                    activity.valid_for = spec.valid_for.clone().unwrap_or_default();
+                    activity.show = spec.show.clone();
+                    activity.outcomes = outcomes(spec);
+                    pb::ActivityKind::UserTask
+                }
+            };
+            activity.kind = kind as i32;
+            activity
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_become_integers() {
+        let s = Struct {
+            fields: [
+                (
+                    "amount".to_string(),
+                    json_to_value(&serde_json::json!(12000.0)),
+                ),
+                ("ratio".to_string(), json_to_value(&serde_json::json!(0.5))),
+            ]
+            .into(),
+        };
+        let map = struct_to_json(Some(s), "variables").unwrap();
+        assert_eq!(map["amount"], serde_json::json!(12000));
+        assert_eq!(map["ratio"], serde_json::json!(0.5));
+    }
+
+    #[test]
+    fn non_finite_numbers_name_the_field() {
+        let s = Struct {
+            fields: [(
+                "x".to_string(),
+                prost_types::Value {
+                    kind: Some(Kind::NumberValue(f64::NAN)),
+                },
+            )]
+            .into(),
+        };
+        let err = struct_to_json(Some(s), "variables").unwrap_err();
+        assert!(err.to_string().starts_with("variables.x"), "{err}");
+    }
+
+    #[test]
+    fn timestamps_keep_milliseconds() {
+        let ts = timestamp(1_500).unwrap();
+        assert_eq!((ts.seconds, ts.nanos), (1, 500_000_000));
+        let ts = timestamp(-1).unwrap();
+        assert_eq!((ts.seconds, ts.nanos), (-1, 999_000_000));
+    }
+}

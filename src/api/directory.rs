@@ -1,0 +1,57 @@
+//! DirectoryService: the OA pushes its users (email, manager, locale) here.
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::{auth::actor, convert};
+use crate::{proto::pb, store::PageRequest, workflow::Workflow};
+
+#[derive(Debug)]
+pub(super) struct DirectoryApi {
+    workflow: Arc<Workflow>,
+}
+
+impl DirectoryApi {
+    pub(super) fn new(workflow: Arc<Workflow>) -> Self {
+        Self { workflow }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::directory_service_server::DirectoryService for DirectoryApi {
+    async fn upsert_user(
+        &self,
+        request: Request<pb::UpsertUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        actor(&request)?;
+        let user = convert::user_from_pb(request.into_inner().user)?;
+        let user = self.workflow.upsert_user(user).await?;
+        Ok(Response::new(convert::user(&user)))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        actor(&request)?;
+        let user = self.workflow.user(&request.into_inner().id).await?;
+        Ok(Response::new(convert::user(&user)))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        actor(&request)?;
+        let req = request.into_inner();
+        let page = PageRequest::new(req.page_size, req.page_token)?;
+        let page = self
+            .workflow
+            .list_users(&req.manager_id, &req.email, &page)
+            .await?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: page.items.iter().map(convert::user).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,82 @@
+//! Thin tonic adapters: authenticate the caller (one interceptor), convert and validate the
+//! request, call the use case, convert the answer. Errors become status codes in [`status`] only.
+//! Health and reflection (v1 and v1alpha, for older grpcurl) are always served, and gRPC-Web is
+//! accepted on the same port so browsers can call the server directly.
+pub mod auth;
+pub mod convert;
+mod directory;
+pub mod status;
+mod tasks;
+mod unimplemented;
+mod workflow;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{service::interceptor::InterceptedService, transport::Server};
+
+use crate::{proto::pb, workflow::Workflow};
+
+/// Serves every service on `listener` until `shutdown` is cancelled, then lets calls in flight
+/// finish.
+pub async fn serve(
+    listener: TcpListener,
+    workflow: Arc<Workflow>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building reflection v1")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building reflection v1alpha")?;
+
+    let workflow_service = pb::workflow_service_server::WorkflowServiceServer::new(
+        workflow::WorkflowApi::new(workflow.clone()),
+    );
+    let task_service = pb::task_service_server::TaskServiceServer::new(tasks::TaskApi::new(
+        workflow.clone(),
+        shutdown.clone(),
+    ));
+    let directory_service = pb::directory_service_server::DirectoryServiceServer::new(
+        directory::DirectoryApi::new(workflow.clone()),
+    );
+    let approval_service =
+        pb::approval_service_server::ApprovalServiceServer::new(unimplemented::ApprovalApi);
+    let reminder_service =
+        pb::reminder_service_server::ReminderServiceServer::new(unimplemented::ReminderApi);
+    for name in [
+        "replyflow.v1.WorkflowService",
+        "replyflow.v1.TaskService",
+        "replyflow.v1.DirectoryService",
+    ] {
+        health_reporter
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+
+    Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(workflow_service, auth::dev_mode))
+        .add_service(InterceptedService::new(task_service, auth::dev_mode))
+        .add_service(InterceptedService::new(directory_service, auth::dev_mode))
+        .add_service(InterceptedService::new(approval_service, auth::dev_mode))
+        .add_service(InterceptedService::new(reminder_service, auth::dev_mode))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+        .context("gRPC server")
+}

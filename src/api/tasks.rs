@@ -1,0 +1,220 @@
+//! TaskService: the approver's inbox over gRPC, and a live stream of task events.
+use std::{pin::Pin, sync::Arc};
+
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::{auth::actor, convert};
+use crate::{
+    model::{CompletedVia, Task, TaskEvent, TaskEventKind, TaskStatus},
+    proto::pb,
+    store::{PageRequest, TaskFilter},
+    workflow::{Workflow, tasks::CompleteTask},
+};
+
+#[derive(Debug)]
+pub(super) struct TaskApi {
+    workflow: Arc<Workflow>,
+    shutdown: CancellationToken,
+}
+
+impl TaskApi {
+    pub(super) fn new(workflow: Arc<Workflow>, shutdown: CancellationToken) -> Self {
+        Self { workflow, shutdown }
+    }
+
+    async fn task_pb(&self, task: &Task) -> pb::Task {
+        task_pb(&self.workflow, task).await
+    }
+}
+
+async fn task_pb(workflow: &Workflow, task: &Task) -> pb::Task {
+    let graph = workflow
+        .graph_for(&task.definition_key, task.definition_version)
+        .await
+        .ok();
+    convert::task(task, graph.as_deref())
+}
+
+type TaskEventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::task_service_server::TaskService for TaskApi {
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        actor(&request)?;
+        let req = request.into_inner();
+        let page = PageRequest::new(req.page_size, req.page_token)?;
+        let filter = TaskFilter {
+            assignee: req.assignee,
+            instance_id: req.process_instance_id,
+            activity_id: req.activity_id,
+            business_key: req.business_key,
+            status: convert::task_status_filter(req.status)?,
+        };
+        let page = self.workflow.list_tasks(&filter, &page).await?;
+        let mut tasks = Vec::with_capacity(page.items.len());
+        for task in &page.items {
+            tasks.push(self.task_pb(task).await);
+        }
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks,
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        actor(&request)?;
+        let task = self.workflow.task(&request.into_inner().task_id).await?;
+        Ok(Response::new(self.task_pb(&task).await))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<pb::CompleteTaskRequest>,
+    ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let complete = CompleteTask {
+            task_id: req.task_id,
+            outcome: req.outcome.trim().to_string(),
+            comment: req.comment,
+            variables: convert::struct_to_json(req.variables, "variables")?,
+            request_id: req.request_id,
+            via: CompletedVia::Api,
+        };
+        let (task, view) = self.workflow.complete_task(&actor, complete).await?;
+        let graph = self
+            .workflow
+            .graph_for(&task.definition_key, task.definition_version)
+            .await
+            .ok();
+        Ok(Response::new(pb::CompleteTaskResponse {
+            task: Some(convert::task(&task, graph.as_deref())),
+            instance: Some(convert::instance(&view, graph.as_deref())),
+        }))
+    }
+
+    async fn reassign_task(
+        &self,
+        request: Request<pb::ReassignTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let task = self
+            .workflow
+            .reassign_task(
+                &actor,
+                &req.task_id,
+                req.new_assignee.trim(),
+                &req.comment,
+                &req.request_id,
+            )
+            .await?;
+        Ok(Response::new(self.task_pb(&task).await))
+    }
+
+    async fn watch_tasks(
+        &self,
+        request: Request<pb::WatchTasksRequest>,
+    ) -> Result<Response<TaskEventStream>, Status> {
+        actor(&request)?;
+        let req = request.into_inner();
+        if req.assignee.is_empty() && req.process_instance_id.is_empty() {
+            return Err(crate::error::Error::invalid(
+                "assignee",
+                "give an assignee or a process_instance_id to watch",
+            )
+            .into());
+        }
+        // Subscribe before reading the open tasks so that nothing falls between the two.
+        let mut events = self.workflow.subscribe_tasks();
+        let mut initial = Vec::new();
+        if req.include_open {
+            let filter = TaskFilter {
+                assignee: req.assignee.clone(),
+                instance_id: req.process_instance_id.clone(),
+                status: Some(TaskStatus::Open),
+                ..TaskFilter::default()
+            };
+            let mut page = PageRequest::new(500, "")?;
+            loop {
+                let found = self.workflow.list_tasks(&filter, &page).await?;
+                for task in found.items {
+                    initial.push(TaskEvent {
+                        kind: TaskEventKind::Opened,
+                        at: task.created_at,
+                        task,
+                        previous_assignee: String::new(),
+                    });
+                }
+                if found.next_page_token.is_empty() {
+                    break;
+                }
+                page = PageRequest::new(500, found.next_page_token)?;
+            }
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let workflow = self.workflow.clone();
+        let shutdown = self.shutdown.clone();
+        let matches = move |event: &TaskEvent| {
+            (req.assignee.is_empty()
+                || event.task.assignee == req.assignee
+                || event.previous_assignee == req.assignee)
+                && (req.process_instance_id.is_empty()
+                    || event.task.instance_id == req.process_instance_id)
+        };
+        tokio::spawn(async move {
+            for event in initial {
+                let message = convert_event(&workflow, &event).await;
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
+                        return;
+                    }
+                    _ = tx.closed() => return,
+                    event = events.recv() => event,
+                };
+                match event {
+                    Ok(event) if matches(&event) => {
+                        let message = convert_event(&workflow, &event).await;
+                        if tx.send(Ok(message)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => {
+                        let _ = tx
+                            .send(Err(Status::aborted(format!(
+                                "the stream fell {missed} events behind; list tasks and watch again"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn convert_event(workflow: &Workflow, event: &TaskEvent) -> pb::TaskEvent {
+    let graph = workflow
+        .graph_for(&event.task.definition_key, event.task.definition_version)
+        .await
+        .ok();
+    convert::task_event(event, graph.as_deref())
+}

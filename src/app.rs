@@ -1,0 +1,81 @@
+//! Wires store, workflow, API and (later) workers together around one shutdown token, in the
+//! manner of zero-to-production's `Application`: `build` binds the listener (port 0 in tests) and
+//! runs migrations; `run_until_stopped` serves until the token is cancelled, then drains.
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    api,
+    clock::Clock,
+    config::Settings,
+    store::{ConnectOptions, Store},
+    workflow::Workflow,
+};
+
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    workflow: Arc<Workflow>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Application {
+    pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = open_store(settings).await?;
+        let listener = TcpListener::bind(&settings.server.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::warn!(
+            "development mode: the caller's identity is read from x-user-id metadata and not verified"
+        );
+        Ok(Self {
+            listener,
+            addr,
+            workflow: Arc::new(Workflow::new(store, clock)),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn workflow(&self) -> Arc<Workflow> {
+        self.workflow.clone()
+    }
+
+    /// Cancel it to stop the server (SIGINT/SIGTERM do, in `main`).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr, "replyflow listening");
+        let shutdown = self.shutdown.clone();
+        let result = api::serve(self.listener, self.workflow.clone(), shutdown.clone()).await;
+        shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.workflow.store().close().await;
+        tracing::info!("replyflow stopped");
+        result
+    }
+}
+
+/// Connects and migrates the configured database.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let options = ConnectOptions {
+        max_connections: settings.database.max_connections,
+        synchronous_full: settings.database.synchronous == "full",
+    };
+    let store = Store::connect(settings.database.url.expose(), &options).await?;
+    store.migrate().await?;
+    Ok(store)
+}

@@ -1,0 +1,73 @@
+//! The command line: `serve` (the default), `migrate`, `check FILE...`, `ctl ...` (a small client
+//! over the generated stubs) and `bench` (the load tool). Each subcommand lives in its own file.
+mod check;
+mod ctl;
+mod serve;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "replyflow",
+    version,
+    about = "Approval workflows: approve by replying to an email"
+)]
+pub struct Cli {
+    /// TOML configuration file; every key `a.b` may also be set as REPLYFLOW_A_B.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC server (the default).
+    Serve(serve::ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(serve::DatabaseArgs),
+    /// Validate BPMN definitions; prints every error with its element id.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// A small gRPC client for the walkthrough and for scripts.
+    Ctl(ctl::CtlArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli
+        .command
+        .unwrap_or(Command::Serve(serve::ServeArgs::default()));
+    if let Command::Check { files } = &command {
+        return check::run(files);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: starting the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Serve(args) => serve::serve(cli.config.as_deref(), args).await,
+            Command::Migrate(args) => serve::migrate(cli.config.as_deref(), args).await,
+            Command::Ctl(args) => ctl::run(args).await,
+            Command::Check { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

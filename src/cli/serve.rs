@@ -1,0 +1,91 @@
+//! `replyflow serve` and `replyflow migrate`: settings from file, environment and flags, then the
+//! [`Application`] until SIGINT or SIGTERM.
+use std::{path::Path, sync::Arc};
+
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+
+use crate::{
+    app::{self, Application},
+    clock::SystemClock,
+    config::{Secret, Settings},
+};
+
+#[derive(Debug, Default, Args)]
+pub(super) struct DatabaseArgs {
+    /// `sqlite://FILE` or `postgres://...` (default sqlite://replyflow.db; REPLYFLOW_DATABASE_URL).
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+}
+
+#[derive(Debug, Default, Args)]
+pub(super) struct ServeArgs {
+    /// gRPC address (default 127.0.0.1:50051; REPLYFLOW_SERVER_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+fn settings(config: Option<&Path>, database: &DatabaseArgs) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(config)?;
+    if let Some(url) = &database.database {
+        settings.database.url = Secret::new(url.clone());
+    }
+    Ok(settings)
+}
+
+fn init_tracing() {
+    let filter =
+        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // A second initialisation (tests) is harmless.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+pub(super) async fn serve(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let mut settings = settings(config, &args.database)?;
+    if let Some(listen) = args.listen {
+        settings.server.listen = listen;
+    }
+    let application = Application::build(&settings, Arc::new(SystemClock)).await?;
+    let shutdown = application.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        shutdown.cancel();
+    });
+    application.run_until_stopped().await
+}
+
+pub(super) async fn migrate(config: Option<&Path>, args: DatabaseArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let settings = settings(config, &args)?;
+    let store = app::open_store(&settings).await?;
+    store.close().await;
+    println!("database is up to date");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

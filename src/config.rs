@@ -1,0 +1,301 @@
+//! Typed settings, layered: embedded defaults < TOML file (`--config`) < `REPLYFLOW_*` environment
+//! variables < command-line flags. Every key `a.b` is also `REPLYFLOW_A_B`; the list of keys is
+//! explicit so that a misspelt variable is reported instead of silently ignored. Secrets are
+//! wrapped so that they never reach a log line.
+use std::{fmt, path::Path};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Every configuration key that a file or the environment may set.
+pub const KEYS: &[&str] = &[
+    "server.listen",
+    "database.url",
+    "database.max_connections",
+    "database.synchronous",
+    "mail.from",
+    "mail.reply_address",
+    "mail.outbound",
+    "mail.inbound",
+    "mail.ca_file",
+    "mail.processed_folder",
+    "security.token_secret",
+    "security.auth",
+];
+
+const INTEGER_KEYS: &[&str] = &["database.max_connections"];
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub mail: MailSettings,
+    pub security: SecuritySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://FILE` or `postgres://...`.
+    pub url: Secret,
+    pub max_connections: u32,
+    /// SQLite only: `full` (every commit is fsynced, the default) or `normal` (WAL checkpoints
+    /// only: a power cut may lose the last commits, never corrupt the file).
+    pub synchronous: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailSettings {
+    pub from: String,
+    pub reply_address: Option<String>,
+    pub outbound: Secret,
+    pub inbound: Secret,
+    pub ca_file: Option<String>,
+    pub processed_folder: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySettings {
+    pub token_secret: Option<Secret>,
+    /// `dev`: the caller's identity is taken from `x-user-id` metadata, unchecked. The only mode
+    /// this release has; it is logged as such at start.
+    pub auth: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("sqlite://replyflow.db"),
+            max_connections: 8,
+            synchronous: "full".into(),
+        }
+    }
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            from: "replyflow <approvals@localhost>".into(),
+            reply_address: None,
+            outbound: Secret::new("file:mail/outbox"),
+            inbound: Secret::new("maildir:mail/inbox"),
+            ca_file: None,
+            processed_folder: "replyflow-processed".into(),
+        }
+    }
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            token_secret: None,
+            auth: "dev".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the optional file, then the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Same as [`Settings::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("REPLYFLOW_") else {
+                continue;
+            };
+            let Some(key) = KEYS
+                .iter()
+                .find(|key| key.replace('.', "_").eq_ignore_ascii_case(rest))
+            else {
+                // Test harness and tooling variables share the prefix; only warn.
+                tracing::debug!(variable = %name, "not a configuration key");
+                continue;
+            };
+            set_key(&mut table, key, &value)?;
+        }
+        let settings: Settings = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let url = self.database.url.expose();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            bail!(
+                "database.url: expected sqlite://FILE or postgres://..., got a {} URL",
+                scheme(url)
+            );
+        }
+        if !matches!(self.database.synchronous.as_str(), "full" | "normal") {
+            bail!("database.synchronous: expected full or normal");
+        }
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections: must be at least 1");
+        }
+        if self.security.auth != "dev" {
+            bail!(
+                "security.auth: only \"dev\" (identity from x-user-id) is supported in this release"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn scheme(url: &str) -> &str {
+    url.split(':').next().unwrap_or("")
+}
+
+fn set_key(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
+    let (section, field) = key
+        .split_once('.')
+        .context("configuration keys have two parts")?;
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(section_table) = entry else {
+        bail!("{section} must be a table");
+    };
+    let value = if INTEGER_KEYS.contains(&key) {
+        let number: i64 = value
+            .parse()
+            .with_context(|| format!("{key}: expected an integer, got {value:?}"))?;
+        toml::Value::Integer(number)
+    } else {
+        toml::Value::String(value.to_string())
+    };
+    section_table.insert(field.to_string(), value);
+    Ok(())
+}
+
+/// A value that must never be printed: database URLs carry passwords, mail URLs too.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:50051");
+        assert_eq!(s.database.url.expose(), "sqlite://replyflow.db");
+        assert_eq!(s.mail.outbound.expose(), "file:mail/outbox");
+        assert_eq!(s.mail.inbound.expose(), "maildir:mail/inbox");
+        assert_eq!(s.mail.processed_folder, "replyflow-processed");
+    }
+
+    #[test]
+    fn environment_wins_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rf.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"127.0.0.1:1\"\n[mail]\nreply_address = \"a@b\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&path),
+            env(&[
+                ("REPLYFLOW_SERVER_LISTEN", "127.0.0.1:2"),
+                ("REPLYFLOW_DATABASE_URL", "postgres://x@localhost/db"),
+                ("REPLYFLOW_DATABASE_MAX_CONNECTIONS", "3"),
+                ("REPLYFLOW_TEST_THING", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:2");
+        assert_eq!(s.database.url.expose(), "postgres://x@localhost/db");
+        assert_eq!(s.database.max_connections, 3);
+        assert_eq!(s.mail.reply_address.as_deref(), Some("a@b"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err =
+            Settings::load_from(None, env(&[("REPLYFLOW_DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert!(err.to_string().contains("database.url"), "{err}");
+        let err = Settings::load_from(None, env(&[("REPLYFLOW_DATABASE_MAX_CONNECTIONS", "many")]))
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("database.max_connections"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rf.toml");
+        std::fs::write(&path, "[server]\nlisen = \"x\"\n").unwrap();
+        let err = Settings::load_from(Some(&path), env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let s = Secret::new("postgres://user:hunter2@db/x");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+    }
+}

@@ -1,0 +1,385 @@
+//! Conditions on the sequence flows that leave an exclusive gateway.
+//!
+//! A condition is a Common Expression Language (CEL) expression over the instance variables,
+//! compiled once when a definition is deployed so that a typo is refused at deploy time rather
+//! than failing a running instance. The compiled program is immutable and shared: a parsed
+//! definition lives in an `Arc` that many tokio tasks read, so [`Condition`] is `Send + Sync`
+//! and cheap to clone. Evaluation turns the JSON variables into CEL values on every call; the
+//! variables are small and change between calls, so there is nothing worth caching.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use cel::common::value::Val;
+use cel::objects::Key;
+use cel::{Context, Env, ExecutionError, ParseErrors, Program, Value};
+use serde_json::{Map, Number, Value as Json};
+
+/// The standard CEL environment (functions, macros), built once: building it registers a few
+/// hundred overloads, which is wasted work to repeat for every evaluation.
+static STANDARD_ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+
+/// A compiled CEL boolean expression over the instance variables.
+#[derive(Clone)]
+pub struct Condition {
+    source: Arc<str>,
+    program: Arc<Program>,
+}
+
+impl fmt::Debug for Condition {
+    // The compiled program is an AST nobody wants in a log line; the source says it all.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Condition").field(&&*self.source).finish()
+    }
+}
+
+impl Condition {
+    /// Compiles `source`; the error is the CEL parser's reason with line and column.
+    pub fn compile(source: &str) -> Result<Condition, String> {
+        if source.trim().is_empty() {
+            return Err("the expression is empty".to_owned());
+        }
+        let program = STANDARD_ENV
+            .compile(source)
+            .map_err(|errors| describe_parse_errors(&errors, source))?;
+        Ok(Condition {
+            source: Arc::from(source),
+            program: Arc::new(program),
+        })
+    }
+
+    /// The expression as written in the definition.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluates the condition with every top-level key of `variables` bound as a CEL identifier.
+    ///
+    /// A reference to a variable that is not there, or a result that is not a bool, is an error
+    /// rather than `false`: silently taking another branch would hide a broken model.
+    pub fn evaluate(&self, variables: &Map<String, Json>) -> Result<bool, String> {
+        let mut context = Context::with_env(Arc::clone(&STANDARD_ENV));
+        for (name, value) in variables {
+            let value: Box<dyn Val> = json_to_cel(value)
+                .try_into()
+                .map_err(|error| describe_execution_error(&error))?;
+            context.add_variable_as_val(name.as_str(), value);
+        }
+        match self.program.execute(&context) {
+            Ok(Value::Bool(result)) => Ok(result),
+            Ok(other) => Err(format!(
+                "the condition gave {} instead of a bool",
+                describe_value_type(&other)
+            )),
+            Err(error) => Err(describe_execution_error(&error)),
+        }
+    }
+}
+
+/// One line per parser complaint, without the caret snippet cel prints on a second line: the
+/// reason ends up inside a one-line deployment error.
+fn describe_parse_errors(errors: &ParseErrors, source: &str) -> String {
+    let mut reasons: Vec<String> = errors
+        .errors
+        .iter()
+        .map(|error| {
+            format!(
+                "line {}, column {}: {}",
+                error.pos.0,
+                error.pos.1.saturating_add(1),
+                error.msg
+            )
+        })
+        .collect();
+    if reasons.is_empty() {
+        reasons.push("the expression does not parse".to_owned());
+    }
+    let mut reason = reasons.join("; ");
+    // Camunda users write JUEL; tell them what to write instead of only that it failed.
+    if source.trim_start().starts_with("${") {
+        reason.push_str(" (conditions are CEL: write `amount > 10000`, not `${amount > 10000}`)");
+    }
+    reason
+}
+
+fn describe_execution_error(error: &ExecutionError) -> String {
+    match error {
+        ExecutionError::UndeclaredReference(name) => format!("undeclared reference to '{name}'"),
+        ExecutionError::NoSuchKey(key) => format!("no such key '{key}'"),
+        other => other.to_string(),
+    }
+}
+
+fn describe_value_type(value: &Value) -> &'static str {
+    match value {
+        Value::List(_) => "a list",
+        Value::Map(_) => "a map",
+        Value::Function(..) => "a function",
+        Value::Int(_) => "an int",
+        Value::UInt(_) => "a uint",
+        Value::Float(_) => "a double",
+        Value::String(_) => "a string",
+        Value::Bytes(_) => "bytes",
+        Value::Bool(_) => "a bool",
+        Value::Null => "null",
+        _ => "a value of another type",
+    }
+}
+
+/// JSON to CEL, keeping JSON's own number kinds: a number written without a fraction or
+/// exponent is an `int` (so `count + 1` stays integer arithmetic), any other is a `double`.
+/// cel compares and tests equality across `int` and `double` (`12000.5 > 10000` and
+/// `12000 == 12000.0` both hold), so `amount > 10000` works whichever way the client sent it.
+/// An integer beyond `i64` becomes a `double` rather than a CEL `uint`: literals in conditions
+/// are `int`, and `uint + int` has no overload.
+fn json_to_cel(value: &Json) -> Value {
+    match value {
+        Json::Null => Value::Null,
+        Json::Bool(flag) => Value::Bool(*flag),
+        Json::Number(number) => number_to_cel(number),
+        Json::String(text) => Value::String(Arc::new(text.clone())),
+        Json::Array(items) => Value::List(Arc::new(items.iter().map(json_to_cel).collect())),
+        Json::Object(entries) => Value::from(
+            entries
+                .iter()
+                .map(|(key, value)| (Key::from(key.as_str()), json_to_cel(value)))
+                .collect::<std::collections::HashMap<Key, Value>>(),
+        ),
+    }
+}
+
+fn number_to_cel(number: &Number) -> Value {
+    if let Some(int) = number.as_i64() {
+        Value::Int(int)
+    } else if let Some(double) = number.as_f64() {
+        Value::Float(double)
+    } else {
+        // Only reachable with serde_json's arbitrary_precision feature, which we do not enable.
+        Value::Null
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn vars(value: Json) -> Map<String, Json> {
+        match value {
+            Json::Object(map) => map,
+            _ => panic!("test variables must be a JSON object"),
+        }
+    }
+
+    fn eval(source: &str, variables: Json) -> Result<bool, String> {
+        Condition::compile(source)?.evaluate(&vars(variables))
+    }
+
+    #[test]
+    fn condition_is_send_sync_and_clone() {
+        fn assert_shareable<T: Send + Sync + Clone + 'static>() {}
+        assert_shareable::<Condition>();
+    }
+
+    #[test]
+    fn debug_prints_the_source_only() {
+        let condition = Condition::compile("amount > 1").unwrap();
+        assert_eq!(format!("{condition:?}"), r#"Condition("amount > 1")"#);
+        assert_eq!(condition.source(), "amount > 1");
+    }
+
+    #[test]
+    fn int_variable_against_int_literal() {
+        assert_eq!(eval("amount > 10000", json!({"amount": 12000})), Ok(true));
+        assert_eq!(eval("amount > 10000", json!({"amount": 9000})), Ok(false));
+        assert_eq!(eval("amount > 10000", json!({"amount": 10000})), Ok(false));
+    }
+
+    #[test]
+    fn double_variable_against_int_literal() {
+        assert_eq!(eval("amount > 10000", json!({"amount": 12000.5})), Ok(true));
+        assert_eq!(
+            eval("amount > 10000", json!({"amount": 10000.0})),
+            Ok(false)
+        );
+        assert_eq!(
+            eval("amount >= 10000", json!({"amount": 10000.0})),
+            Ok(true)
+        );
+        assert_eq!(eval("amount < 10000", json!({"amount": 9999.99})), Ok(true));
+    }
+
+    #[test]
+    fn int_variable_against_double_literal() {
+        assert_eq!(eval("amount > 10000.5", json!({"amount": 10001})), Ok(true));
+        assert_eq!(eval("amount <= 0.5", json!({"amount": 1})), Ok(false));
+    }
+
+    #[test]
+    fn equality_across_int_and_double() {
+        assert_eq!(
+            eval("amount == 12000", json!({"amount": 12000.0})),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("amount == 12000.0", json!({"amount": 12000})),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("amount != 12000", json!({"amount": 12000.5})),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn huge_integers_still_compare() {
+        assert_eq!(eval("n > 10", json!({"n": u64::MAX})), Ok(true));
+        assert_eq!(eval("n < 0", json!({"n": i64::MIN})), Ok(true));
+    }
+
+    #[test]
+    fn integer_arithmetic_stays_integer() {
+        assert_eq!(eval("count + 1 == 3", json!({"count": 2})), Ok(true));
+        assert_eq!(eval("price * 2.0 > 3.0", json!({"price": 1.75})), Ok(true));
+    }
+
+    #[test]
+    fn mixed_arithmetic_needs_an_explicit_conversion() {
+        // CEL compares int with double but has no `int * double`: this is the language, and
+        // the error says so rather than guessing.
+        assert!(eval("amount * 1.1 > 100.0", json!({"amount": 100})).is_err());
+        assert_eq!(
+            eval("double(amount) * 1.1 > 100.0", json!({"amount": 100})),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn string_equality() {
+        assert_eq!(eval(r#"city == "上海""#, json!({"city": "上海"})), Ok(true));
+        assert_eq!(
+            eval(r#"city == 'Beijing'"#, json!({"city": "上海"})),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn nested_map_member_access() {
+        let variables = json!({
+            "manager_approval": {"outcome": "approve", "comment": "ok", "completed_by": "bob"}
+        });
+        assert_eq!(
+            eval(
+                r#"manager_approval.outcome == "approve""#,
+                variables.clone()
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            eval(r#"manager_approval["outcome"] == "reject""#, variables),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn the_expense_condition() {
+        let source = r#"amount > 10000 && manager_approval.outcome == "approve""#;
+        let approved_big = json!({"amount": 12000.5, "manager_approval": {"outcome": "approve"}});
+        let approved_small = json!({"amount": 800, "manager_approval": {"outcome": "approve"}});
+        let rejected_big = json!({"amount": 12000, "manager_approval": {"outcome": "reject"}});
+        assert_eq!(eval(source, approved_big), Ok(true));
+        assert_eq!(eval(source, approved_small), Ok(false));
+        assert_eq!(eval(source, rejected_big), Ok(false));
+    }
+
+    #[test]
+    fn logical_operators() {
+        let variables = json!({"a": true, "b": false});
+        assert_eq!(eval("a && b", variables.clone()), Ok(false));
+        assert_eq!(eval("a || b", variables.clone()), Ok(true));
+        assert_eq!(eval("!b && (a || b)", variables), Ok(true));
+    }
+
+    #[test]
+    fn lists_null_and_macros() {
+        let variables = json!({"tags": ["urgent", "travel"], "note": null, "m": {"k": 1}});
+        assert_eq!(eval(r#""urgent" in tags"#, variables.clone()), Ok(true));
+        assert_eq!(eval("size(tags) == 2", variables.clone()), Ok(true));
+        assert_eq!(eval("note == null", variables.clone()), Ok(true));
+        assert_eq!(eval("has(m.k) && !has(m.x)", variables), Ok(true));
+    }
+
+    #[test]
+    fn missing_variable_is_an_error() {
+        let error = eval("amount > 10000", json!({})).unwrap_err();
+        assert_eq!(error, "undeclared reference to 'amount'");
+    }
+
+    #[test]
+    fn missing_key_is_an_error() {
+        let error = eval(r#"task.outcome == "approve""#, json!({"task": {}})).unwrap_err();
+        assert!(error.contains("outcome"), "{error}");
+    }
+
+    #[test]
+    fn non_bool_result_is_an_error() {
+        let error = eval("amount + 1", json!({"amount": 1})).unwrap_err();
+        assert!(error.contains("an int instead of a bool"), "{error}");
+        let error = eval("name", json!({"name": "x"})).unwrap_err();
+        assert!(error.contains("a string instead of a bool"), "{error}");
+    }
+
+    #[test]
+    fn type_mismatch_is_an_error() {
+        let error = eval("amount > 10000", json!({"amount": "12000"})).unwrap_err();
+        assert!(!error.is_empty());
+    }
+
+    #[test]
+    fn syntax_errors_are_refused_at_compile_time() {
+        let error = Condition::compile("amount >").unwrap_err();
+        assert!(error.starts_with("line 1, column "), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+        assert!(Condition::compile("(a && b").is_err());
+        assert!(Condition::compile("a ==== b").is_err());
+    }
+
+    #[test]
+    fn juel_gets_a_hint() {
+        let error = Condition::compile("${amount > 1000}").unwrap_err();
+        assert!(error.contains("conditions are CEL"), "{error}");
+    }
+
+    #[test]
+    fn empty_expression_is_refused() {
+        assert_eq!(
+            Condition::compile("  \n ").unwrap_err(),
+            "the expression is empty"
+        );
+    }
+
+    #[test]
+    fn hostile_expressions_do_not_panic() {
+        let deep = format!("{}true{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(Condition::compile(&deep).is_err());
+        let long_chain = vec!["a"; 2000].join(" && ");
+        let _ = Condition::compile(&long_chain);
+        for garbage in [
+            "\u{0}",
+            "\"unterminated",
+            "1 +",
+            "}{",
+            "a.",
+            "[1,2",
+            "🙂 == 1",
+        ] {
+            assert!(Condition::compile(garbage).is_err(), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn division_by_zero_is_an_error_not_a_panic() {
+        assert!(eval("1 / n == 0", json!({"n": 0})).is_err());
+    }
+}

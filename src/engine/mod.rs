@@ -1,0 +1,7 @@
+//! The workflow rules, free of I/O: definitions are parsed and validated once into a graph
+//! ([`definition`]), conditions are CEL programs ([`condition`]), and [`runtime`] moves tokens:
+//! given an instance's state and one action it returns the whole [`runtime::Transition`] that the
+//! store then writes in one transaction. No tonic, no sqlx here: data in, decisions out.
+pub mod condition;
+pub mod definition;
+pub mod runtime;

@@ -1,0 +1,902 @@
+//! Token movement (DESIGN §4). A transition starts from a snapshot of one instance (variables,
+//! tokens waiting at parallel joins, open tasks) and one action (start, complete a task), follows
+//! sequence flows through gateways until every token rests at a user task, an end event or a join,
+//! and returns everything that changed. A failure (a condition that cannot be evaluated, no flow to
+//! take, a missing assignee) fails the instance; it is not an error of the call, because the
+//! completion that triggered it did happen and must be recorded.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::definition::{
+    Assignee, FlowIdx, Node, NodeIdx, NodeKind, ProcessDefinition, UserTaskSpec,
+};
+
+/// Tokens waiting at parallel joins: gateway id → incoming flow id → tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JoinState(pub BTreeMap<String, BTreeMap<String, u32>>);
+
+impl JoinState {
+    pub fn is_empty(&self) -> bool {
+        self.0.values().all(|flows| flows.values().all(|n| *n == 0))
+    }
+
+    fn waiting_gateways(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, flows)| flows.values().any(|n| *n > 0))
+            .map(|(gateway, _)| gateway.clone())
+            .collect()
+    }
+}
+
+/// A task that is open when the action arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenTask {
+    pub id: String,
+    pub activity_id: String,
+    /// Tasks opened together by one deferred choice share a group; the first completed withdraws
+    /// the rest.
+    pub group_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot<'a> {
+    pub variables: &'a Map<String, Value>,
+    pub joins: &'a JoinState,
+    pub open_tasks: &'a [OpenTask],
+}
+
+#[derive(Debug, Clone)]
+pub enum Action<'a> {
+    Start,
+    CompleteTask {
+        task_id: &'a str,
+        outcome: &'a str,
+        comment: &'a str,
+        completed_by: &'a str,
+        /// Variables sent with the completion; merged before the task's own result.
+        variables: &'a Map<String, Value>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceOutcome {
+    Running,
+    Completed,
+    Failed { element_id: String, reason: String },
+    Cancelled { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskToOpen {
+    pub activity_id: String,
+    pub name: String,
+    pub assignee: String,
+    pub group_id: String,
+    /// The user task or start event whose completion led here (the reminder edge's start).
+    pub from_activity: String,
+}
+
+/// Something worth an audit event. `kind` is a stable snake_case name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineEvent {
+    pub kind: &'static str,
+    pub activity_id: String,
+    pub detail: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub variables: Map<String, Value>,
+    pub joins: JoinState,
+    pub outcome: InstanceOutcome,
+    pub open: Vec<TaskToOpen>,
+    /// Open tasks of a deferred-choice group that lost the race.
+    pub withdraw: Vec<String>,
+    /// Open tasks cancelled because the instance failed.
+    pub cancel: Vec<String>,
+    pub events: Vec<EngineEvent>,
+}
+
+/// Why an action could not be applied at all; nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("task {0} is not open in this instance")]
+    TaskNotOpen(String),
+    #[error("activity {0} is not a user task of this definition")]
+    NotAUserTask(String),
+    #[error("outcome {outcome:?} is not one of {allowed:?}")]
+    UnknownOutcome {
+        outcome: String,
+        allowed: Vec<String>,
+    },
+}
+
+/// A walk that hits an element it cannot pass; fails the instance.
+#[derive(Debug)]
+struct Stuck {
+    element_id: String,
+    reason: String,
+}
+
+/// More steps than any sane model needs between two user tasks: a loop of gateways.
+const MAX_STEPS: usize = 10_000;
+
+/// Applies `action` to an instance of `def`. `new_id` names deferred-choice groups.
+pub fn apply(
+    def: &ProcessDefinition,
+    snapshot: Snapshot<'_>,
+    action: Action<'_>,
+    new_id: &mut dyn FnMut() -> String,
+) -> Result<Transition, ActionError> {
+    let mut walk = Walk {
+        def,
+        variables: snapshot.variables.clone(),
+        joins: snapshot.joins.clone(),
+        open: Vec::new(),
+        events: Vec::new(),
+        new_id,
+        steps: 0,
+    };
+    let mut withdraw = Vec::new();
+    let mut still_open: Vec<&OpenTask> = snapshot.open_tasks.iter().collect();
+
+    let result = match action {
+        Action::Start => {
+            let start = &def.nodes[def.start];
+            walk.event("instance_started", &start.id, json!({}));
+            walk.leave(def.start, &start.id)
+        }
+        Action::CompleteTask {
+            task_id,
+            outcome,
+            comment,
+            completed_by,
+            variables,
+        } => {
+            let task = snapshot
+                .open_tasks
+                .iter()
+                .find(|t| t.id == task_id)
+                .ok_or_else(|| ActionError::TaskNotOpen(task_id.to_string()))?;
+            let (node_idx, node) = def
+                .node(&task.activity_id)
+                .ok_or_else(|| ActionError::NotAUserTask(task.activity_id.clone()))?;
+            let NodeKind::UserTask(spec) = &node.kind else {
+                return Err(ActionError::NotAUserTask(task.activity_id.clone()));
+            };
+            check_outcome(spec, outcome)?;
+            for (key, value) in variables {
+                walk.variables.insert(key.clone(), value.clone());
+            }
+            walk.variables.insert(
+                node.id.clone(),
+                json!({"outcome": outcome, "comment": comment, "completed_by": completed_by}),
+            );
+            walk.variables
+                .insert("outcome".into(), Value::String(outcome.to_string()));
+            walk.event(
+                "task_completed",
+                &node.id,
+                json!({"task_id": task_id, "outcome": outcome, "completed_by": completed_by}),
+            );
+            still_open.retain(|t| t.id != task_id);
+            if !task.group_id.is_empty() {
+                for other in still_open.iter().filter(|t| t.group_id == task.group_id) {
+                    withdraw.push(other.id.clone());
+                    walk.event(
+                        "task_withdrawn",
+                        &other.activity_id,
+                        json!({"task_id": other.id, "reason": format!("{} was decided first", node.id)}),
+                    );
+                }
+                still_open.retain(|t| t.group_id != task.group_id);
+            }
+            walk.leave(node_idx, &node.id)
+        }
+    };
+
+    let Walk {
+        variables,
+        joins,
+        open,
+        mut events,
+        ..
+    } = walk;
+    let (outcome, open, cancel, joins) = match result {
+        Ok(()) if !open.is_empty() || !still_open.is_empty() => {
+            (InstanceOutcome::Running, open, Vec::new(), joins)
+        }
+        Ok(()) if joins.is_empty() => {
+            events.push(EngineEvent {
+                kind: "instance_completed",
+                activity_id: String::new(),
+                detail: json!({}),
+            });
+            (InstanceOutcome::Completed, open, Vec::new(), joins)
+        }
+        Ok(()) => {
+            let gateways = joins.waiting_gateways();
+            let element_id = gateways.first().cloned().unwrap_or_default();
+            let reason = format!(
+                "no task is open and tokens wait at parallel join(s) {gateways:?} that can no longer fire"
+            );
+            fail(&mut events, &element_id, &reason);
+            (
+                InstanceOutcome::Failed { element_id, reason },
+                Vec::new(),
+                Vec::new(),
+                JoinState::default(),
+            )
+        }
+        Err(Stuck { element_id, reason }) => {
+            fail(&mut events, &element_id, &reason);
+            let cancel: Vec<String> = still_open.iter().map(|t| t.id.clone()).collect();
+            (
+                InstanceOutcome::Failed { element_id, reason },
+                Vec::new(),
+                cancel,
+                JoinState::default(),
+            )
+        }
+    };
+    // Tasks opened by a walk that then failed were never created: drop their events too.
+    if matches!(outcome, InstanceOutcome::Failed { .. }) {
+        events.retain(|e| e.kind != "task_opened");
+    }
+    Ok(Transition {
+        variables,
+        joins,
+        outcome,
+        open,
+        withdraw,
+        cancel,
+        events,
+    })
+}
+
+/// Cancels an instance: every open task is cancelled, waiting tokens are dropped.
+pub fn cancel(snapshot: Snapshot<'_>, reason: &str) -> Transition {
+    Transition {
+        variables: snapshot.variables.clone(),
+        joins: JoinState::default(),
+        outcome: InstanceOutcome::Cancelled {
+            reason: reason.to_string(),
+        },
+        open: Vec::new(),
+        withdraw: Vec::new(),
+        cancel: snapshot.open_tasks.iter().map(|t| t.id.clone()).collect(),
+        events: vec![EngineEvent {
+            kind: "instance_cancelled",
+            activity_id: String::new(),
+            detail: json!({ "reason": reason }),
+        }],
+    }
+}
+
+fn fail(events: &mut Vec<EngineEvent>, element_id: &str, reason: &str) {
+    events.push(EngineEvent {
+        kind: "instance_failed",
+        activity_id: element_id.to_string(),
+        detail: json!({ "reason": reason }),
+    });
+}
+
+/// The outcome ids a user task accepts.
+pub fn outcome_ids(spec: &UserTaskSpec) -> Vec<String> {
+    spec.outcomes.iter().map(|o| o.id.clone()).collect()
+}
+
+fn check_outcome(spec: &UserTaskSpec, outcome: &str) -> Result<(), ActionError> {
+    if spec.outcomes.iter().any(|o| o.id == outcome) {
+        Ok(())
+    } else {
+        Err(ActionError::UnknownOutcome {
+            outcome: outcome.to_string(),
+            allowed: outcome_ids(spec),
+        })
+    }
+}
+
+struct Walk<'d, 'f> {
+    def: &'d ProcessDefinition,
+    variables: Map<String, Value>,
+    joins: JoinState,
+    open: Vec<TaskToOpen>,
+    events: Vec<EngineEvent>,
+    new_id: &'f mut dyn FnMut() -> String,
+    steps: usize,
+}
+
+impl Walk<'_, '_> {
+    fn event(&mut self, kind: &'static str, activity_id: &str, detail: Value) {
+        self.events.push(EngineEvent {
+            kind,
+            activity_id: activity_id.to_string(),
+            detail,
+        });
+    }
+
+    /// A token leaves `node` (a completed task or the start event) on its outgoing flows.
+    fn leave(&mut self, node: NodeIdx, from_activity: &str) -> Result<(), Stuck> {
+        let outgoing = self.def.nodes[node].outgoing.clone();
+        for flow in outgoing {
+            self.take(flow, from_activity)?;
+        }
+        Ok(())
+    }
+
+    /// A token travels along `flow` and acts on the node it reaches.
+    fn take(&mut self, flow: FlowIdx, from_activity: &str) -> Result<(), Stuck> {
+        self.steps += 1;
+        let def = self.def;
+        let flow_def = &def.flows[flow];
+        let node = &def.nodes[flow_def.target];
+        if self.steps > MAX_STEPS {
+            return Err(Stuck {
+                element_id: node.id.clone(),
+                reason: format!(
+                    "more than {MAX_STEPS} steps without reaching a user task: a loop of gateways"
+                ),
+            });
+        }
+        match &node.kind {
+            NodeKind::StartEvent => Err(Stuck {
+                element_id: node.id.clone(),
+                reason: "a flow leads back into the start event".into(),
+            }),
+            NodeKind::EndEvent => {
+                self.event("end_reached", &node.id, json!({}));
+                Ok(())
+            }
+            NodeKind::UserTask(spec) => self.open_task(node, spec, String::new(), from_activity),
+            NodeKind::ParallelGateway => self.parallel(flow_def.target, flow, from_activity),
+            NodeKind::ExclusiveGateway(gateway) => {
+                if node.outgoing.len() <= 1 {
+                    // An exclusive join (or a pass-through): every arriving token passes.
+                    return self.leave(flow_def.target, from_activity);
+                }
+                if gateway.deferred_choice {
+                    return self.deferred_choice(node, from_activity);
+                }
+                let chosen = self.choose(node, gateway.default)?;
+                self.take(chosen, from_activity)
+            }
+        }
+    }
+
+    fn open_task(
+        &mut self,
+        node: &Node,
+        spec: &UserTaskSpec,
+        group_id: String,
+        from_activity: &str,
+    ) -> Result<(), Stuck> {
+        let assignee = match &spec.assignee {
+            Assignee::User(user) => user.clone(),
+            Assignee::Variable(name) => match self.variables.get(name) {
+                Some(Value::String(user)) if !user.trim().is_empty() => user.trim().to_string(),
+                Some(other) => {
+                    return Err(Stuck {
+                        element_id: node.id.clone(),
+                        reason: format!(
+                            "assignee variable {name:?} must hold a user id (a non-empty string), found {other}"
+                        ),
+                    });
+                }
+                None => {
+                    return Err(Stuck {
+                        element_id: node.id.clone(),
+                        reason: format!("assignee variable {name:?} is not set"),
+                    });
+                }
+            },
+        };
+        self.event(
+            "task_opened",
+            &node.id,
+            json!({"assignee": assignee, "group_id": group_id}),
+        );
+        self.open.push(TaskToOpen {
+            activity_id: node.id.clone(),
+            name: node.name.clone(),
+            assignee,
+            group_id,
+            from_activity: from_activity.to_string(),
+        });
+        Ok(())
+    }
+
+    fn parallel(
+        &mut self,
+        gateway: NodeIdx,
+        via: FlowIdx,
+        from_activity: &str,
+    ) -> Result<(), Stuck> {
+        let def = self.def;
+        let node = &def.nodes[gateway];
+        if node.incoming.len() <= 1 {
+            return self.leave(gateway, from_activity);
+        }
+        let arrived = self.joins.0.entry(node.id.clone()).or_default();
+        *arrived.entry(def.flows[via].id.clone()).or_insert(0) += 1;
+        let complete = node
+            .incoming
+            .iter()
+            .all(|f| arrived.get(&def.flows[*f].id).copied().unwrap_or(0) > 0);
+        if !complete {
+            let waiting_for: Vec<&str> = node
+                .incoming
+                .iter()
+                .map(|f| &def.flows[*f])
+                .filter(|f| arrived.get(&f.id).copied().unwrap_or(0) == 0)
+                .map(|f| f.id.as_str())
+                .collect();
+            let detail = json!({ "arrived_on": def.flows[via].id, "waiting_for": waiting_for });
+            self.event("join_waiting", &node.id, detail);
+            return Ok(());
+        }
+        for f in &node.incoming {
+            if let Some(n) = arrived.get_mut(&def.flows[*f].id) {
+                *n -= 1;
+            }
+        }
+        arrived.retain(|_, n| *n > 0);
+        if arrived.is_empty() {
+            self.joins.0.remove(&node.id);
+        }
+        self.event("join_fired", &node.id, json!({}));
+        self.leave(gateway, from_activity)
+    }
+
+    fn deferred_choice(&mut self, node: &Node, from_activity: &str) -> Result<(), Stuck> {
+        let group_id = (self.new_id)();
+        self.event("deferred_choice", &node.id, json!({ "group_id": group_id }));
+        let def = self.def;
+        for flow in &node.outgoing {
+            let target = &def.nodes[def.flows[*flow].target];
+            let NodeKind::UserTask(spec) = &target.kind else {
+                return Err(Stuck {
+                    element_id: node.id.clone(),
+                    reason: format!(
+                        "deferred choice branch {} must lead to a user task",
+                        target.id
+                    ),
+                });
+            };
+            self.open_task(target, spec, group_id.clone(), from_activity)?;
+        }
+        Ok(())
+    }
+
+    /// The first outgoing flow, in document order, whose condition is true; else the default.
+    fn choose(&mut self, node: &Node, default: Option<FlowIdx>) -> Result<FlowIdx, Stuck> {
+        let def = self.def;
+        for flow_idx in &node.outgoing {
+            let flow = &def.flows[*flow_idx];
+            let Some(condition) = &flow.condition else {
+                continue;
+            };
+            match condition.evaluate(&self.variables) {
+                Ok(true) => {
+                    let detail = json!({ "flow": flow.id, "condition": condition.source() });
+                    self.event("gateway_decided", &node.id, detail);
+                    return Ok(*flow_idx);
+                }
+                Ok(false) => {}
+                Err(reason) => {
+                    return Err(Stuck {
+                        element_id: flow.id.clone(),
+                        reason: format!("condition {:?} failed: {reason}", condition.source()),
+                    });
+                }
+            }
+        }
+        match default {
+            Some(flow_idx) => {
+                let detail = json!({ "flow": def.flows[flow_idx].id, "default": true });
+                self.event("gateway_decided", &node.id, detail);
+                Ok(flow_idx)
+            }
+            None => Err(Stuck {
+                element_id: node.id.clone(),
+                reason: "no condition is true and the gateway has no default flow".into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::definition::parse;
+
+    fn bpmn(body: &str) -> ProcessDefinition {
+        let xml = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:replyflow="https://replyflow.dev/schema/1" id="defs" targetNamespace="urn:test">
+  <bpmn:process id="p" name="P" isExecutable="true">{body}</bpmn:process>
+</bpmn:definitions>"#
+        );
+        parse(xml.as_bytes()).unwrap_or_else(|e| panic!("test definition: {e}"))
+    }
+
+    fn task(id: &str, assignee: &str) -> String {
+        format!(r#"<bpmn:userTask id="{id}" name="{id}" replyflow:assignee="{assignee}"/>"#)
+    }
+
+    fn flow(id: &str, from: &str, to: &str) -> String {
+        format!(r#"<bpmn:sequenceFlow id="{id}" sourceRef="{from}" targetRef="{to}"/>"#)
+    }
+
+    fn cond_flow(id: &str, from: &str, to: &str, cond: &str) -> String {
+        format!(
+            r#"<bpmn:sequenceFlow id="{id}" sourceRef="{from}" targetRef="{to}"><bpmn:conditionExpression>{cond}</bpmn:conditionExpression></bpmn:sequenceFlow>"#
+        )
+    }
+
+    /// An instance driven through the engine in memory.
+    struct Run {
+        def: ProcessDefinition,
+        variables: Map<String, Value>,
+        joins: JoinState,
+        open: Vec<OpenTask>,
+        outcome: InstanceOutcome,
+        withdrawn: Vec<String>,
+        next: u32,
+    }
+
+    impl Run {
+        fn start(def: ProcessDefinition, variables: Value) -> Self {
+            let Value::Object(variables) = variables else {
+                panic!("object")
+            };
+            let mut run = Run {
+                def,
+                variables,
+                joins: JoinState::default(),
+                open: Vec::new(),
+                outcome: InstanceOutcome::Running,
+                withdrawn: Vec::new(),
+                next: 0,
+            };
+            run.act(None, "");
+            run
+        }
+
+        fn act(&mut self, task_activity: Option<&str>, outcome: &str) {
+            let mut counter = self.next;
+            let mut ids = || {
+                counter += 1;
+                format!("g{counter}")
+            };
+            let empty = Map::new();
+            let task_id = task_activity.map(|a| {
+                self.open
+                    .iter()
+                    .find(|t| t.activity_id == a)
+                    .unwrap_or_else(|| panic!("{a} is not open: {:?}", self.open))
+                    .id
+                    .clone()
+            });
+            let action = match &task_id {
+                None => Action::Start,
+                Some(id) => Action::CompleteTask {
+                    task_id: id,
+                    outcome,
+                    comment: "",
+                    completed_by: "u",
+                    variables: &empty,
+                },
+            };
+            let t = apply(
+                &self.def,
+                Snapshot {
+                    variables: &self.variables,
+                    joins: &self.joins,
+                    open_tasks: &self.open,
+                },
+                action,
+                &mut ids,
+            )
+            .expect("action applies");
+            self.next = counter;
+            self.open.retain(|o| {
+                Some(&o.id) != task_id.as_ref()
+                    && !t.withdraw.contains(&o.id)
+                    && !t.cancel.contains(&o.id)
+            });
+            for (i, new) in t.open.iter().enumerate() {
+                self.open.push(OpenTask {
+                    id: format!("{}#{}#{i}", new.activity_id, self.next),
+                    activity_id: new.activity_id.clone(),
+                    group_id: new.group_id.clone(),
+                });
+                self.next += 1;
+            }
+            self.withdrawn.extend(t.withdraw.iter().cloned());
+            self.variables = t.variables;
+            self.joins = t.joins;
+            self.outcome = t.outcome;
+        }
+
+        fn complete(&mut self, activity: &str, outcome: &str) {
+            self.act(Some(activity), outcome);
+        }
+
+        fn open_activities(&self) -> Vec<&str> {
+            let mut ids: Vec<&str> = self.open.iter().map(|t| t.activity_id.as_str()).collect();
+            ids.sort();
+            ids
+        }
+    }
+
+    #[test]
+    fn sequence_moves_from_task_to_task_then_completes() {
+        let def = bpmn(
+            &[
+                r#"<bpmn:startEvent id="start"/>"#.to_string(),
+                task("a1", "alice"),
+                task("a2", "${boss}"),
+                r#"<bpmn:endEvent id="end"/>"#.to_string(),
+                flow("f1", "start", "a1"),
+                flow("f2", "a1", "a2"),
+                flow("f3", "a2", "end"),
+            ]
+            .concat(),
+        );
+        let mut run = Run::start(def, json!({"boss": "bob"}));
+        assert_eq!(run.open_activities(), ["a1"]);
+        run.complete("a1", "approve");
+        assert_eq!(run.open_activities(), ["a2"]);
+        assert_eq!(run.variables["a1"]["outcome"], "approve");
+        assert_eq!(run.variables["outcome"], "approve");
+        run.complete("a2", "reject");
+        assert_eq!(run.outcome, InstanceOutcome::Completed);
+        assert!(run.open.is_empty());
+    }
+
+    fn parallel_def() -> ProcessDefinition {
+        bpmn(&[
+            r#"<bpmn:startEvent id="start"/><bpmn:parallelGateway id="split"/><bpmn:parallelGateway id="join"/><bpmn:endEvent id="end"/>"#.to_string(),
+            task("a1", "u1"),
+            task("a2", "u2"),
+            task("a3", "u3"),
+            flow("f0", "start", "split"),
+            flow("f1", "split", "a1"),
+            flow("f2", "split", "a2"),
+            flow("f3", "a1", "join"),
+            flow("f4", "a2", "join"),
+            flow("f5", "join", "a3"),
+            flow("f6", "a3", "end"),
+        ]
+        .concat())
+    }
+
+    #[test]
+    fn parallel_split_opens_every_branch_and_join_waits_for_all() {
+        let mut run = Run::start(parallel_def(), json!({}));
+        assert_eq!(run.open_activities(), ["a1", "a2"]);
+        run.complete("a2", "approve");
+        assert_eq!(run.open_activities(), ["a1"]);
+        assert!(!run.joins.is_empty(), "a token waits at the join");
+        run.complete("a1", "approve");
+        assert_eq!(run.open_activities(), ["a3"]);
+        assert!(run.joins.is_empty(), "the join consumed its tokens");
+        run.complete("a3", "approve");
+        assert_eq!(run.outcome, InstanceOutcome::Completed);
+    }
+
+    fn exclusive_def(default: bool) -> ProcessDefinition {
+        let gateway = if default {
+            r#"<bpmn:exclusiveGateway id="xor" default="f_small"/>"#
+        } else {
+            r#"<bpmn:exclusiveGateway id="xor"/>"#
+        };
+        let small = if default {
+            flow("f_small", "xor", "a3")
+        } else {
+            cond_flow("f_small", "xor", "a3", "amount &lt; 100")
+        };
+        bpmn(
+            &[
+                r#"<bpmn:startEvent id="start"/><bpmn:endEvent id="end"/>"#.to_string(),
+                gateway.to_string(),
+                task("a1", "u1"),
+                task("a2", "u2"),
+                task("a3", "u3"),
+                flow("f0", "start", "a1"),
+                flow("f1", "a1", "xor"),
+                cond_flow(
+                    "f_big",
+                    "xor",
+                    "a2",
+                    "amount &gt; 10000 &amp;&amp; a1.outcome == \"approve\"",
+                ),
+                cond_flow("f_mid", "xor", "a2", "amount &gt; 5000"),
+                small,
+                flow("f4", "a2", "end"),
+                flow("f5", "a3", "end"),
+            ]
+            .concat(),
+        )
+    }
+
+    #[test]
+    fn exclusive_split_takes_the_first_true_condition_in_document_order() {
+        let mut run = Run::start(exclusive_def(true), json!({"amount": 20000}));
+        run.complete("a1", "approve");
+        assert_eq!(run.open_activities(), ["a2"]);
+        let mut run = Run::start(exclusive_def(true), json!({"amount": 20000.5}));
+        run.complete("a1", "approve");
+        assert_eq!(run.open_activities(), ["a2"], "doubles compare with ints");
+    }
+
+    #[test]
+    fn exclusive_split_falls_back_to_the_default_flow() {
+        let mut run = Run::start(exclusive_def(true), json!({"amount": 50}));
+        run.complete("a1", "reject");
+        assert_eq!(run.open_activities(), ["a3"]);
+    }
+
+    #[test]
+    fn exclusive_split_without_a_match_or_default_fails_the_instance() {
+        let mut run = Run::start(exclusive_def(false), json!({"amount": 1000}));
+        run.complete("a1", "approve");
+        match &run.outcome {
+            InstanceOutcome::Failed { element_id, reason } => {
+                assert_eq!(element_id, "xor");
+                assert!(reason.contains("no condition is true"), "{reason}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert!(run.open.is_empty());
+    }
+
+    #[test]
+    fn a_condition_that_cannot_be_evaluated_fails_the_instance_naming_the_flow() {
+        let mut run = Run::start(exclusive_def(true), json!({}));
+        run.complete("a1", "approve");
+        let InstanceOutcome::Failed { element_id, reason } = &run.outcome else {
+            panic!("expected failure, got {:?}", run.outcome)
+        };
+        assert_eq!(element_id, "f_big");
+        assert!(reason.contains("amount"), "{reason}");
+    }
+
+    fn deferred_def() -> ProcessDefinition {
+        bpmn(&[
+            r#"<bpmn:startEvent id="start"/><bpmn:exclusiveGateway id="choice"/><bpmn:exclusiveGateway id="merge"/><bpmn:endEvent id="end"/>"#.to_string(),
+            task("a1", "u1"),
+            task("a2", "u2"),
+            task("a3", "u3"),
+            task("a4", "u4"),
+            flow("f0", "start", "a1"),
+            flow("f1", "a1", "choice"),
+            flow("f2", "choice", "a2"),
+            flow("f3", "choice", "a3"),
+            flow("f4", "a2", "merge"),
+            flow("f5", "a3", "merge"),
+            flow("f6", "merge", "a4"),
+            flow("f7", "a4", "end"),
+        ]
+        .concat())
+    }
+
+    #[test]
+    fn deferred_choice_opens_every_branch_and_the_first_completed_wins() {
+        let mut run = Run::start(deferred_def(), json!({}));
+        run.complete("a1", "approve");
+        assert_eq!(run.open_activities(), ["a2", "a3"]);
+        let groups: Vec<&str> = run.open.iter().map(|t| t.group_id.as_str()).collect();
+        assert!(
+            !groups[0].is_empty() && groups[0] == groups[1],
+            "one group: {groups:?}"
+        );
+        run.complete("a3", "approve");
+        assert_eq!(run.withdrawn.len(), 1, "the other branch is withdrawn");
+        assert!(run.withdrawn[0].starts_with("a2"));
+        // The exclusive join lets the single token through exactly once.
+        assert_eq!(run.open_activities(), ["a4"]);
+    }
+
+    #[test]
+    fn exclusive_join_passes_every_arriving_token() {
+        // A parallel split into an exclusive merge: both tokens pass, so a4 opens twice.
+        let def = bpmn(&[
+            r#"<bpmn:startEvent id="start"/><bpmn:parallelGateway id="split"/><bpmn:exclusiveGateway id="merge"/><bpmn:endEvent id="end"/>"#.to_string(),
+            task("a1", "u1"),
+            task("a2", "u2"),
+            task("a4", "u4"),
+            flow("f0", "start", "split"),
+            flow("f1", "split", "a1"),
+            flow("f2", "split", "a2"),
+            flow("f3", "a1", "merge"),
+            flow("f4", "a2", "merge"),
+            flow("f5", "merge", "a4"),
+            flow("f6", "a4", "end"),
+        ]
+        .concat());
+        let mut run = Run::start(def, json!({}));
+        run.complete("a1", "approve");
+        assert_eq!(run.open_activities(), ["a2", "a4"]);
+        run.complete("a2", "approve");
+        assert_eq!(run.open_activities(), ["a4", "a4"]);
+    }
+
+    #[test]
+    fn unknown_outcome_is_refused_and_changes_nothing() {
+        let def = parallel_def();
+        let open = vec![OpenTask {
+            id: "t1".into(),
+            activity_id: "a1".into(),
+            group_id: String::new(),
+        }];
+        let empty = Map::new();
+        let err = apply(
+            &def,
+            Snapshot {
+                variables: &empty,
+                joins: &JoinState::default(),
+                open_tasks: &open,
+            },
+            Action::CompleteTask {
+                task_id: "t1",
+                outcome: "maybe",
+                comment: "",
+                completed_by: "u1",
+                variables: &empty,
+            },
+            &mut || "g".to_string(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ActionError::UnknownOutcome { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_missing_assignee_variable_fails_the_instance_at_the_task() {
+        let def = bpmn(
+            &[
+                r#"<bpmn:startEvent id="start"/><bpmn:endEvent id="end"/>"#.to_string(),
+                task("a1", "${manager}"),
+                flow("f0", "start", "a1"),
+                flow("f1", "a1", "end"),
+            ]
+            .concat(),
+        );
+        let run = Run::start(def, json!({}));
+        let InstanceOutcome::Failed { element_id, .. } = &run.outcome else {
+            panic!("expected failure")
+        };
+        assert_eq!(element_id, "a1");
+        assert!(run.open.is_empty());
+    }
+
+    #[test]
+    fn cancel_cancels_every_open_task() {
+        let mut run = Run::start(parallel_def(), json!({}));
+        run.complete("a1", "approve");
+        let t = cancel(
+            Snapshot {
+                variables: &run.variables,
+                joins: &run.joins,
+                open_tasks: &run.open,
+            },
+            "no longer needed",
+        );
+        assert_eq!(t.cancel.len(), 1);
+        assert!(t.joins.is_empty());
+        assert_eq!(
+            t.outcome,
+            InstanceOutcome::Cancelled {
+                reason: "no longer needed".into()
+            }
+        );
+    }
+}

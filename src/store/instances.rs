@@ -1,0 +1,318 @@
+//! Instances, their tasks and their audit events. A transition runs inside one [`Tx`]: it first
+//! bumps the instance's `rev` (a write, so it takes the row lock on PostgreSQL and the write lock
+//! on SQLite before anything is read), then reads the state, then writes the engine's decisions.
+//! Two completions of one instance therefore run one after the other on both backends.
+use serde_json::{Map, Value};
+use sqlx::{Any, AssertSqlSafe, Row};
+
+use super::{
+    Store, Tx,
+    paging::{Filter, PageRequest, into_page},
+    rows::{self, INSTANCE_COLUMNS, TASK_COLUMNS},
+};
+use crate::{
+    engine::runtime::JoinState,
+    error::{Error, Result},
+    model::{CompletedVia, Event, Instance, InstanceStatus, Page, Task, TaskStatus},
+};
+
+/// An instance with the engine state that the API never shows.
+#[derive(Debug, Clone)]
+pub struct InstanceRecord {
+    pub instance: Instance,
+    pub joins: JoinState,
+}
+
+fn json_text(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(e.into()))
+}
+
+fn instance_record(row: &sqlx::any::AnyRow) -> Result<InstanceRecord> {
+    let joins: String = row.try_get("joins")?;
+    Ok(InstanceRecord {
+        instance: rows::instance(row)?,
+        joins: serde_json::from_str(&joins)
+            .map_err(|_| Error::Internal(anyhow::anyhow!("corrupt row: instances.joins")))?,
+    })
+}
+
+/// What the list of tasks can be narrowed by; empty strings mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub assignee: String,
+    pub instance_id: String,
+    pub activity_id: String,
+    pub business_key: String,
+    pub status: Option<TaskStatus>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub definition_key: String,
+    pub business_key: String,
+    pub started_by: String,
+    pub status: Option<InstanceStatus>,
+}
+
+impl Store {
+    pub async fn instance(&self, id: &str) -> Result<Option<Instance>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rows::instance).transpose()
+    }
+
+    pub async fn task(&self, id: &str) -> Result<Option<Task>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rows::task).transpose()
+    }
+
+    pub async fn open_tasks(&self, instance_id: &str) -> Result<Vec<Task>> {
+        let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = $1 AND status = 'open' ORDER BY id"
+        )))
+        .bind(instance_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::task).collect()
+    }
+
+    pub async fn list_tasks(&self, filter: &TaskFilter, page: &PageRequest) -> Result<Page<Task>> {
+        let mut f = Filter::default();
+        f.eq_if("assignee", &filter.assignee);
+        f.eq_if("instance_id", &filter.instance_id);
+        f.eq_if("activity_id", &filter.activity_id);
+        f.eq_if("business_key", &filter.business_key);
+        if let Some(status) = filter.status {
+            f.eq("status", status.as_str());
+        }
+        let (tail, args) = f.page_sql(page, "id");
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks{tail}");
+        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+        for arg in args {
+            query = query.bind(arg);
+        }
+        let tasks = query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::task)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(into_page(tasks, page, |t| &t.id))
+    }
+
+    pub async fn list_instances(
+        &self,
+        filter: &InstanceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Instance>> {
+        let mut f = Filter::default();
+        f.eq_if("definition_key", &filter.definition_key);
+        f.eq_if("business_key", &filter.business_key);
+        f.eq_if("started_by", &filter.started_by);
+        if let Some(status) = filter.status {
+            f.eq("status", status.as_str());
+        }
+        let (tail, args) = f.page_sql(page, "id");
+        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances{tail}");
+        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+        for arg in args {
+            query = query.bind(arg);
+        }
+        let items = query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::instance)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(into_page(items, page, |i| &i.id))
+    }
+
+    /// The audit trail of an instance, oldest first.
+    pub async fn events(&self, instance_id: &str) -> Result<Vec<Event>> {
+        let rows = sqlx::query::<Any>(
+            "SELECT instance_id, at, kind, activity_id, actor, detail FROM events WHERE instance_id = $1 ORDER BY id",
+        )
+        .bind(instance_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let detail: String = row.try_get("detail")?;
+                Ok(Event {
+                    instance_id: row.try_get("instance_id")?,
+                    at: row.try_get("at")?,
+                    kind: row.try_get("kind")?,
+                    activity_id: row.try_get("activity_id")?,
+                    actor: row.try_get("actor")?,
+                    detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Tx {
+    /// Serializes transitions of one instance; `false` when it does not exist.
+    pub async fn lock_instance(&mut self, id: &str) -> Result<bool> {
+        let done = sqlx::query::<Any>("UPDATE instances SET rev = rev + 1 WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.inner)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn instance(&mut self, id: &str) -> Result<Option<InstanceRecord>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *self.inner)
+        .await?;
+        row.as_ref().map(instance_record).transpose()
+    }
+
+    pub async fn task(&mut self, id: &str) -> Result<Option<Task>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *self.inner)
+        .await?;
+        row.as_ref().map(rows::task).transpose()
+    }
+
+    pub async fn open_tasks(&mut self, instance_id: &str) -> Result<Vec<Task>> {
+        let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = $1 AND status = 'open' ORDER BY id"
+        )))
+        .bind(instance_id)
+        .fetch_all(&mut *self.inner)
+        .await?;
+        rows.iter().map(rows::task).collect()
+    }
+
+    pub async fn insert_instance(&mut self, record: &InstanceRecord) -> Result<()> {
+        let i = &record.instance;
+        sqlx::query::<Any>(
+            "INSERT INTO instances (id, definition_key, definition_version, business_key, variables, joins, \
+             status, error, started_by, rev, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11)",
+        )
+        .bind(&i.id)
+        .bind(&i.definition_key)
+        .bind(i.definition_version)
+        .bind(&i.business_key)
+        .bind(json_text(&i.variables)?)
+        .bind(json_text(&record.joins)?)
+        .bind(i.status.as_str())
+        .bind(&i.error)
+        .bind(&i.started_by)
+        .bind(i.created_at)
+        .bind(i.updated_at)
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_instance(
+        &mut self,
+        id: &str,
+        variables: &Map<String, Value>,
+        joins: &JoinState,
+        status: InstanceStatus,
+        error: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query::<Any>(
+            "UPDATE instances SET variables = $2, joins = $3, status = $4, error = $5, updated_at = $6 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(json_text(variables)?)
+        .bind(json_text(joins)?)
+        .bind(status.as_str())
+        .bind(error)
+        .bind(now)
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn insert_task(&mut self, task: &Task) -> Result<()> {
+        sqlx::query::<Any>(AssertSqlSafe(format!(
+            "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        )))
+        .bind(&task.id)
+        .bind(&task.instance_id)
+        .bind(&task.definition_key)
+        .bind(task.definition_version)
+        .bind(&task.business_key)
+        .bind(&task.activity_id)
+        .bind(&task.name)
+        .bind(&task.assignee)
+        .bind(task.status.as_str())
+        .bind(&task.outcome)
+        .bind(&task.comment)
+        .bind(&task.completed_by)
+        .bind(task.completed_via.map(CompletedVia::as_str).unwrap_or(""))
+        .bind(&task.group_id)
+        .bind(&task.from_activity)
+        .bind(task.created_at)
+        .bind(task.completed_at.unwrap_or(0))
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+
+    /// Closes an open task; `false` if it was not open any more.
+    pub async fn close_task(&mut self, task: &Task) -> Result<bool> {
+        let done = sqlx::query::<Any>(
+            "UPDATE tasks SET status = $2, outcome = $3, comment = $4, completed_by = $5, completed_via = $6, \
+             completed_at = $7 WHERE id = $1 AND status = 'open'",
+        )
+        .bind(&task.id)
+        .bind(task.status.as_str())
+        .bind(&task.outcome)
+        .bind(&task.comment)
+        .bind(&task.completed_by)
+        .bind(task.completed_via.map(CompletedVia::as_str).unwrap_or(""))
+        .bind(task.completed_at.unwrap_or(0))
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn set_assignee(&mut self, task_id: &str, assignee: &str) -> Result<()> {
+        sqlx::query::<Any>("UPDATE tasks SET assignee = $2 WHERE id = $1")
+            .bind(task_id)
+            .bind(assignee)
+            .execute(&mut *self.inner)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
+        for e in events {
+            sqlx::query::<Any>(
+                "INSERT INTO events (instance_id, at, kind, activity_id, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&e.instance_id)
+            .bind(e.at)
+            .bind(&e.kind)
+            .bind(&e.activity_id)
+            .bind(&e.actor)
+            .bind(json_text(&e.detail)?)
+            .execute(&mut *self.inner)
+            .await?;
+        }
+        Ok(())
+    }
+}

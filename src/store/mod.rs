@@ -1,0 +1,213 @@
+//! Every SQL statement of the project lives under this module. One schema, written once against
+//! sqlx's `Any` driver so that business logic never branches on the backend: SQLite (WAL, the
+//! embedded default) or PostgreSQL (production, several server instances). The few statements
+//! whose dialects differ ask [`Backend`]. Migrations are embedded per backend and run at start.
+//!
+//! Times are UTC milliseconds (`BIGINT`), JSON is stored as text, ids are UUIDv7 text so that id
+//! order is creation order and pages are keyed by the last id seen.
+//!
+//! Dynamic SQL (`AssertSqlSafe`) is only ever assembled from this module's own column lists and
+//! numbered placeholders; every value is bound, never formatted in.
+mod definitions;
+mod instances;
+mod paging;
+mod rows;
+mod users;
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use sqlx::{
+    Any, AnyPool, AssertSqlSafe, Executor,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+
+pub use instances::{InstanceFilter, InstanceRecord, TaskFilter};
+pub use paging::PageRequest;
+
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// How the database is opened; the URL itself may hold a password and is never logged.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    /// SQLite: fsync every commit (`true`) or rely on WAL checkpoints (`false`).
+    pub synchronous_full: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            synchronous_full: true,
+        }
+    }
+}
+
+impl Store {
+    pub async fn connect(url: &str, options: &ConnectOptions) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("sqlite:") {
+            // Create the file on first run; `mode=rwc` is what sqlx needs for that.
+            let url = if url.contains("mode=") {
+                url.to_string()
+            } else if url.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else {
+            (Backend::Postgres, url.to_string())
+        };
+        let connect = AnyConnectOptions::from_str(&url).context("parsing database.url")?;
+        let synchronous = if options.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Writers wait for each other instead of failing with SQLITE_BUSY; every
+                        // write transaction starts with a write so waiting is always possible.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        let pragma = format!("PRAGMA synchronous = {synchronous}");
+                        conn.execute(AssertSqlSafe(pragma)).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(connect)
+            .await
+            .context("connecting to the database")?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await,
+        }
+        .context("running migrations")
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+        })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A stored setting (e.g. the generated token secret).
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let value = sqlx::query_scalar::<Any, String>("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(value)
+    }
+
+    /// Stores `value` unless the key already has one; returns the value that won.
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(self
+            .setting(key)
+            .await?
+            .unwrap_or_else(|| value.to_string()))
+    }
+}
+
+/// One database transaction. Dropped without [`Tx::commit`], it rolls back.
+#[derive(Debug)]
+pub struct Tx {
+    inner: sqlx::Transaction<'static, Any>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        self.inner.commit().await?;
+        Ok(())
+    }
+
+    /// Records a request id in the transaction of its effect. `Ok(false)`: the id was already
+    /// used (the caller returns the earlier result instead of acting twice).
+    pub async fn claim_request(
+        &mut self,
+        scope: &str,
+        request_id: &str,
+        fingerprint: &str,
+        result_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO requests (scope, request_id, fingerprint, result_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, request_id) DO NOTHING",
+        )
+        .bind(scope)
+        .bind(request_id)
+        .bind(fingerprint)
+        .bind(result_id)
+        .bind(now)
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// A request id seen before: what it was for and what it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorRequest {
+    pub fingerprint: String,
+    pub result_id: String,
+}
+
+impl Store {
+    pub async fn prior_request(
+        &self,
+        scope: &str,
+        request_id: &str,
+    ) -> Result<Option<PriorRequest>> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT fingerprint, result_id FROM requests WHERE scope = $1 AND request_id = $2",
+        )
+        .bind(scope)
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(fingerprint, result_id)| PriorRequest {
+            fingerprint,
+            result_id,
+        }))
+    }
+}

@@ -1,0 +1,226 @@
+//! The use cases behind the API: each loads what it needs, asks the engine for a decision and
+//! writes the decision, its audit events and its request id in ONE transaction. The gRPC layer
+//! and (later) the reply reader both end here, so email is just another way to act.
+mod definitions;
+pub mod instances;
+pub mod tasks;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+
+use crate::{
+    clock::Clock,
+    engine::definition::ProcessDefinition,
+    error::{Error, Result},
+    model::{Instance, Page, Task, TaskEvent, User},
+    store::{PageRequest, PriorRequest, Store},
+};
+
+/// Who is calling, as established by the API's authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: String,
+}
+
+impl Actor {
+    pub fn new(user_id: impl Into<String>) -> Self {
+        Self {
+            user_id: user_id.into(),
+        }
+    }
+}
+
+/// An instance with its open tasks, as clients see it.
+#[derive(Debug, Clone)]
+pub struct InstanceView {
+    pub instance: Instance,
+    pub open_tasks: Vec<Task>,
+}
+
+#[derive(Debug)]
+pub struct Workflow {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    definitions: Mutex<HashMap<(String, i64), Arc<ProcessDefinition>>>,
+    task_events: broadcast::Sender<TaskEvent>,
+}
+
+impl Workflow {
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        let (task_events, _) = broadcast::channel(4096);
+        Self {
+            store,
+            clock,
+            definitions: Mutex::new(HashMap::new()),
+            task_events,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Task events of this server, published after their transaction committed.
+    pub fn subscribe_tasks(&self) -> broadcast::Receiver<TaskEvent> {
+        self.task_events.subscribe()
+    }
+
+    fn publish(&self, events: Vec<TaskEvent>) {
+        for event in events {
+            // No subscriber is not an error: nobody is watching.
+            let _ = self.task_events.send(event);
+        }
+    }
+
+    pub async fn upsert_user(&self, user: User) -> Result<User> {
+        validate_user(&user)?;
+        if !user.email.is_empty()
+            && let Some(other) = self.store.user_with_email(&user.email, &user.id).await?
+        {
+            return Err(Error::AlreadyExists(format!(
+                "user.email: {} already belongs to user {other}",
+                user.email
+            )));
+        }
+        let user = User {
+            updated_at: self.now(),
+            ..user
+        };
+        self.store.upsert_user(&user, user.updated_at).await?;
+        Ok(user)
+    }
+
+    pub async fn user(&self, id: &str) -> Result<User> {
+        if id.is_empty() {
+            return Err(Error::invalid("id", "required"));
+        }
+        self.store
+            .user(id)
+            .await?
+            .ok_or_else(|| Error::not_found("user", id))
+    }
+
+    pub async fn list_users(
+        &self,
+        manager_id: &str,
+        email: &str,
+        page: &PageRequest,
+    ) -> Result<Page<User>> {
+        self.store.list_users(manager_id, email, page).await
+    }
+
+    /// Checks a request id used before: the same request gets its earlier result, a different one
+    /// with the same id is refused.
+    async fn prior(
+        &self,
+        scope: &str,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> Result<Option<String>> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        match self.store.prior_request(scope, request_id).await? {
+            None => Ok(None),
+            Some(PriorRequest {
+                fingerprint: seen,
+                result_id,
+            }) if seen == fingerprint => Ok(Some(result_id)),
+            Some(_) => Err(Error::AlreadyExists(format!(
+                "request_id {request_id:?} was already used for a different request"
+            ))),
+        }
+    }
+}
+
+fn validate_user(user: &User) -> Result<()> {
+    if user.id.trim().is_empty() {
+        return Err(Error::invalid("user.id", "required"));
+    }
+    if user.id.len() > 200 || user.id.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "user.id",
+            "at most 200 printable characters",
+        ));
+    }
+    for (field, address) in std::iter::once(("user.email", &user.email))
+        .chain(user.email_aliases.iter().map(|a| ("user.email_aliases", a)))
+    {
+        if !address.is_empty() && !looks_like_email(address) {
+            return Err(Error::invalid(
+                field,
+                format!("{address:?} is not an email address"),
+            ));
+        }
+    }
+    if user.locale.len() > 35
+        || !user
+            .locale
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(Error::invalid(
+            "user.locale",
+            "expected a language tag such as zh-CN or en",
+        ));
+    }
+    if user.manager_id == user.id {
+        return Err(Error::invalid(
+            "user.manager_id",
+            "a user cannot be their own manager",
+        ));
+    }
+    Ok(())
+}
+
+fn looks_like_email(address: &str) -> bool {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !address
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '<' || c == '>')
+        }
+        None => false,
+    }
+}
+
+/// A stable digest of a request's content, to tell a retry from a reuse of its id.
+fn fingerprint(parts: &[&str], variables: &Map<String, Value>) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.update(Value::Object(variables.clone()).to_string().as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn check_request_id(request_id: &str) -> Result<()> {
+    if request_id.len() > 200 || request_id.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "request_id",
+            "at most 200 printable characters",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Listing, completing and reassigning tasks. Completion is the heart of the engine's use: the
+//! instance is locked first, the task re-read under the lock, and the whole transition written in
+//! the same transaction, so two completions racing on one instance run one after the other and a
+//! parallel join fires once.
+use serde_json::{Map, Value, json};
+
+use super::{
+    Actor, InstanceView, Workflow, check_request_id, fingerprint, instances::engine_tasks,
+    instances::write_transition, new_id,
+};
+use crate::{
+    engine::runtime::{self, Action, ActionError, Snapshot},
+    error::{Error, Result},
+    model::{CompletedVia, Event, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
+    store::{PageRequest, TaskFilter},
+};
+
+#[derive(Debug, Clone)]
+pub struct CompleteTask {
+    pub task_id: String,
+    pub outcome: String,
+    pub comment: String,
+    pub variables: Map<String, Value>,
+    pub request_id: String,
+    pub via: CompletedVia,
+}
+
+/// Comments longer than this are refused rather than truncated.
+const MAX_COMMENT_CHARS: usize = 10_000;
+
+impl Workflow {
+    pub async fn task(&self, id: &str) -> Result<Task> {
+        if id.is_empty() {
+            return Err(Error::invalid("task_id", "required"));
+        }
+        self.store
+            .task(id)
+            .await?
+            .ok_or_else(|| Error::not_found("task", id))
+    }
+
+    pub async fn list_tasks(&self, filter: &TaskFilter, page: &PageRequest) -> Result<Page<Task>> {
+        self.store.list_tasks(filter, page).await
+    }
+
+    pub async fn complete_task(
+        &self,
+        actor: &Actor,
+        req: CompleteTask,
+    ) -> Result<(Task, InstanceView)> {
+        check_request_id(&req.request_id)?;
+        if req.task_id.is_empty() {
+            return Err(Error::invalid("task_id", "required"));
+        }
+        if req.outcome.trim().is_empty() {
+            return Err(Error::invalid("outcome", "required"));
+        }
+        if req.comment.chars().count() > MAX_COMMENT_CHARS {
+            return Err(Error::invalid("comment", "longer than 10000 characters"));
+        }
+        let scope = format!("complete_task:{}", actor.user_id);
+        let print = fingerprint(&[&req.task_id, &req.outcome, &req.comment], &req.variables);
+        if self.prior(&scope, &req.request_id, &print).await?.is_some() {
+            return self.task_and_instance(&req.task_id).await;
+        }
+        // The instance a task belongs to never changes: find it outside the transaction.
+        let task = self.task(&req.task_id).await?;
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        if !req.request_id.is_empty()
+            && !tx
+                .claim_request(&scope, &req.request_id, &print, &req.task_id, now)
+                .await?
+        {
+            drop(tx);
+            return self.task_and_instance(&req.task_id).await;
+        }
+        tx.lock_instance(&task.instance_id).await?;
+        let task = tx
+            .task(&req.task_id)
+            .await?
+            .ok_or_else(|| Error::not_found("task", &req.task_id))?;
+        check_can_complete(&task, actor)?;
+        let record = tx
+            .instance(&task.instance_id)
+            .await?
+            .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
+        let graph = self
+            .graph_of(
+                &record.instance.definition_key,
+                record.instance.definition_version,
+            )
+            .await?;
+        let open = tx.open_tasks(&task.instance_id).await?;
+        let transition = runtime::apply(
+            &graph,
+            Snapshot {
+                variables: &record.instance.variables,
+                joins: &record.joins,
+                open_tasks: &engine_tasks(&open),
+            },
+            Action::CompleteTask {
+                task_id: &task.id,
+                outcome: &req.outcome,
+                comment: &req.comment,
+                completed_by: &actor.user_id,
+                variables: &req.variables,
+            },
+            &mut new_id,
+        )
+        .map_err(|e| match e {
+            ActionError::UnknownOutcome { outcome, allowed } => Error::invalid(
+                "outcome",
+                format!("{outcome:?} is not an outcome of this task; expected one of {allowed:?}"),
+            ),
+            other => Error::Internal(anyhow::anyhow!("completing task {}: {other}", task.id)),
+        })?;
+        let completed = Task {
+            status: TaskStatus::Completed,
+            outcome: req.outcome.clone(),
+            comment: req.comment.clone(),
+            completed_by: actor.user_id.clone(),
+            completed_via: Some(req.via),
+            completed_at: Some(now),
+            ..task.clone()
+        };
+        if !tx.close_task(&completed).await? {
+            return Err(Error::FailedPrecondition(format!(
+                "task {} is no longer open",
+                task.id
+            )));
+        }
+        let mut published = vec![TaskEvent {
+            kind: TaskEventKind::Completed,
+            task: completed.clone(),
+            previous_assignee: String::new(),
+            at: now,
+        }];
+        published.extend(
+            write_transition(&mut tx, &record.instance, &transition, &open, actor, now).await?,
+        );
+        tx.commit().await?;
+        tracing::info!(task = %task.id, outcome = %req.outcome, via = req.via.as_str(), "task completed");
+        self.publish(published);
+        let instance = self.instance(&task.instance_id).await?;
+        Ok((completed, instance))
+    }
+
+    async fn task_and_instance(&self, task_id: &str) -> Result<(Task, InstanceView)> {
+        let task = self.task(task_id).await?;
+        let instance = self.instance(&task.instance_id).await?;
+        Ok((task, instance))
+    }
+
+    /// Hands an open task to another user: its assignee or the instance's initiator may.
+    pub async fn reassign_task(
+        &self,
+        actor: &Actor,
+        task_id: &str,
+        new_assignee: &str,
+        comment: &str,
+        request_id: &str,
+    ) -> Result<Task> {
+        check_request_id(request_id)?;
+        if task_id.is_empty() {
+            return Err(Error::invalid("task_id", "required"));
+        }
+        if new_assignee.trim().is_empty() {
+            return Err(Error::invalid("new_assignee", "required"));
+        }
+        let scope = format!("reassign_task:{}", actor.user_id);
+        let print = fingerprint(&[task_id, new_assignee, comment], &Map::new());
+        if self.prior(&scope, request_id, &print).await?.is_some() {
+            return self.task(task_id).await;
+        }
+        let task = self.task(task_id).await?;
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        if !request_id.is_empty()
+            && !tx
+                .claim_request(&scope, request_id, &print, task_id, now)
+                .await?
+        {
+            drop(tx);
+            return self.task(task_id).await;
+        }
+        tx.lock_instance(&task.instance_id).await?;
+        let task = tx
+            .task(task_id)
+            .await?
+            .ok_or_else(|| Error::not_found("task", task_id))?;
+        let record = tx
+            .instance(&task.instance_id)
+            .await?
+            .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
+        if task.assignee != actor.user_id && record.instance.started_by != actor.user_id {
+            return Err(Error::PermissionDenied(format!(
+                "task {task_id} is assigned to {}; only they or the initiator may reassign it",
+                task.assignee
+            )));
+        }
+        if task.status != TaskStatus::Open {
+            return Err(closed(&task));
+        }
+        tx.set_assignee(task_id, new_assignee).await?;
+        tx.insert_events(&[Event {
+            instance_id: task.instance_id.clone(),
+            at: now,
+            kind: "task_reassigned".into(),
+            activity_id: task.activity_id.clone(),
+            actor: actor.user_id.clone(),
+            detail: json!({"task_id": task_id, "from": task.assignee, "to": new_assignee, "comment": comment}),
+        }])
+        .await?;
+        tx.commit().await?;
+        let previous_assignee = task.assignee.clone();
+        let reassigned = Task {
+            assignee: new_assignee.to_string(),
+            ..task
+        };
+        self.publish(vec![TaskEvent {
+            kind: TaskEventKind::Reassigned,
+            task: reassigned.clone(),
+            previous_assignee,
+            at: now,
+        }]);
+        Ok(reassigned)
+    }
+}
+
+fn check_can_complete(task: &Task, actor: &Actor) -> Result<()> {
+    if task.assignee != actor.user_id {
+        return Err(Error::PermissionDenied(format!(
+            "task {} is assigned to {}, not to {}",
+            task.id, task.assignee, actor.user_id
+        )));
+    }
+    if task.status != TaskStatus::Open {
+        return Err(closed(task));
+    }
+    Ok(())
+}
+
+fn closed(task: &Task) -> Error {
+    let by = if task.completed_by.is_empty() {
+        String::new()
+    } else {
+        format!(" by {}", task.completed_by)
+    };
+    Error::FailedPrecondition(format!(
+        "task {} is already {}{by}",
+        task.id,
+        task.status.as_str()
+    ))
+}

@@ -1,0 +1,14 @@
+#![allow(unreachable_pub)]
+//! One integration binary (zero-to-production style): every test spawns the real server on port 0
+//! with a fresh database and talks to it over TCP with the generated client. Run with
+//! TEST_DATABASE=sqlite (default) or TEST_DATABASE=postgres; scripts/test runs both.
+mod helpers;
+
+mod bad_input;
+mod binary;
+mod branches;
+mod concurrency;
+mod protocol;
+mod requests;
+mod stories;
+mod watch;
