@@ -21,6 +21,13 @@ CREATE TABLE users (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX users_by_email ON users (email);
+
+-- Every address (email and aliases, lower-cased) belongs to one user: replies are matched by it.
+CREATE TABLE user_emails (
+    address TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL
+);
+CREATE INDEX user_emails_by_user ON user_emails (user_id);
 CREATE INDEX users_by_manager ON users (manager_id, id);
 
 CREATE TABLE instances (

@@ -237,7 +237,28 @@ EOF
     rf_log "throwaway PostgreSQL is up: TEST_POSTGRES_URL=$TEST_POSTGRES_URL"
 }
 
+# Drops the per-test databases (rf_test_<uuidv7>) that a crashed or interrupted earlier run left
+# behind. A UUIDv7 starts with its creation time in milliseconds: only databases older than two
+# hours are dropped, so a suite running beside this one keeps its own.
+rf_pg_sweep_test_databases() {
+    local url="$1" name hex created now_ms
+    now_ms=$(($(date +%s) * 1000))
+    for name in $(rf_psql "$url" -c "select datname from pg_database where datname like 'rf\_test\_%'" 2>/dev/null); do
+        hex="${name#rf_test_}"
+        [[ "$hex" =~ ^[0-9a-f]{32}$ ]] || continue
+        created=$((16#${hex:0:12}))
+        if ((now_ms - created > 2 * 3600 * 1000)); then
+            rf_psql "$url" -c "drop database if exists $name with (force)" >/dev/null 2>&1 || true
+        fi
+    done
+}
+
 rf_pg_setup() {
+    rf_pg_find_and_export || return 1
+    rf_pg_sweep_test_databases "$TEST_POSTGRES_URL"
+}
+
+rf_pg_find_and_export() {
     if [[ -n "${TEST_POSTGRES_URL:-}" ]]; then
         rf_pg_ensure_psql || return 1
         if ! rf_pg_url_ok "$TEST_POSTGRES_URL"; then

@@ -68,6 +68,9 @@ impl pb::workflow_service_server::WorkflowService for WorkflowApi {
     ) -> Result<Response<pb::Definition>, Status> {
         actor(&request)?;
         let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(Error::invalid("key", "required").into());
+        }
         let (stored, graph) = self
             .workflow
             .definition(&req.key, version(req.version)?)

@@ -1,5 +1,6 @@
 //! The command line: `serve` (the default), `migrate`, `check FILE...`, `ctl ...` (a small client
 //! over the generated stubs) and `bench` (the load tool). Each subcommand lives in its own file.
+mod bench;
 mod check;
 mod ctl;
 mod serve;
@@ -35,6 +36,9 @@ enum Command {
     },
     /// A small gRPC client for the walkthrough and for scripts.
     Ctl(ctl::CtlArgs),
+    /// Load test: run N two-level expense instances over gRPC with C concurrent clients and print
+    /// instances/s and per-RPC latency (in-process server unless --addr is given).
+    Bench(bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -60,6 +64,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::serve(cli.config.as_deref(), args).await,
             Command::Migrate(args) => serve::migrate(cli.config.as_deref(), args).await,
             Command::Ctl(args) => ctl::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Check { .. } => Ok(()),
         }
     });

@@ -4,7 +4,7 @@ use sqlx::{Any, AssertSqlSafe};
 
 use super::{
     Store,
-    paging::{Filter, PageRequest, into_page},
+    paging::{Filter, Order, PageRequest},
     rows::{self, DEFINITION_COLUMNS},
 };
 use crate::{
@@ -81,10 +81,13 @@ impl Store {
         if latest_only {
             filter.raw("version = (SELECT MAX(d2.version) FROM definitions d2 WHERE d2.key = definitions.key)");
         }
-        let (tail, args) = filter.page_sql(page, "id");
-        let sql = format!("SELECT {DEFINITION_COLUMNS} FROM definitions{tail}");
+        let query_page = filter.page(page, "id", Order::NewestFirst)?;
+        let sql = format!(
+            "SELECT {DEFINITION_COLUMNS} FROM definitions{}",
+            query_page.sql
+        );
         let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-        for arg in args {
+        for arg in &query_page.args {
             query = query.bind(arg);
         }
         let items = query
@@ -93,6 +96,6 @@ impl Store {
             .iter()
             .map(rows::definition)
             .collect::<Result<Vec<_>>>()?;
-        Ok(into_page(items, page, |d| &d.id))
+        Ok(query_page.into_page(items, |d| &d.id))
     }
 }

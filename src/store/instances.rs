@@ -7,7 +7,7 @@ use sqlx::{Any, AssertSqlSafe, Row};
 
 use super::{
     Store, Tx,
-    paging::{Filter, PageRequest, into_page},
+    paging::{Filter, Order, PageRequest},
     rows::{self, INSTANCE_COLUMNS, TASK_COLUMNS},
 };
 use crate::{
@@ -94,10 +94,10 @@ impl Store {
         if let Some(status) = filter.status {
             f.eq("status", status.as_str());
         }
-        let (tail, args) = f.page_sql(page, "id");
-        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks{tail}");
+        let query_page = f.page(page, "id", Order::OldestFirst)?;
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks{}", query_page.sql);
         let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-        for arg in args {
+        for arg in &query_page.args {
             query = query.bind(arg);
         }
         let tasks = query
@@ -106,7 +106,7 @@ impl Store {
             .iter()
             .map(rows::task)
             .collect::<Result<Vec<_>>>()?;
-        Ok(into_page(tasks, page, |t| &t.id))
+        Ok(query_page.into_page(tasks, |t| &t.id))
     }
 
     pub async fn list_instances(
@@ -121,10 +121,10 @@ impl Store {
         if let Some(status) = filter.status {
             f.eq("status", status.as_str());
         }
-        let (tail, args) = f.page_sql(page, "id");
-        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances{tail}");
+        let query_page = f.page(page, "id", Order::NewestFirst)?;
+        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances{}", query_page.sql);
         let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-        for arg in args {
+        for arg in &query_page.args {
             query = query.bind(arg);
         }
         let items = query
@@ -133,7 +133,7 @@ impl Store {
             .iter()
             .map(rows::instance)
             .collect::<Result<Vec<_>>>()?;
-        Ok(into_page(items, page, |i| &i.id))
+        Ok(query_page.into_page(items, |i| &i.id))
     }
 
     /// The audit trail of an instance, oldest first.
@@ -299,19 +299,38 @@ impl Tx {
         Ok(())
     }
 
+    /// Appends audit events with one statement per 100 events (SQLite allows 32766 parameters).
     pub async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
-        for e in events {
-            sqlx::query::<Any>(
-                "INSERT INTO events (instance_id, at, kind, activity_id, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&e.instance_id)
-            .bind(e.at)
-            .bind(&e.kind)
-            .bind(&e.activity_id)
-            .bind(&e.actor)
-            .bind(json_text(&e.detail)?)
-            .execute(&mut *self.inner)
-            .await?;
+        for chunk in events.chunks(100) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let n = i * 6;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5,
+                        n + 6
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO events (instance_id, at, kind, activity_id, actor, detail) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+            for e in chunk {
+                query = query
+                    .bind(e.instance_id.clone())
+                    .bind(e.at)
+                    .bind(e.kind.clone())
+                    .bind(e.activity_id.clone())
+                    .bind(e.actor.clone())
+                    .bind(json_text(&e.detail)?);
+            }
+            query.execute(&mut *self.inner).await?;
         }
         Ok(())
     }

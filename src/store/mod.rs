@@ -12,7 +12,7 @@ mod definitions;
 mod instances;
 mod paging;
 mod rows;
-mod users;
+pub mod users;
 
 use std::{str::FromStr, time::Duration};
 

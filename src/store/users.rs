@@ -3,7 +3,7 @@ use sqlx::{Any, AssertSqlSafe};
 
 use super::{
     Store,
-    paging::{Filter, PageRequest, into_page},
+    paging::{Filter, Order, PageRequest},
     rows::{self, USER_COLUMNS},
 };
 use crate::{
@@ -11,10 +11,20 @@ use crate::{
     model::{Page, User},
 };
 
+/// An address that already identifies another user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressTaken {
+    pub address: String,
+    pub owner: String,
+}
+
 impl Store {
-    pub async fn upsert_user(&self, user: &User, now: i64) -> Result<()> {
+    /// Creates or replaces a user and the addresses that identify them. An address that already
+    /// belongs to someone else comes back as [`AddressTaken`], and nothing is written.
+    pub async fn upsert_user(&self, user: &User, now: i64) -> Result<Option<AddressTaken>> {
         let aliases = serde_json::to_string(&user.email_aliases)
             .map_err(|e| crate::error::Error::Internal(e.into()))?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query::<Any>(
             "INSERT INTO users (id, display_name, email, email_aliases, phone, manager_id, locale, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -30,9 +40,52 @@ impl Store {
         .bind(&user.manager_id)
         .bind(&user.locale)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        sqlx::query::<Any>("DELETE FROM user_emails WHERE user_id = $1")
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
+        let mut addresses: Vec<String> = std::iter::once(&user.email)
+            .chain(&user.email_aliases)
+            .filter(|a| !a.is_empty())
+            .map(|a| a.to_lowercase())
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        for address in addresses {
+            let inserted = sqlx::query::<Any>(
+                "INSERT INTO user_emails (address, user_id) VALUES ($1, $2) ON CONFLICT (address) DO NOTHING",
+            )
+            .bind(&address)
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                let owner = sqlx::query_scalar::<Any, String>(
+                    "SELECT user_id FROM user_emails WHERE address = $1",
+                )
+                .bind(&address)
+                .fetch_one(&mut *tx)
+                .await?;
+                return Ok(Some(AddressTaken { address, owner }));
+            }
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// The user a mail address (email or alias, any case) belongs to.
+    pub async fn user_by_address(&self, address: &str) -> Result<Option<User>> {
+        let id =
+            sqlx::query_scalar::<Any, String>("SELECT user_id FROM user_emails WHERE address = $1")
+                .bind(address.to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?;
+        match id {
+            Some(id) => self.user(&id).await,
+            None => Ok(None),
+        }
     }
 
     pub async fn user(&self, id: &str) -> Result<Option<User>> {
@@ -43,18 +96,6 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(rows::user).transpose()
-    }
-
-    /// Another user whose address is `email` (case-insensitive), if any.
-    pub async fn user_with_email(&self, email: &str, except_id: &str) -> Result<Option<String>> {
-        let id = sqlx::query_scalar::<Any, String>(
-            "SELECT id FROM users WHERE lower(email) = lower($1) AND id <> $2 LIMIT 1",
-        )
-        .bind(email)
-        .bind(except_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(id)
     }
 
     pub async fn list_users(
@@ -68,10 +109,10 @@ impl Store {
         if !email.is_empty() {
             filter.eq("lower(email)", &email.to_lowercase());
         }
-        let (tail, args) = filter.page_sql(page, "id");
-        let sql = format!("SELECT {USER_COLUMNS} FROM users{tail}");
+        let query_page = filter.page(page, "id", Order::OldestFirst)?;
+        let sql = format!("SELECT {USER_COLUMNS} FROM users{}", query_page.sql);
         let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-        for arg in args {
+        for arg in &query_page.args {
             query = query.bind(arg);
         }
         let users = query
@@ -80,6 +121,6 @@ impl Store {
             .iter()
             .map(rows::user)
             .collect::<Result<Vec<_>>>()?;
-        Ok(into_page(users, page, |u| &u.id))
+        Ok(query_page.into_page(users, |u| &u.id))
     }
 }

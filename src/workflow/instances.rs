@@ -166,6 +166,11 @@ impl Workflow {
                 record.instance.started_by
             )));
         }
+        if record.instance.status == InstanceStatus::Cancelled {
+            // Cancelling twice is a retry, not an error: answer with the cancelled instance.
+            drop(tx);
+            return self.instance(id).await;
+        }
         if record.instance.status != InstanceStatus::Running {
             return Err(Error::FailedPrecondition(format!(
                 "instance is {} and cannot be cancelled",

@@ -84,20 +84,50 @@ impl Workflow {
 
     pub async fn upsert_user(&self, user: User) -> Result<User> {
         validate_user(&user)?;
-        if !user.email.is_empty()
-            && let Some(other) = self.store.user_with_email(&user.email, &user.id).await?
-        {
-            return Err(Error::AlreadyExists(format!(
-                "user.email: {} already belongs to user {other}",
-                user.email
-            )));
-        }
+        self.check_manager_chain(&user).await?;
         let user = User {
             updated_at: self.now(),
             ..user
         };
-        self.store.upsert_user(&user, user.updated_at).await?;
+        if let Some(taken) = self.store.upsert_user(&user, user.updated_at).await? {
+            let field = if taken.address.eq_ignore_ascii_case(&user.email) {
+                "user.email"
+            } else {
+                "user.email_aliases"
+            };
+            return Err(Error::AlreadyExists(format!(
+                "{field}: {} already belongs to user {}",
+                taken.address, taken.owner
+            )));
+        }
         Ok(user)
+    }
+
+    /// Escalation walks manager chains: a cycle would make it go round forever.
+    async fn check_manager_chain(&self, user: &User) -> Result<()> {
+        let mut next = user.manager_id.clone();
+        for _ in 0..64 {
+            if next.is_empty() {
+                return Ok(());
+            }
+            if next == user.id {
+                return Err(Error::invalid(
+                    "user.manager_id",
+                    format!(
+                        "{} would be their own manager through {}",
+                        user.id, user.manager_id
+                    ),
+                ));
+            }
+            next = match self.store.user(&next).await? {
+                Some(manager) => manager.manager_id,
+                None => return Ok(()),
+            };
+        }
+        Err(Error::invalid(
+            "user.manager_id",
+            "the manager chain is longer than 64 users",
+        ))
     }
 
     pub async fn user(&self, id: &str) -> Result<User> {
@@ -174,13 +204,19 @@ fn validate_user(user: &User) -> Result<()> {
             "expected a language tag such as zh-CN or en",
         ));
     }
-    if user.manager_id == user.id {
+    if !user.phone.is_empty() && !is_e164(&user.phone) {
         return Err(Error::invalid(
-            "user.manager_id",
-            "a user cannot be their own manager",
+            "user.phone",
+            "expected E.164: + and 8 to 15 digits, e.g. +8613800138000",
         ));
     }
     Ok(())
+}
+
+fn is_e164(phone: &str) -> bool {
+    phone.strip_prefix('+').is_some_and(|digits| {
+        (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 fn looks_like_email(address: &str) -> bool {

@@ -202,6 +202,18 @@ impl Workflow {
         if task.status != TaskStatus::Open {
             return Err(closed(&task));
         }
+        if new_assignee == task.assignee {
+            return Err(Error::invalid(
+                "new_assignee",
+                format!("the task is already assigned to {new_assignee}"),
+            ));
+        }
+        if self.store.user(new_assignee).await?.is_none() {
+            return Err(Error::invalid(
+                "new_assignee",
+                format!("{new_assignee:?} is not in the directory (DirectoryService.UpsertUser)"),
+            ));
+        }
         tx.set_assignee(task_id, new_assignee).await?;
         tx.insert_events(&[Event {
             instance_id: task.instance_id.clone(),

@@ -303,6 +303,91 @@ impl TestApp {
         store.close().await;
         kinds
     }
+
+    /// The instance's audit trail with each event's activity and detail, straight from the store.
+    pub async fn audit_events(&self, instance_id: &str) -> Vec<replyflow::model::Event> {
+        let store = replyflow::store::Store::connect(&self.db.url, &Default::default())
+            .await
+            .expect("store");
+        let events = store.events(instance_id).await.expect("events");
+        store.close().await;
+        events
+    }
+
+    /// Every deployed definition (one page of up to 500).
+    pub async fn definitions(&self) -> Vec<pb::Definition> {
+        let message = pb::ListDefinitionsRequest {
+            page_size: 500,
+            ..Default::default()
+        };
+        self.workflow()
+            .list_definitions(req(message, "admin"))
+            .await
+            .expect("list definitions")
+            .into_inner()
+            .definitions
+    }
+
+    /// Every process instance (one page of up to 500).
+    pub async fn instances(&self) -> Vec<pb::ProcessInstance> {
+        let message = pb::ListProcessInstancesRequest {
+            page_size: 500,
+            ..Default::default()
+        };
+        self.workflow()
+            .list_process_instances(req(message, "admin"))
+            .await
+            .expect("list instances")
+            .into_inner()
+            .instances
+    }
+
+    /// `user` hands `task` to `new_assignee`.
+    pub async fn reassign_as(
+        &self,
+        task: &pb::Task,
+        user: &str,
+        new_assignee: &str,
+    ) -> Result<pb::Task, Status> {
+        let message = pb::ReassignTaskRequest {
+            task_id: task.id.clone(),
+            new_assignee: new_assignee.into(),
+            comment: format!("over to {new_assignee}"),
+            ..Default::default()
+        };
+        self.tasks()
+            .reassign_task(req(message, user))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `user` cancels an instance.
+    pub async fn cancel_as(
+        &self,
+        instance_id: &str,
+        user: &str,
+    ) -> Result<pb::ProcessInstance, Status> {
+        let message = pb::CancelProcessInstanceRequest {
+            id: instance_id.into(),
+            reason: format!("cancelled by {user}"),
+            ..Default::default()
+        };
+        self.workflow()
+            .cancel_process_instance(req(message, user))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Opens a WatchTasks stream as "watcher".
+    pub async fn watch(
+        &self,
+        message: pb::WatchTasksRequest,
+    ) -> Result<tonic::Streaming<pb::TaskEvent>, Status> {
+        self.tasks()
+            .watch_tasks(req(message, "watcher"))
+            .await
+            .map(|r| r.into_inner())
+    }
 }
 
 pub fn open_activities(instance: &pb::ProcessInstance) -> Vec<String> {

@@ -10,9 +10,10 @@ from proto/ (../../proto from this file) with grpc_tools.protoc into a temporary
 this checks that the .proto files compile for another language and that the wire format agrees.
 
 Flow: users alice (manager), bob (employee, manager alice), carol (finance) -> deploy the expense
-definition -> bob starts it (amount 20000, so finance must approve too) -> alice approves ->
-carol approves -> the instance is COMPLETED with the decisions in its variables -> completing a
-closed task is FAILED_PRECONDITION.
+definition -> bob starts it (amount 20000, so finance must approve too; a retry with the same
+request_id returns the same instance) -> alice approves (a retry with the same request_id answers
+the same and opens nothing more) -> carol approves -> the instance is COMPLETED with the
+decisions in its variables -> completing a closed task is FAILED_PRECONDITION.
 
 Exit 0 printing "python client: N checks passed", or 1 with "python client: FAILED: ...".
 Needs: grpcio and grpcio-tools (which brings protobuf).
@@ -178,12 +179,11 @@ def run(args: argparse.Namespace, ck: Checker) -> None:
 
         # (3) start as bob
         variables = {"manager": "alice", "finance": "carol", "amount": 20000, "reason": "conference"}
-        instance = call(workflow_stub.StartProcess,
-                        workflow.StartProcessRequest(definition_key="expense",
+        start_request = workflow.StartProcessRequest(definition_key="expense",
                                                      business_key=args.business_key,
                                                      variables=make_struct(variables),
-                                                     request_id=str(uuid.uuid4())),
-                        "bob", "StartProcess")
+                                                     request_id=str(uuid.uuid4()))
+        instance = call(workflow_stub.StartProcess, start_request, "bob", "StartProcess")
         ck.check(bool(instance.id), "StartProcess returns an instance id", instance.id)
         ck.check(enum_name(instance, "status") == "INSTANCE_STATUS_RUNNING",
                  "started instance is RUNNING", enum_name(instance, "status"))
@@ -198,12 +198,16 @@ def run(args: argparse.Namespace, ck: Checker) -> None:
                  "the open task is manager_approval", manager_task.activity_id)
         ck.check(enum_name(manager_task, "status") == "TASK_STATUS_OPEN", "the task is OPEN",
                  enum_name(manager_task, "status"))
+        retried = call(workflow_stub.StartProcess, start_request, "bob", "StartProcess (retry)")
+        ck.check(retried.id == instance.id,
+                 "StartProcess retried with the same request_id returns the same instance",
+                 (retried.id, instance.id))
 
         # (4) alice approves
-        response = call(task_stub.CompleteTask,
-                        task.CompleteTaskRequest(task_id=manager_task.id, outcome="approve",
-                                                 comment="ok", request_id=str(uuid.uuid4())),
-                        "alice", "CompleteTask manager_approval")
+        complete_request = task.CompleteTaskRequest(task_id=manager_task.id, outcome="approve",
+                                                    comment="ok", request_id=str(uuid.uuid4()))
+        response = call(task_stub.CompleteTask, complete_request, "alice",
+                        "CompleteTask manager_approval")
         done = response.task
         ck.check(done.id == manager_task.id and enum_name(done, "status") == "TASK_STATUS_COMPLETED",
                  "manager task is COMPLETED", (done.id, enum_name(done, "status")))
@@ -222,6 +226,12 @@ def run(args: argparse.Namespace, ck: Checker) -> None:
                  "one open task: finance_approval for carol",
                  [(t.activity_id, t.assignee) for t in open_tasks])
         finance_task = open_tasks[0]
+        retried = call(task_stub.CompleteTask, complete_request, "alice",
+                       "CompleteTask manager_approval (retry)")
+        ck.check(retried.task.id == manager_task.id and retried.task.outcome == "approve"
+                 and [t.id for t in retried.instance.open_tasks] == [finance_task.id],
+                 "CompleteTask retried with the same request_id answers the same, no second effect",
+                 (retried.task.id, [(t.activity_id, t.id) for t in retried.instance.open_tasks]))
 
         # (5) carol approves
         response = call(task_stub.CompleteTask,
