@@ -11,8 +11,11 @@ use crate::{
     api,
     clock::Clock,
     config::Settings,
+    mail::{compose::Templates, transport},
     store::{ConnectOptions, Store},
+    workers::outbox::{OutboxWorker, RetryPolicy},
     workflow::Workflow,
+    workflow::approvals::{Mailer, load_key_ring},
 };
 
 #[derive(Debug)]
@@ -20,6 +23,7 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     workflow: Arc<Workflow>,
+    outbox: OutboxWorker,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -27,6 +31,37 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let store = open_store(settings).await?;
+        // A template that does not render stops the start here, naming the template: never a
+        // broken mail later.
+        let templates = Templates::load(
+            settings
+                .mail
+                .templates_dir
+                .as_deref()
+                .map(std::path::Path::new),
+        )
+        .context("mail templates")?;
+        let keys =
+            load_key_ring(&store, settings.security.token_secret.as_ref(), clock.now()).await?;
+        let mailer = Arc::new(Mailer::new(templates, keys, &settings.mail)?);
+        let transport = transport::from_url(
+            settings.mail.outbound.expose(),
+            settings.mail.ca_file.as_deref().map(std::path::Path::new),
+            settings.mail.pool_size,
+        )
+        .context("mail.outbound")?;
+        let policy = RetryPolicy {
+            max_attempts: i64::from(settings.mail.max_attempts),
+            ..RetryPolicy::default()
+        };
+        let outbox = OutboxWorker::new(
+            store.clone(),
+            transport,
+            clock.clone(),
+            mailer.wake(),
+            policy,
+            settings.mail.pool_size as usize,
+        );
         let listener = TcpListener::bind(&settings.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
@@ -37,7 +72,8 @@ impl Application {
         Ok(Self {
             listener,
             addr,
-            workflow: Arc::new(Workflow::new(store, clock)),
+            workflow: Arc::new(Workflow::new(store, clock, mailer)),
+            outbox,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         })
@@ -59,6 +95,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "replyflow listening");
         let shutdown = self.shutdown.clone();
+        self.outbox.spawn(shutdown.clone(), &self.tracker);
         let result = api::serve(self.listener, self.workflow.clone(), shutdown.clone()).await;
         shutdown.cancel();
         self.tracker.close();

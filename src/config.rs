@@ -19,11 +19,20 @@ pub const KEYS: &[&str] = &[
     "mail.inbound",
     "mail.ca_file",
     "mail.processed_folder",
+    "mail.templates_dir",
+    "mail.valid_for",
+    "mail.resend_interval",
+    "mail.pool_size",
+    "mail.max_attempts",
     "security.token_secret",
     "security.auth",
 ];
 
-const INTEGER_KEYS: &[&str] = &["database.max_connections"];
+const INTEGER_KEYS: &[&str] = &[
+    "database.max_connections",
+    "mail.pool_size",
+    "mail.max_attempts",
+];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -60,6 +69,16 @@ pub struct MailSettings {
     pub inbound: Secret,
     pub ca_file: Option<String>,
     pub processed_folder: String,
+    /// A directory whose files override the embedded mail templates of the same name.
+    pub templates_dir: Option<String>,
+    /// How long an approval mail can be answered when the task sets no `replyflow:validFor`.
+    pub valid_for: String,
+    /// The least time between two approval mails for one task (ResendApprovalEmail).
+    pub resend_interval: String,
+    /// SMTP connections kept open by the outbox sender.
+    pub pool_size: u32,
+    /// Delivery attempts before a mail is given up as permanently failed.
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +117,11 @@ impl Default for MailSettings {
             inbound: Secret::new("maildir:mail/inbox"),
             ca_file: None,
             processed_folder: "replyflow-processed".into(),
+            templates_dir: None,
+            valid_for: "P7D".into(),
+            resend_interval: "PT5M".into(),
+            pool_size: 4,
+            max_attempts: 12,
         }
     }
 }
@@ -168,6 +192,16 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
+        }
+        for (key, value) in [
+            ("mail.valid_for", &self.mail.valid_for),
+            ("mail.resend_interval", &self.mail.resend_interval),
+        ] {
+            crate::engine::definition::iso_duration_secs(value)
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        }
+        if self.mail.pool_size == 0 || self.mail.max_attempts == 0 {
+            bail!("mail.pool_size and mail.max_attempts must be at least 1");
         }
         if self.security.auth != "dev" {
             bail!(

@@ -141,3 +141,61 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next_page_token: String,
 }
+
+text_enum!(ApprovalStatus {
+    Pending = "pending",
+    Used = "used",
+    Expired = "expired",
+    Revoked = "revoked",
+});
+
+/// 审批上下文: what a reply to one approval mail may do, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalContext {
+    /// Also the middle of the reply token.
+    pub id: String,
+    pub task_id: String,
+    pub instance_id: String,
+    pub approver: String,
+    pub approver_email: String,
+    /// The HMAC key the token was signed with.
+    pub kid: i64,
+    pub sent_at: Millis,
+    pub valid_until: Millis,
+    pub status: ApprovalStatus,
+    /// Message-ID of the first approval mail; later mails thread under it.
+    pub message_id: String,
+    pub subject_tag: String,
+    pub last_mail_at: Millis,
+    pub revoke_reason: String,
+    pub used_at: Option<Millis>,
+}
+
+text_enum!(OutboxStatus {
+    Queued = "queued",
+    Sent = "sent",
+    TempFailed = "temp_failed",
+    PermFailed = "perm_failed",
+    Cancelled = "cancelled",
+});
+
+/// A mail waiting for, or done with, delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMail {
+    pub id: String,
+    /// approval, resend, reminder, reply ...
+    pub kind: String,
+    pub context_id: String,
+    pub task_id: String,
+    pub recipient: String,
+    pub sender: String,
+    pub message_id: String,
+    /// The whole RFC 822 message, rendered when the row was written.
+    pub body: Vec<u8>,
+    pub status: OutboxStatus,
+    pub attempts: i64,
+    pub next_attempt_at: Millis,
+    pub last_error: String,
+    pub created_at: Millis,
+    pub sent_at: Option<Millis>,
+}

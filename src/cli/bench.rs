@@ -236,6 +236,10 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     settings.server.listen = "127.0.0.1:0".into();
     settings.database.url = Secret::new(database.url.clone());
     settings.database.synchronous = args.synchronous.clone();
+    // Approval mail is part of every transition: write it as files in a directory of our own.
+    let mail_dir =
+        std::env::temp_dir().join(format!("rf-bench-mail-{}", uuid::Uuid::now_v7().simple()));
+    settings.mail.outbound = Secret::new(format!("file:{}", mail_dir.display()));
     if let Some(max) = args.max_connections {
         settings.database.max_connections = max;
     }
@@ -267,6 +271,7 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     }
     .await;
     database.cleanup().await;
+    let _ = std::fs::remove_dir_all(&mail_dir);
     result
 }
 

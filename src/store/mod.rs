@@ -8,8 +8,10 @@
 //!
 //! Dynamic SQL (`AssertSqlSafe`) is only ever assembled from this module's own column lists and
 //! numbered placeholders; every value is bound, never formatted in.
+pub mod approvals;
 mod definitions;
 mod instances;
+mod outbox;
 mod paging;
 mod rows;
 pub mod users;

@@ -1,8 +1,10 @@
 //! Starting, reading and cancelling instances, and writing an engine transition.
 use serde_json::{Map, Value};
 
+use super::approvals::Mailer;
 use super::{Actor, InstanceView, Workflow, check_request_id, fingerprint, new_id};
 use crate::{
+    engine::definition::ProcessDefinition,
     engine::runtime::{self, Action, InstanceOutcome, JoinState, OpenTask, Snapshot, Transition},
     error::{Error, Result},
     model::{Event, Instance, InstanceStatus, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
@@ -78,11 +80,21 @@ impl Workflow {
             };
         }
         tx.insert_instance(&record).await?;
-        let published =
-            write_transition(&mut tx, &record.instance, &transition, &[], actor, now).await?;
+        let published = write_transition(
+            &mut tx,
+            &self.mailer,
+            &graph,
+            &record.instance,
+            &transition,
+            &[],
+            actor,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(instance = %instance_id, key = %stored.key, version = stored.version, "instance started");
         self.publish(published);
+        self.mailer.wake().notify_one();
         self.instance(&instance_id).await
     }
 
@@ -178,16 +190,32 @@ impl Workflow {
             )));
         }
         let open = tx.open_tasks(id).await?;
+        let graph = self
+            .graph_of(
+                &record.instance.definition_key,
+                record.instance.definition_version,
+            )
+            .await?;
         let snapshot = Snapshot {
             variables: &record.instance.variables,
             joins: &record.joins,
             open_tasks: &engine_tasks(&open),
         };
         let transition = runtime::cancel(snapshot, reason);
-        let published =
-            write_transition(&mut tx, &record.instance, &transition, &open, actor, now).await?;
+        let published = write_transition(
+            &mut tx,
+            &self.mailer,
+            &graph,
+            &record.instance,
+            &transition,
+            &open,
+            actor,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.publish(published);
+        self.mailer.wake().notify_one();
         self.instance(id).await
     }
 }
@@ -216,8 +244,11 @@ fn status_of(outcome: &InstanceOutcome) -> (InstanceStatus, String) {
 
 /// Writes what the engine decided: new tasks, withdrawn and cancelled ones, the instance's state
 /// and the audit events. Returns the task events to publish once the transaction commits.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn write_transition(
     tx: &mut Tx,
+    mailer: &Mailer,
+    graph: &ProcessDefinition,
     instance: &Instance,
     transition: &Transition,
     open_before: &[Task],
@@ -226,6 +257,7 @@ pub(super) async fn write_transition(
 ) -> Result<Vec<TaskEvent>> {
     let instance_id = instance.id.as_str();
     let mut published = Vec::new();
+    let mut mail_events = Vec::new();
     for (ids, status, kind) in [
         (
             &transition.withdraw,
@@ -248,6 +280,9 @@ pub(super) async fn write_transition(
                 ..task.clone()
             };
             tx.close_task(&closed).await?;
+            mailer
+                .close_approvals(tx, &closed.id, &format!("task {}", status.as_str()), now)
+                .await?;
             published.push(TaskEvent {
                 kind,
                 task: closed,
@@ -277,6 +312,12 @@ pub(super) async fn write_transition(
             completed_at: None,
         };
         tx.insert_task(&task).await?;
+        if let Some(event) = mailer
+            .open_approval(tx, graph, instance, &task, now)
+            .await?
+        {
+            mail_events.push(event);
+        }
         published.push(TaskEvent {
             kind: TaskEventKind::Opened,
             task,
@@ -294,7 +335,7 @@ pub(super) async fn write_transition(
         now,
     )
     .await?;
-    let events: Vec<Event> = transition
+    let mut events: Vec<Event> = transition
         .events
         .iter()
         .map(|e| Event {
@@ -306,6 +347,7 @@ pub(super) async fn write_transition(
             detail: e.detail.clone(),
         })
         .collect();
+    events.extend(mail_events);
     tx.insert_events(&events).await?;
     Ok(published)
 }

@@ -1,6 +1,7 @@
 //! The use cases behind the API: each loads what it needs, asks the engine for a decision and
 //! writes the decision, its audit events and its request id in ONE transaction. The gRPC layer
 //! and (later) the reply reader both end here, so email is just another way to act.
+pub mod approvals;
 mod definitions;
 pub mod instances;
 pub mod tasks;
@@ -49,16 +50,18 @@ pub struct Workflow {
     clock: Arc<dyn Clock>,
     definitions: Mutex<HashMap<(String, i64), Arc<ProcessDefinition>>>,
     task_events: broadcast::Sender<TaskEvent>,
+    mailer: Arc<approvals::Mailer>,
 }
 
 impl Workflow {
-    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, mailer: Arc<approvals::Mailer>) -> Self {
         let (task_events, _) = broadcast::channel(4096);
         Self {
             store,
             clock,
             definitions: Mutex::new(HashMap::new()),
             task_events,
+            mailer,
         }
     }
 

@@ -130,6 +130,14 @@ impl Workflow {
                 task.id
             )));
         }
+        self.mailer
+            .close_approvals(
+                &mut tx,
+                &task.id,
+                &format!("task completed via {}", req.via.as_str()),
+                now,
+            )
+            .await?;
         let mut published = vec![TaskEvent {
             kind: TaskEventKind::Completed,
             task: completed.clone(),
@@ -137,11 +145,22 @@ impl Workflow {
             at: now,
         }];
         published.extend(
-            write_transition(&mut tx, &record.instance, &transition, &open, actor, now).await?,
+            write_transition(
+                &mut tx,
+                &self.mailer,
+                &graph,
+                &record.instance,
+                &transition,
+                &open,
+                actor,
+                now,
+            )
+            .await?,
         );
         tx.commit().await?;
         tracing::info!(task = %task.id, outcome = %req.outcome, via = req.via.as_str(), "task completed");
         self.publish(published);
+        self.mailer.wake().notify_one();
         let instance = self.instance(&task.instance_id).await?;
         Ok((completed, instance))
     }
@@ -215,6 +234,29 @@ impl Workflow {
             ));
         }
         tx.set_assignee(task_id, new_assignee).await?;
+        // The old assignee's reply token stops working; the new assignee gets a mail of their own.
+        self.mailer
+            .close_approvals(
+                &mut tx,
+                task_id,
+                &format!("task reassigned to {new_assignee}"),
+                now,
+            )
+            .await?;
+        let graph = self
+            .graph_of(&task.definition_key, task.definition_version)
+            .await?;
+        let reassigned_task = Task {
+            assignee: new_assignee.to_string(),
+            ..task.clone()
+        };
+        let mail_event = self
+            .mailer
+            .open_approval(&mut tx, &graph, &record.instance, &reassigned_task, now)
+            .await?;
+        if let Some(event) = mail_event {
+            tx.insert_events(&[event]).await?;
+        }
         tx.insert_events(&[Event {
             instance_id: task.instance_id.clone(),
             at: now,
@@ -230,6 +272,7 @@ impl Workflow {
             assignee: new_assignee.to_string(),
             ..task
         };
+        self.mailer.wake().notify_one();
         self.publish(vec![TaskEvent {
             kind: TaskEventKind::Reassigned,
             task: reassigned.clone(),

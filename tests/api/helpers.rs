@@ -102,6 +102,8 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub db: TestDb,
+    /// Outgoing mail lands here as .eml files (the file transport).
+    pub outbox_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -115,6 +117,9 @@ pub async fn spawn_app_on(db: TestDb) -> TestApp {
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".into();
     settings.database.url = Secret::new(db.url.clone());
+    let outbox_dir = tempfile::tempdir().expect("outbox dir");
+    settings.mail.outbound = Secret::new(format!("file:{}", outbox_dir.path().display()));
+    settings.mail.from = "审批系统 <approvals@replyflow.test>".into();
     let app = Application::build(&settings, Arc::new(SystemClock))
         .await
         .expect("building the application");
@@ -130,6 +135,7 @@ pub async fn spawn_app_on(db: TestDb) -> TestApp {
         addr,
         channel,
         db,
+        outbox_dir,
         shutdown,
         server,
     }

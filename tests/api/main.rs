@@ -4,6 +4,7 @@
 //! TEST_DATABASE=sqlite (default) or TEST_DATABASE=postgres; scripts/test runs both.
 mod helpers;
 
+mod approvals;
 mod bad_input;
 mod binary;
 mod branches;

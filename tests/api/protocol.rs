@@ -184,23 +184,28 @@ async fn reflection_v1alpha_lists_every_service_and_serves_their_descriptors() {
     app.stop().await;
 }
 
-/// Documented in the README and the protos: ApprovalService and ReminderService are in the
-/// contract now and answer UNIMPLEMENTED until the email-approval and reminder issues land.
+/// Documented in the README and the protos: reading replies (ApprovalService's inbound RPCs) and
+/// ReminderService are in the contract now and answer UNIMPLEMENTED until their issues land.
 #[tokio::test]
-async fn approval_and_reminder_services_answer_unimplemented_until_their_issues_land() {
+async fn inbound_mail_and_reminder_rpcs_answer_unimplemented_until_their_issues_land() {
     let app = spawn_app().await;
     let mut approvals =
         pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone());
     let err = approvals
-        .get_approval(req(
-            pb::GetApprovalRequest {
-                task_id: "some-task".into(),
+        .submit_inbound_email(req(
+            pb::SubmitInboundEmailRequest {
+                raw: b"Subject: hi\r\n\r\nok".to_vec(),
+                ..Default::default()
             },
             "admin",
         ))
         .await
-        .expect_err("GetApproval is not implemented yet");
-    assert_eq!(err.code(), Code::Unimplemented, "GetApproval: {err:?}");
+        .expect_err("SubmitInboundEmail is not implemented yet");
+    assert_eq!(
+        err.code(),
+        Code::Unimplemented,
+        "SubmitInboundEmail: {err:?}"
+    );
 
     let mut reminders =
         pb::reminder_service_client::ReminderServiceClient::new(app.channel.clone());

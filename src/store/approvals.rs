@@ -1,0 +1,202 @@
+//! Approval contexts (审批上下文) and the HMAC keys that sign reply tokens.
+use sqlx::{Any, AssertSqlSafe, Row, any::AnyRow};
+
+use super::{Store, Tx};
+use crate::{
+    error::{Error, Result},
+    model::{ApprovalContext, ApprovalStatus},
+};
+
+const COLUMNS: &str = "id, task_id, instance_id, approver, approver_email, kid, sent_at, valid_until, \
+    status, message_id, subject_tag, last_mail_at, revoke_reason, used_at";
+
+fn context(row: &AnyRow) -> Result<ApprovalContext> {
+    let status: String = row.try_get("status")?;
+    let used_at: i64 = row.try_get("used_at")?;
+    Ok(ApprovalContext {
+        id: row.try_get("id")?,
+        task_id: row.try_get("task_id")?,
+        instance_id: row.try_get("instance_id")?,
+        approver: row.try_get("approver")?,
+        approver_email: row.try_get("approver_email")?,
+        kid: row.try_get("kid")?,
+        sent_at: row.try_get("sent_at")?,
+        valid_until: row.try_get("valid_until")?,
+        status: ApprovalStatus::parse(&status).ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!(
+                "corrupt row: approval_contexts.status = {status:?}"
+            ))
+        })?,
+        message_id: row.try_get("message_id")?,
+        subject_tag: row.try_get("subject_tag")?,
+        last_mail_at: row.try_get("last_mail_at")?,
+        revoke_reason: row.try_get("revoke_reason")?,
+        used_at: (used_at != 0).then_some(used_at),
+    })
+}
+
+/// One HMAC key of the reply-token key ring.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenKey {
+    pub kid: i64,
+    pub secret: String,
+    /// `config` or `generated`.
+    pub source: String,
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKey")
+            .field("kid", &self.kid)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Every token key, oldest first.
+    pub async fn token_keys(&self) -> Result<Vec<TokenKey>> {
+        let rows = sqlx::query::<Any>("SELECT kid, secret, source FROM token_keys ORDER BY kid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenKey {
+                    kid: row.try_get("kid")?,
+                    secret: row.try_get("secret")?,
+                    source: row.try_get("source")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a key with the next id. Two servers starting at once may race: the loser's insert
+    /// conflicts and it reads the winner's key instead.
+    pub async fn add_token_key(&self, secret: &str, source: &str, now: i64) -> Result<()> {
+        sqlx::query::<Any>(
+            "INSERT INTO token_keys (kid, secret, source, created_at) \
+             SELECT COALESCE(MAX(kid), 0) + 1, $1, $2, $3 FROM token_keys WHERE true ON CONFLICT (kid) DO NOTHING",
+        )
+        .bind(secret)
+        .bind(source)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn approval_context(&self, id: &str) -> Result<Option<ApprovalContext>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approval_contexts WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(context).transpose()
+    }
+
+    /// The newest context of a task (a reassigned task gets a new one).
+    pub async fn approval_for_task(&self, task_id: &str) -> Result<Option<ApprovalContext>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approval_contexts WHERE task_id = $1 ORDER BY sent_at DESC, id DESC LIMIT 1"
+        )))
+        .bind(task_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(context).transpose()
+    }
+
+    pub async fn approval_by_message_id(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<ApprovalContext>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approval_contexts WHERE message_id = $1"
+        )))
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(context).transpose()
+    }
+}
+
+impl Tx {
+    pub async fn insert_approval(&mut self, c: &ApprovalContext) -> Result<()> {
+        sqlx::query::<Any>(AssertSqlSafe(format!(
+            "INSERT INTO approval_contexts ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        )))
+        .bind(&c.id)
+        .bind(&c.task_id)
+        .bind(&c.instance_id)
+        .bind(&c.approver)
+        .bind(&c.approver_email)
+        .bind(c.kid)
+        .bind(c.sent_at)
+        .bind(c.valid_until)
+        .bind(c.status.as_str())
+        .bind(&c.message_id)
+        .bind(&c.subject_tag)
+        .bind(c.last_mail_at)
+        .bind(&c.revoke_reason)
+        .bind(c.used_at.unwrap_or(0))
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+
+    /// Pending contexts of a task, for closing them when the task closes.
+    pub async fn pending_approvals_of_task(
+        &mut self,
+        task_id: &str,
+    ) -> Result<Vec<ApprovalContext>> {
+        let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approval_contexts WHERE task_id = $1 AND status = 'pending'"
+        )))
+        .bind(task_id)
+        .fetch_all(&mut *self.inner)
+        .await?;
+        rows.iter().map(context).collect()
+    }
+
+    /// Moves a pending context to `status`; `false` if it was no longer pending.
+    pub async fn close_approval(
+        &mut self,
+        id: &str,
+        status: crate::model::ApprovalStatus,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query::<Any>(
+            "UPDATE approval_contexts SET status = $2, revoke_reason = $3, used_at = $4 \
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn touch_approval_mail(&mut self, id: &str, now: i64) -> Result<()> {
+        sqlx::query::<Any>("UPDATE approval_contexts SET last_mail_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *self.inner)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn user(&mut self, id: &str) -> Result<Option<crate::model::User>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {} FROM users WHERE id = $1",
+            super::rows::USER_COLUMNS
+        )))
+        .bind(id)
+        .fetch_optional(&mut *self.inner)
+        .await?;
+        row.as_ref().map(super::rows::user).transpose()
+    }
+}

@@ -1,0 +1,157 @@
+//! The outbox: mails written in the transaction that decided to send them, claimed by delivery
+//! workers with a lease so that with several server instances each mail is attempted by one at a
+//! time (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer anyway).
+use sqlx::{Any, AssertSqlSafe, Row, any::AnyRow};
+
+use super::{Backend, Store, Tx};
+use crate::{
+    error::{Error, Result},
+    model::{OutboxMail, OutboxStatus},
+};
+
+const COLUMNS: &str = "id, kind, context_id, task_id, recipient, sender, message_id, body, status, \
+    attempts, next_attempt_at, last_error, created_at, sent_at";
+
+fn mail(row: &AnyRow) -> Result<OutboxMail> {
+    let status: String = row.try_get("status")?;
+    let sent_at: i64 = row.try_get("sent_at")?;
+    Ok(OutboxMail {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        context_id: row.try_get("context_id")?,
+        task_id: row.try_get("task_id")?,
+        recipient: row.try_get("recipient")?,
+        sender: row.try_get("sender")?,
+        message_id: row.try_get("message_id")?,
+        body: row.try_get("body")?,
+        status: OutboxStatus::parse(&status).ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!("corrupt row: outbox.status = {status:?}"))
+        })?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        sent_at: (sent_at != 0).then_some(sent_at),
+    })
+}
+
+impl Tx {
+    pub async fn insert_outbox(&mut self, m: &OutboxMail) -> Result<()> {
+        sqlx::query::<Any>(AssertSqlSafe(format!(
+            "INSERT INTO outbox ({COLUMNS}, lease_until) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0)"
+        )))
+        .bind(&m.id)
+        .bind(&m.kind)
+        .bind(&m.context_id)
+        .bind(&m.task_id)
+        .bind(&m.recipient)
+        .bind(&m.sender)
+        .bind(&m.message_id)
+        .bind(m.body.clone())
+        .bind(m.status.as_str())
+        .bind(m.attempts)
+        .bind(m.next_attempt_at)
+        .bind(&m.last_error)
+        .bind(m.created_at)
+        .bind(m.sent_at.unwrap_or(0))
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+
+    /// Drops mail that has not left yet (the task closed, the approval was revoked).
+    pub async fn cancel_outbox_for_context(&mut self, context_id: &str) -> Result<u64> {
+        let done = sqlx::query::<Any>(
+            "UPDATE outbox SET status = 'cancelled' WHERE context_id = $1 AND status IN ('queued', 'temp_failed')",
+        )
+        .bind(context_id)
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+impl Store {
+    /// Claims up to `limit` mails due at `now` for `lease_ms`, counting the attempt. A worker that
+    /// dies mid-send leaves the lease to expire; the mail is then claimed again.
+    pub async fn claim_due_mail(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxMail>> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET lease_until = $1, attempts = attempts + 1 WHERE id IN (\
+             SELECT id FROM outbox WHERE status IN ('queued', 'temp_failed') AND next_attempt_at <= $2 \
+             AND lease_until <= $2 ORDER BY next_attempt_at LIMIT {limit}{lock}) RETURNING {COLUMNS}"
+        );
+        let rows = sqlx::query::<Any>(AssertSqlSafe(sql))
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(mail).collect()
+    }
+
+    pub async fn mark_mail_sent(&self, id: &str, now: i64, server_reply: &str) -> Result<()> {
+        sqlx::query::<Any>(
+            "UPDATE outbox SET status = 'sent', sent_at = $2, lease_until = 0, last_error = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(server_reply)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: `retry_at` Some → temp_failed until then, None → perm_failed.
+    pub async fn mark_mail_failed(
+        &self,
+        id: &str,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> Result<()> {
+        let (status, next) = match retry_at {
+            Some(at) => (OutboxStatus::TempFailed, at),
+            None => (OutboxStatus::PermFailed, 0),
+        };
+        sqlx::query::<Any>(
+            "UPDATE outbox SET status = $2, next_attempt_at = $3, lease_until = 0, last_error = $4 \
+             WHERE id = $1 AND status <> 'cancelled'",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(next)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The earliest time a queued mail becomes due, to sleep until then.
+    pub async fn next_mail_due(&self) -> Result<Option<i64>> {
+        let at = sqlx::query_scalar::<Any, Option<i64>>(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE status IN ('queued', 'temp_failed')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at)
+    }
+
+    /// Mails of an approval context, oldest first.
+    pub async fn mail_for_context(&self, context_id: &str) -> Result<Vec<OutboxMail>> {
+        let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM outbox WHERE context_id = $1 ORDER BY created_at, id"
+        )))
+        .bind(context_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(mail).collect()
+    }
+}

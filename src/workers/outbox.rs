@@ -1,0 +1,492 @@
+//! The outbox sender: delivers the mail that transactions wrote to the `outbox` table.
+//!
+//! A mail is committed with the decision that caused it, so nothing acknowledged is lost
+//! (DESIGN §10); this worker only moves rows from `queued` to `sent`, `temp_failed` (retried with
+//! exponential backoff and full jitter) or `perm_failed` (the server's answer kept for the API).
+//! [`OutboxWorker::run_once`] is one step — claim what is due under a lease, send it with bounded
+//! concurrency over a pooled transport, record each outcome — and is what tests drive, with a
+//! manual clock. [`OutboxWorker::spawn`] wraps it in a loop that only waits: for a wake-up from
+//! the code that commits new mail, for the next retry to fall due, or for a 30 s timer.
+//!
+//! Exactly once: a mail is marked sent right after the server accepted it, and the lease (5 min)
+//! keeps other workers off it meanwhile; no send starts with less than 2 min of lease left, more
+//! than the transport's timeouts allow a send to take. Only a crash between the server's "250"
+//! and that update can send a mail twice, the inherent limit of SMTP.
+//!
+//! Throughput: each outcome is its own UPDATE (the store's `mark_mail_*`), so on SQLite with
+//! `synchronous = FULL` the worker sends as fast as the disk syncs commits (see tests/mail/bench.rs).
+//! Keep `concurrency` ≤ the transport's pool size: more only queues for a connection.
+use std::{
+    pin::pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    clock::{Clock, Millis},
+    mail::transport::{MailTransport, SendError},
+    model::OutboxMail,
+    store::Store,
+};
+
+/// How long a claimed mail is ours: other workers leave it alone meanwhile.
+const LEASE_MS: i64 = 5 * 60_000;
+/// A send is only started while this much of the lease is left (the SMTP transport gives up on
+/// a connection after 30 s and on a mail after 60 s more). A batch slowed down by a hanging server
+/// leaves its last mails unsent rather than risk sending one that another worker has claimed.
+const SEND_BUDGET: Duration = Duration::from_secs(120);
+/// The loop looks at the table at least this often, whatever it was told.
+const IDLE_POLL: Duration = Duration::from_secs(30);
+/// When a mail is due but could not be claimed (another worker holds its lease), wait this long
+/// instead of spinning.
+const LEASED_ELSEWHERE_POLL: Duration = Duration::from_secs(1);
+/// Claim this many mails per concurrent send, per step: enough to keep every connection busy,
+/// few enough that the batch finishes well within the lease.
+const BATCH_PER_SLOT: usize = 4;
+
+/// When to try a mail again after a transient failure.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all (the first one included); after that a transient failure is permanent.
+    pub max_attempts: i64,
+    /// The backoff cap after the first failed attempt; doubles with each further attempt.
+    pub base_ms: i64,
+    /// The largest backoff cap.
+    pub max_ms: i64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            base_ms: 5_000,
+            max_ms: 3_600_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The next attempt after `attempts` failed ones, or None when they are used up. Full jitter:
+    /// uniform in `[floor, cap]` with cap = min(max_ms, base_ms · 2^(attempts−1)); the floor
+    /// (1 s, or the cap when smaller) keeps a retry from following its failure at once.
+    pub fn retry_at(&self, now: Millis, attempts: i64) -> Option<Millis> {
+        if attempts >= self.max_attempts {
+            return None;
+        }
+        let cap = self.cap_ms(attempts);
+        let floor = cap.min(1_000);
+        Some(now.saturating_add(rand::random_range(floor..=cap)))
+    }
+
+    /// The backoff cap after `attempts` failed attempts: non-decreasing, at most `max_ms`.
+    fn cap_ms(&self, attempts: i64) -> i64 {
+        let base = self.base_ms.max(0);
+        let max = self.max_ms.max(base);
+        let doublings = (attempts - 1).clamp(0, 62) as u32;
+        base.saturating_mul(1_i64 << doublings).min(max)
+    }
+}
+
+/// Delivers due outbox mail; see the module documentation.
+#[derive(Debug)]
+pub struct OutboxWorker {
+    store: Store,
+    transport: Arc<dyn MailTransport>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    policy: RetryPolicy,
+    concurrency: usize,
+}
+
+impl OutboxWorker {
+    pub fn new(
+        store: Store,
+        transport: Arc<dyn MailTransport>,
+        clock: Arc<dyn Clock>,
+        wake: Arc<Notify>,
+        policy: RetryPolicy,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            store,
+            transport,
+            clock,
+            wake,
+            policy,
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    /// Claims due mail (lease 5 min) and sends up to `concurrency` at once; records each result.
+    /// Returns how many were attempted. Errs only when the claim itself fails; a failure to record
+    /// one outcome is logged (the lease then expires and the mail is tried again).
+    pub async fn run_once(&self) -> anyhow::Result<usize> {
+        let limit = (self.concurrency * BATCH_PER_SLOT) as i64;
+        let batch = self
+            .store
+            .claim_due_mail(self.clock.now(), LEASE_MS, limit)
+            .await?;
+        let attempted = batch.len();
+        let lease_left_until =
+            Instant::now() + Duration::from_millis(LEASE_MS as u64) - SEND_BUDGET;
+        futures_util::stream::iter(batch)
+            .for_each_concurrent(self.concurrency, |mail| {
+                self.deliver(mail, lease_left_until)
+            })
+            .await;
+        Ok(attempted)
+    }
+
+    /// One mail: send it, then record what happened.
+    async fn deliver(&self, mail: OutboxMail, start_before: Instant) {
+        if Instant::now() > start_before {
+            // Not recorded: the lease runs out and the mail is claimed again (by us or another).
+            tracing::warn!(
+                outbox_id = %mail.id, message_id = %mail.message_id, attempt = mail.attempts,
+                "not sending: too little of the lease left (the SMTP server is slow); retried later"
+            );
+            return;
+        }
+        let result = self
+            .transport
+            .send(&mail.sender, &mail.recipient, &mail.message_id, &mail.body)
+            .await;
+        let recorded = match &result {
+            Ok(reply) => {
+                tracing::info!(
+                    outbox_id = %mail.id, message_id = %mail.message_id, recipient = %mail.recipient,
+                    attempt = mail.attempts, server = %reply, "mail delivered"
+                );
+                self.store
+                    .mark_mail_sent(&mail.id, self.clock.now(), reply)
+                    .await
+            }
+            Err(SendError::Transient(error)) => {
+                match self.policy.retry_at(self.clock.now(), mail.attempts) {
+                    Some(at) => {
+                        tracing::warn!(
+                            outbox_id = %mail.id, message_id = %mail.message_id,
+                            recipient = %mail.recipient, attempt = mail.attempts, %error,
+                            retry_at = %crate::clock::rfc3339(at), "mail not delivered; will retry"
+                        );
+                        self.store.mark_mail_failed(&mail.id, error, Some(at)).await
+                    }
+                    None => {
+                        tracing::error!(
+                            outbox_id = %mail.id, message_id = %mail.message_id,
+                            recipient = %mail.recipient, attempt = mail.attempts, %error,
+                            "mail not delivered; attempts used up, giving up"
+                        );
+                        let error = format!("gave up after {} attempts: {error}", mail.attempts);
+                        self.store.mark_mail_failed(&mail.id, &error, None).await
+                    }
+                }
+            }
+            Err(SendError::Permanent(error)) => {
+                tracing::error!(
+                    outbox_id = %mail.id, message_id = %mail.message_id,
+                    recipient = %mail.recipient, attempt = mail.attempts, %error,
+                    "mail refused permanently"
+                );
+                self.store.mark_mail_failed(&mail.id, error, None).await
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::error!(
+                outbox_id = %mail.id, message_id = %mail.message_id, error = %e,
+                delivered = result.is_ok(),
+                "could not record the outcome of a delivery; the mail is retried when its lease expires"
+            );
+        }
+    }
+
+    /// The loop: run_once until nothing is due, then wait for `wake.notified()`, the next due
+    /// time (next_mail_due) or a 30 s timer, whichever first; stops when `shutdown` is cancelled
+    /// (finishing the sends in flight); errors are logged and backed off, never kill the loop.
+    pub fn spawn(self, shutdown: CancellationToken, tracker: &TaskTracker) {
+        tracker.spawn(async move { self.run(shutdown).await });
+    }
+
+    async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(transport = ?self.transport, concurrency = self.concurrency, "outbox sender started");
+        let mut failures: u32 = 0;
+        while !shutdown.is_cancelled() {
+            // Listen before looking, so a wake-up during the step below is not lost.
+            let mut woken = pin!(self.wake.notified());
+            woken.as_mut().enable();
+            let wait = match self.step().await {
+                Ok(Some(wait)) => {
+                    failures = 0;
+                    wait
+                }
+                Ok(None) => {
+                    failures = 0;
+                    continue;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let backoff = Duration::from_millis(500u64 << failures.min(6)).min(IDLE_POLL);
+                    tracing::error!(error = %format!("{e:#}"), retry_in = ?backoff, "outbox sender step failed");
+                    backoff
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = woken => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!("outbox sender stopped");
+    }
+
+    /// One run_once; `None` when it sent something (look again at once), else how long to wait.
+    async fn step(&self) -> anyhow::Result<Option<Duration>> {
+        if self.run_once().await? > 0 {
+            return Ok(None);
+        }
+        let Some(due) = self.store.next_mail_due().await? else {
+            return Ok(Some(IDLE_POLL));
+        };
+        let ahead = due - self.clock.now();
+        Ok(Some(if ahead <= 0 {
+            LEASED_ELSEWHERE_POLL
+        } else {
+            // A few ms past the due time, so the claim then finds it due.
+            Duration::from_millis(ahead as u64 + 5).min(IDLE_POLL)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{clock::ManualClock, model::OutboxStatus, store::ConnectOptions};
+
+    /// Answers by recipient: ok@ → 250, later@ → 451, bad@ → 550. Counts the sends.
+    #[derive(Debug, Default)]
+    struct ByRecipient(Mutex<Vec<String>>);
+
+    #[tonic::async_trait]
+    impl MailTransport for ByRecipient {
+        async fn send(&self, _: &str, to: &str, _: &str, _: &[u8]) -> Result<String, SendError> {
+            self.0.lock().unwrap().push(to.to_string());
+            match to.split('@').next() {
+                Some("ok") => Ok("250 2.0.0 Ok: queued as TEST".into()),
+                Some("later") => Err(SendError::Transient("451 4.3.0 try later".into())),
+                _ => Err(SendError::Permanent("550 5.1.1 no such user".into())),
+            }
+        }
+    }
+
+    fn mail(to: &str, now: Millis) -> OutboxMail {
+        OutboxMail {
+            id: format!("id-{to}"),
+            kind: "test".into(),
+            context_id: format!("ctx-{to}"),
+            task_id: "task".into(),
+            recipient: to.into(),
+            sender: "approvals@x.test".into(),
+            message_id: format!("<{to}>"),
+            body: b"Subject: t\r\n\r\nt\r\n".to_vec(),
+            status: OutboxStatus::Queued,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: String::new(),
+            created_at: now,
+            sent_at: None,
+        }
+    }
+
+    async fn queue(store: &Store, recipients: &[&str], now: Millis) {
+        let mut tx = store.begin().await.unwrap();
+        for to in recipients {
+            tx.insert_outbox(&mail(to, now)).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    async fn store_with(recipients: &[&str], now: Millis) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, &ConnectOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        queue(&store, recipients, now).await;
+        (dir, store)
+    }
+
+    async fn row(store: &Store, to: &str) -> OutboxMail {
+        store
+            .mail_for_context(&format!("ctx-{to}"))
+            .await
+            .unwrap()
+            .remove(0)
+    }
+
+    #[tokio::test]
+    async fn each_outcome_is_recorded_and_transient_ones_give_up_after_the_limit() {
+        let start = 1_700_000_000_000;
+        let (_dir, store) = store_with(&["ok@x.test", "later@x.test", "bad@x.test"], start).await;
+        let clock = Arc::new(ManualClock::new(start));
+        let transport = Arc::new(ByRecipient::default());
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::default()
+        };
+        let worker = OutboxWorker::new(
+            store.clone(),
+            transport.clone(),
+            clock.clone(),
+            Arc::new(Notify::new()),
+            policy,
+            2,
+        );
+        assert_eq!(worker.run_once().await.unwrap(), 3);
+
+        let ok = row(&store, "ok@x.test").await;
+        assert_eq!(
+            (ok.status, ok.attempts, ok.sent_at),
+            (OutboxStatus::Sent, 1, Some(start))
+        );
+        assert_eq!(ok.last_error, "250 2.0.0 Ok: queued as TEST");
+        let bad = row(&store, "bad@x.test").await;
+        assert_eq!((bad.status, bad.attempts), (OutboxStatus::PermFailed, 1));
+        assert_eq!(bad.last_error, "550 5.1.1 no such user");
+        let later = row(&store, "later@x.test").await;
+        assert_eq!(
+            (later.status, later.attempts),
+            (OutboxStatus::TempFailed, 1)
+        );
+        assert!((start + 1_000..=start + 5_000).contains(&later.next_attempt_at));
+        assert_eq!(
+            store.next_mail_due().await.unwrap(),
+            Some(later.next_attempt_at)
+        );
+
+        assert_eq!(
+            worker.run_once().await.unwrap(),
+            0,
+            "nothing due before the retry time"
+        );
+        clock.set(later.next_attempt_at);
+        assert_eq!(
+            worker.run_once().await.unwrap(),
+            1,
+            "only the transient one comes back"
+        );
+        let later = row(&store, "later@x.test").await;
+        assert_eq!(
+            (later.status, later.attempts),
+            (OutboxStatus::PermFailed, 2)
+        );
+        assert_eq!(
+            later.last_error,
+            "gave up after 2 attempts: 451 4.3.0 try later"
+        );
+        assert_eq!(store.next_mail_due().await.unwrap(), None);
+        assert_eq!(transport.0.lock().unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_loop_delivers_on_wake_and_stops_on_shutdown() {
+        let (_dir, store) = store_with(&[], 0).await;
+        let transport = Arc::new(ByRecipient::default());
+        let wake = Arc::new(Notify::new());
+        let worker = OutboxWorker::new(
+            store.clone(),
+            transport.clone(),
+            Arc::new(crate::clock::SystemClock),
+            wake.clone(),
+            RetryPolicy::default(),
+            1,
+        );
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        worker.spawn(shutdown.clone(), &tracker);
+        queue(&store, &["ok@x.test"], crate::clock::SystemClock.now()).await;
+        wake.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while row(&store, "ok@x.test").await.status != OutboxStatus::Sent {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("sent within 5 s of the wake-up (the timer is 30 s)");
+        shutdown.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("the loop stops on shutdown");
+    }
+
+    #[test]
+    fn caps_double_and_stop_at_the_maximum() {
+        let p = RetryPolicy::default();
+        let caps: Vec<i64> = (1..=14).map(|a| p.cap_ms(a)).collect();
+        assert_eq!(&caps[..4], &[5_000, 10_000, 20_000, 40_000]);
+        assert!(caps.windows(2).all(|w| w[0] <= w[1]), "{caps:?}");
+        assert_eq!(*caps.last().unwrap(), 3_600_000);
+        assert!(caps.iter().all(|&c| c <= p.max_ms));
+        // No overflow however many attempts are counted.
+        assert_eq!(p.cap_ms(i64::MAX), 3_600_000);
+        assert_eq!(p.cap_ms(0), 5_000);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bounds() {
+        let p = RetryPolicy {
+            max_attempts: 100,
+            ..RetryPolicy::default()
+        };
+        let now = 1_700_000_000_000;
+        for attempts in 1..20 {
+            let cap = p.cap_ms(attempts);
+            let delays: Vec<i64> = (0..200)
+                .map(|_| p.retry_at(now, attempts).unwrap() - now)
+                .collect();
+            assert!(
+                delays.iter().all(|&d| (1_000..=cap).contains(&d)),
+                "attempt {attempts}: {delays:?} outside [1000, {cap}]"
+            );
+            // Jitter, not a fixed delay: the values spread over the range.
+            let (min, max) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
+            assert!(
+                max - min > (cap - 1_000) / 4,
+                "attempt {attempts}: {min}..{max}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_retry_once_the_attempts_are_used_up() {
+        let p = RetryPolicy::default();
+        assert!(p.retry_at(0, 11).is_some());
+        assert_eq!(p.retry_at(0, 12), None);
+        assert_eq!(p.retry_at(0, 13), None);
+        let one = RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(one.retry_at(0, 1), None);
+    }
+
+    #[test]
+    fn tiny_caps_are_respected() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_ms: 10,
+            max_ms: 50,
+        };
+        for a in 1..5 {
+            let d = p.retry_at(0, a).unwrap();
+            assert!((0..=p.cap_ms(a)).contains(&d) && d <= 50, "{d}");
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! Email approval, outbound (DESIGN §5): when a task with email approval opens, the same
+//! transaction writes its approval context (审批上下文) and the rendered mail into the outbox, so a
+//! committed task always has its mail and no mail exists for a task that was never committed.
+//! Also the approval use cases of the API: read, resend (same token, rate-limited), revoke.
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::{Actor, Workflow};
+use crate::{
+    config::MailSettings,
+    engine::definition::{self, NodeKind, ProcessDefinition, UserTaskSpec},
+    error::{Error, Result},
+    mail::{
+        compose::{self, ApprovalMail, Locale, MailKind, Mailbox, OutcomeChoice, Templates},
+        token::{self, KeyRing},
+    },
+    model::{ApprovalContext, ApprovalStatus, Event, Instance, OutboxMail, OutboxStatus, Task},
+    store::Tx,
+};
+
+/// Everything needed to write approval mail: templates, signing keys, addresses, limits.
+#[derive(Debug)]
+pub struct Mailer {
+    templates: Templates,
+    keys: KeyRing,
+    from: Mailbox,
+    reply_box: String,
+    reply_domain: String,
+    default_valid_for_ms: i64,
+    resend_interval_ms: i64,
+    wake: Arc<Notify>,
+}
+
+/// The longest local part RFC 5321 allows; `box+token` must fit.
+const MAX_LOCAL_PART: usize = 64;
+
+impl Mailer {
+    pub fn new(
+        templates: Templates,
+        keys: KeyRing,
+        settings: &MailSettings,
+    ) -> anyhow::Result<Self> {
+        let from = Mailbox::parse(&settings.from).map_err(|e| anyhow::anyhow!("mail.from: {e}"))?;
+        let reply_address = settings
+            .reply_address
+            .clone()
+            .unwrap_or_else(|| from.address.clone());
+        let (reply_box, reply_domain) = reply_address
+            .rsplit_once('@')
+            .filter(|(local, domain)| {
+                !local.is_empty() && !domain.is_empty() && !local.contains('+')
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "mail.reply_address: expected box@domain without '+', got {reply_address:?}"
+                )
+            })?;
+        if reply_box.len() + 1 + token::TOKEN_LEN > MAX_LOCAL_PART {
+            anyhow::bail!(
+                "mail.reply_address: the box {reply_box:?} is too long: box+token must fit in 64 characters"
+            );
+        }
+        let duration_ms = |key: &str, value: &str| -> anyhow::Result<i64> {
+            let secs =
+                definition::iso_duration_secs(value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            Ok(i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000)
+        };
+        Ok(Self {
+            templates,
+            keys,
+            from,
+            reply_box: reply_box.to_string(),
+            reply_domain: reply_domain.to_string(),
+            default_valid_for_ms: duration_ms("mail.valid_for", &settings.valid_for)?,
+            resend_interval_ms: duration_ms("mail.resend_interval", &settings.resend_interval)?,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Notified after every commit that queued mail; the outbox worker waits on it.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    pub fn reply_address(&self, token: &str) -> String {
+        format!("{}+{token}@{}", self.reply_box, self.reply_domain)
+    }
+
+    fn valid_for_ms(&self, spec: &UserTaskSpec) -> i64 {
+        spec.valid_for
+            .as_deref()
+            .and_then(|v| definition::iso_duration_secs(v).ok())
+            .and_then(|secs| i64::try_from(secs).ok())
+            .map_or(self.default_valid_for_ms, |secs| secs.saturating_mul(1000))
+    }
+
+    /// Opens the approval context of a task that just opened, and queues its mail. Returns the
+    /// audit event to record: the mail queued, or why the task has no email approval.
+    pub(super) async fn open_approval(
+        &self,
+        tx: &mut Tx,
+        graph: &ProcessDefinition,
+        instance: &Instance,
+        task: &Task,
+        now: i64,
+    ) -> Result<Option<Event>> {
+        let Some(spec) = user_task_spec(graph, &task.activity_id) else {
+            return Ok(None);
+        };
+        if !spec.email_approval {
+            return Ok(None);
+        }
+        let event = |kind: &str, detail: Value| Event {
+            instance_id: instance.id.clone(),
+            at: now,
+            kind: kind.to_string(),
+            activity_id: task.activity_id.clone(),
+            actor: String::new(),
+            detail,
+        };
+        let user = tx.user(&task.assignee).await?;
+        let Some(user) = user.filter(|u| !u.email.is_empty()) else {
+            let reason = format!(
+                "{} has no email address in the directory: the task is open without email approval",
+                task.assignee
+            );
+            return Ok(Some(event(
+                "email_approval_skipped",
+                json!({"task_id": task.id, "reason": reason}),
+            )));
+        };
+        let id = token::new_context_id();
+        let context = ApprovalContext {
+            id: id.clone(),
+            task_id: task.id.clone(),
+            instance_id: instance.id.clone(),
+            approver: user.id.clone(),
+            approver_email: user.email.clone(),
+            kid: self.keys.current_kid(),
+            sent_at: now,
+            valid_until: now.saturating_add(self.valid_for_ms(spec)),
+            status: ApprovalStatus::Pending,
+            message_id: format!("<rf.{id}.1@{}>", self.reply_domain),
+            subject_tag: format!("RF-{}", &id[..8.min(id.len())]),
+            last_mail_at: now,
+            revoke_reason: String::new(),
+            used_at: None,
+        };
+        tx.insert_approval(&context).await?;
+        let mail = self.compose(
+            &context,
+            graph,
+            spec,
+            instance,
+            task,
+            &user,
+            MailKind::Approval,
+            &context.message_id,
+            None,
+            "",
+            now,
+        )?;
+        tx.insert_outbox(&mail).await?;
+        Ok(Some(event(
+            "approval_mail_queued",
+            json!({"task_id": task.id, "context_id": context.id, "to": user.email, "message_id": context.message_id}),
+        )))
+    }
+
+    /// A mail about `context`, rendered now. `thread`: the first mail's Message-ID.
+    #[allow(clippy::too_many_arguments)]
+    fn compose(
+        &self,
+        context: &ApprovalContext,
+        graph: &ProcessDefinition,
+        spec: &UserTaskSpec,
+        instance: &Instance,
+        task: &Task,
+        user: &crate::model::User,
+        kind: MailKind,
+        message_id: &str,
+        thread: Option<&str>,
+        note: &str,
+        now: i64,
+    ) -> Result<OutboxMail> {
+        let token = token::issue_with_kid(
+            &self.keys,
+            context.kid,
+            &context.id,
+            &context.approver_email,
+            context.valid_until,
+        )
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("token key {} is gone", context.kid)))?;
+        let mail = ApprovalMail {
+            kind,
+            locale: Locale::from_tag(&user.locale),
+            from: self.from.clone(),
+            to: Mailbox {
+                name: user.display_name.clone(),
+                address: user.email.clone(),
+            },
+            reply_to: self.reply_address(&token),
+            message_id: message_id.to_string(),
+            thread: thread.map(str::to_string),
+            subject_tag: context.subject_tag.clone(),
+            process_name: graph.name.clone(),
+            task_name: task.name.clone(),
+            business_key: instance.business_key.clone(),
+            initiator: instance.started_by.clone(),
+            fields: spec
+                .show
+                .iter()
+                .map(|name| (name.clone(), show_value(instance.variables.get(name))))
+                .collect(),
+            outcomes: spec
+                .outcomes
+                .iter()
+                .zip(1..)
+                .map(|(o, number)| OutcomeChoice {
+                    number,
+                    id: o.id.clone(),
+                    label: o.label.clone(),
+                    keywords: o.keywords.clone(),
+                })
+                .collect(),
+            deadline: context.valid_until,
+            date: now,
+            token,
+            note: note.to_string(),
+        };
+        let body = compose::render(&self.templates, &mail)
+            .map_err(|e| Error::Internal(e.context("rendering an approval mail")))?;
+        Ok(OutboxMail {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: match kind {
+                MailKind::Approval => "approval",
+                MailKind::Reminder => "reminder",
+            }
+            .to_string(),
+            context_id: context.id.clone(),
+            task_id: task.id.clone(),
+            recipient: user.email.clone(),
+            sender: self.from.address.clone(),
+            message_id: message_id.to_string(),
+            body,
+            status: OutboxStatus::Queued,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: String::new(),
+            created_at: now,
+            sent_at: None,
+        })
+    }
+
+    /// Closes the pending contexts of a task that closed, and drops mail not yet sent.
+    pub(super) async fn close_approvals(
+        &self,
+        tx: &mut Tx,
+        task_id: &str,
+        why: &str,
+        now: i64,
+    ) -> Result<()> {
+        for context in tx.pending_approvals_of_task(task_id).await? {
+            tx.close_approval(&context.id, ApprovalStatus::Revoked, why, now)
+                .await?;
+            tx.cancel_outbox_for_context(&context.id).await?;
+        }
+        Ok(())
+    }
+}
+
+fn user_task_spec<'g>(graph: &'g ProcessDefinition, activity_id: &str) -> Option<&'g UserTaskSpec> {
+    match graph.node(activity_id).map(|(_, node)| &node.kind) {
+        Some(NodeKind::UserTask(spec)) => Some(spec),
+        _ => None,
+    }
+}
+
+fn show_value(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => "—".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// What GetApproval shows: the context and the delivery of its latest mail.
+#[derive(Debug, Clone)]
+pub struct ApprovalView {
+    pub context: ApprovalContext,
+    pub latest_mail: Option<OutboxMail>,
+}
+
+impl Workflow {
+    fn mailer(&self) -> &Mailer {
+        &self.mailer
+    }
+
+    pub async fn approval(&self, task_id: &str) -> Result<ApprovalView> {
+        if task_id.is_empty() {
+            return Err(Error::invalid("task_id", "required"));
+        }
+        self.task(task_id).await?;
+        let context = self
+            .store
+            .approval_for_task(task_id)
+            .await?
+            .ok_or_else(|| Error::not_found("approval context of task", task_id))?;
+        let mut context = context;
+        if context.status == ApprovalStatus::Pending && context.valid_until <= self.now() {
+            context.status = ApprovalStatus::Expired;
+        }
+        let latest_mail = self.store.mail_for_context(&context.id).await?.pop();
+        Ok(ApprovalView {
+            context,
+            latest_mail,
+        })
+    }
+
+    /// Sends the approval mail again with the same token, threaded under the first one. The task's
+    /// assignee or the instance's initiator may; at most once per `mail.resend_interval`.
+    pub async fn resend_approval(&self, actor: &Actor, task_id: &str) -> Result<ApprovalView> {
+        let view = self.approval(task_id).await?;
+        let task = self.task(task_id).await?;
+        let instance = self.instance(&task.instance_id).await?.instance;
+        if actor.user_id != task.assignee && actor.user_id != instance.started_by {
+            return Err(Error::PermissionDenied(
+                "only the assignee or the initiator may resend the approval mail".into(),
+            ));
+        }
+        if task.status != crate::model::TaskStatus::Open {
+            return Err(Error::FailedPrecondition(format!(
+                "task {task_id} is {}",
+                task.status.as_str()
+            )));
+        }
+        if view.context.status != ApprovalStatus::Pending {
+            return Err(Error::FailedPrecondition(format!(
+                "the approval is {}; nothing to resend",
+                view.context.status.as_str()
+            )));
+        }
+        let now = self.now();
+        let mailer = self.mailer();
+        let next_allowed = view
+            .context
+            .last_mail_at
+            .saturating_add(mailer.resend_interval_ms);
+        if now < next_allowed {
+            return Err(Error::FailedPrecondition(format!(
+                "an approval mail was sent at {}; the next may be sent from {}",
+                crate::clock::rfc3339(view.context.last_mail_at),
+                crate::clock::rfc3339(next_allowed)
+            )));
+        }
+        let graph = self
+            .graph_of(&task.definition_key, task.definition_version)
+            .await?;
+        let spec = user_task_spec(&graph, &task.activity_id)
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("task activity is not a user task")))?;
+        let user = self
+            .store
+            .user(&view.context.approver)
+            .await?
+            .ok_or_else(|| Error::FailedPrecondition("the approver left the directory".into()))?;
+        let sequence = self.store.mail_for_context(&view.context.id).await?.len() + 1;
+        let message_id = format!(
+            "<rf.{}.{sequence}@{}>",
+            view.context.id, mailer.reply_domain
+        );
+        let mail = mailer.compose(
+            &view.context,
+            &graph,
+            spec,
+            &instance,
+            &task,
+            &user,
+            MailKind::Approval,
+            &message_id,
+            Some(&view.context.message_id),
+            "",
+            now,
+        )?;
+        let mut tx = self.store.begin().await?;
+        tx.lock_instance(&task.instance_id).await?;
+        tx.touch_approval_mail(&view.context.id, now).await?;
+        tx.insert_outbox(&mail).await?;
+        tx.insert_events(&[Event {
+            instance_id: task.instance_id.clone(),
+            at: now,
+            kind: "approval_mail_resent".into(),
+            activity_id: task.activity_id.clone(),
+            actor: actor.user_id.clone(),
+            detail: json!({"task_id": task_id, "context_id": view.context.id, "message_id": message_id}),
+        }])
+        .await?;
+        tx.commit().await?;
+        mailer.wake.notify_one();
+        self.approval(task_id).await
+    }
+
+    /// The token stops working; the task stays open for the API and other channels.
+    pub async fn revoke_approval(
+        &self,
+        actor: &Actor,
+        task_id: &str,
+        reason: &str,
+    ) -> Result<ApprovalView> {
+        let view = self.approval(task_id).await?;
+        let task = self.task(task_id).await?;
+        let instance = self.instance(&task.instance_id).await?.instance;
+        if actor.user_id != task.assignee && actor.user_id != instance.started_by {
+            return Err(Error::PermissionDenied(
+                "only the assignee or the initiator may revoke the approval".into(),
+            ));
+        }
+        if view.context.status == ApprovalStatus::Revoked {
+            return Ok(view);
+        }
+        let now = self.now();
+        let reason = if reason.trim().is_empty() {
+            "revoked"
+        } else {
+            reason.trim()
+        };
+        let mut tx = self.store.begin().await?;
+        tx.lock_instance(&task.instance_id).await?;
+        if !tx
+            .close_approval(&view.context.id, ApprovalStatus::Revoked, reason, now)
+            .await?
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "the approval is already {}",
+                view.context.status.as_str()
+            )));
+        }
+        tx.cancel_outbox_for_context(&view.context.id).await?;
+        tx.insert_events(&[Event {
+            instance_id: task.instance_id.clone(),
+            at: now,
+            kind: "approval_revoked".into(),
+            activity_id: task.activity_id.clone(),
+            actor: actor.user_id.clone(),
+            detail: json!({"task_id": task_id, "context_id": view.context.id, "reason": reason}),
+        }])
+        .await?;
+        tx.commit().await?;
+        self.approval(task_id).await
+    }
+}
+
+/// The reply-token keys: the configured secret becomes the current key (a changed secret adds a
+/// key, so tokens signed with the old one stay valid until they expire); without configuration a
+/// secret is generated once and kept in the database.
+pub async fn load_key_ring(
+    store: &crate::store::Store,
+    configured: Option<&crate::config::Secret>,
+    now: i64,
+) -> anyhow::Result<KeyRing> {
+    let keys = store.token_keys().await?;
+    match configured {
+        Some(secret) if keys.last().is_none_or(|k| k.secret != secret.expose()) => {
+            store.add_token_key(secret.expose(), "config", now).await?;
+            tracing::info!(
+                "security.token_secret changed: a new reply-token key is current; older keys stay valid"
+            );
+        }
+        None if keys.is_empty() => {
+            store
+                .add_token_key(&token::generate_secret(), "generated", now)
+                .await?;
+            tracing::info!("generated a reply-token secret and stored it in the database");
+        }
+        _ => {}
+    }
+    let keys = store.token_keys().await?;
+    KeyRing::new(
+        keys.into_iter()
+            .map(|k| (k.kid, k.secret.into_bytes()))
+            .collect(),
+    )
+    .map_err(|e| anyhow::anyhow!("reply-token keys: {e}"))
+}

@@ -1,0 +1,15 @@
+#![allow(unreachable_pub)]
+//! Mail delivery against a real mail stack: the outbox worker sends over SMTP to the Postfix that
+//! `./scripts/test` starts on loopback, and the tests read what arrived from Dovecot over IMAPS.
+//! Without RF_MAIL_* in the environment every test fails with a hint (never skips silently).
+//! The database is always a fresh SQLite file: this binary runs once per suite, not per backend.
+//!
+//! Tests that need Postfix running hold a shared lock; the one that stops Postfix holds it alone.
+//! `bench` (ignored) compares the worker's throughput into Postfix's smtp-sink with smtp-source:
+//! `cargo test --release --test mail -- --ignored --nocapture bench` (or scripts/bench-smtp.sh).
+mod helpers;
+mod imap;
+
+mod bench;
+mod delivery;
+mod outage;
