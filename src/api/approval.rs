@@ -54,7 +54,12 @@ fn approval_pb(view: &ApprovalView) -> pb::ApprovalContext {
             .filter(|m| m.status != OutboxStatus::Sent)
             .map(|m| m.last_error.clone())
             .unwrap_or_default(),
-        message_id: c.message_id.clone(),
+        // The proto shows Message-IDs without their angle brackets.
+        message_id: c
+            .message_id
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string(),
         id: c.id.clone(),
         created_at: timestamp(c.sent_at),
         used_at: c.used_at.and_then(timestamp),
@@ -89,9 +94,10 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         request: Request<pb::ResendApprovalEmailRequest>,
     ) -> Result<Response<pb::ApprovalContext>, Status> {
         let actor = actor(&request)?;
+        let req = request.into_inner();
         let view = self
             .workflow
-            .resend_approval(&actor, &request.into_inner().task_id)
+            .resend_approval(&actor, &req.task_id, req.renew, &req.request_id)
             .await?;
         Ok(Response::new(approval_pb(&view)))
     }
@@ -104,7 +110,7 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         let req = request.into_inner();
         let view = self
             .workflow
-            .revoke_approval(&actor, &req.task_id, &req.reason)
+            .revoke_approval(&actor, &req.task_id, &req.reason, &req.request_id)
             .await?;
         Ok(Response::new(approval_pb(&view)))
     }

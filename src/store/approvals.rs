@@ -145,6 +145,17 @@ impl Tx {
         Ok(())
     }
 
+    /// The newest context of a task, read under the instance's lock.
+    pub async fn approval_for_task(&mut self, task_id: &str) -> Result<Option<ApprovalContext>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approval_contexts WHERE task_id = $1 ORDER BY sent_at DESC, id DESC LIMIT 1"
+        )))
+        .bind(task_id)
+        .fetch_optional(&mut *self.inner)
+        .await?;
+        row.as_ref().map(context).transpose()
+    }
+
     /// Pending contexts of a task, for closing them when the task closes.
     pub async fn pending_approvals_of_task(
         &mut self,
@@ -168,7 +179,8 @@ impl Tx {
         now: i64,
     ) -> Result<bool> {
         let done = sqlx::query::<Any>(
-            "UPDATE approval_contexts SET status = $2, revoke_reason = $3, used_at = $4 \
+            "UPDATE approval_contexts SET status = $2, revoke_reason = $3, \
+             used_at = CASE WHEN $2 = 'used' THEN $4 ELSE used_at END \
              WHERE id = $1 AND status = 'pending'",
         )
         .bind(id)

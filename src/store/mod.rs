@@ -25,6 +25,7 @@ use sqlx::{
 };
 
 pub use instances::{InstanceFilter, InstanceRecord, TaskFilter};
+pub use outbox::{Delivery, DeliveryOutcome};
 pub use paging::PageRequest;
 
 use crate::error::Result;

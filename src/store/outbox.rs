@@ -72,7 +72,55 @@ impl Tx {
     }
 }
 
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Sent {
+        server_reply: String,
+    },
+    /// Not delivered; try again at `at`.
+    Retry {
+        error: String,
+        at: i64,
+    },
+    /// Refused for good, or attempts used up.
+    Failed {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryOutcome {
+    pub outbox_id: String,
+    pub delivery: Delivery,
+}
+
 impl Store {
+    /// Records several delivery outcomes in one transaction (one fsync for the lot).
+    pub async fn record_deliveries(&self, outcomes: &[DeliveryOutcome], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for outcome in outcomes {
+            let (status, next, sent_at, text) = match &outcome.delivery {
+                Delivery::Sent { server_reply } => (OutboxStatus::Sent, 0, now, server_reply),
+                Delivery::Retry { error, at } => (OutboxStatus::TempFailed, *at, 0, error),
+                Delivery::Failed { error } => (OutboxStatus::PermFailed, 0, 0, error),
+            };
+            sqlx::query::<Any>(
+                "UPDATE outbox SET status = $2, next_attempt_at = $3, sent_at = $4, last_error = $5, \
+                 lease_until = 0 WHERE id = $1 AND status <> 'cancelled'",
+            )
+            .bind(&outcome.outbox_id)
+            .bind(status.as_str())
+            .bind(next)
+            .bind(sent_at)
+            .bind(text)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Claims up to `limit` mails due at `now` for `lease_ms`, counting the attempt. A worker that
     /// dies mid-send leaves the lease to expire; the mail is then claimed again.
     pub async fn claim_due_mail(
@@ -96,42 +144,6 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(mail).collect()
-    }
-
-    pub async fn mark_mail_sent(&self, id: &str, now: i64, server_reply: &str) -> Result<()> {
-        sqlx::query::<Any>(
-            "UPDATE outbox SET status = 'sent', sent_at = $2, lease_until = 0, last_error = $3 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(server_reply)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Records a failed attempt: `retry_at` Some → temp_failed until then, None → perm_failed.
-    pub async fn mark_mail_failed(
-        &self,
-        id: &str,
-        error: &str,
-        retry_at: Option<i64>,
-    ) -> Result<()> {
-        let (status, next) = match retry_at {
-            Some(at) => (OutboxStatus::TempFailed, at),
-            None => (OutboxStatus::PermFailed, 0),
-        };
-        sqlx::query::<Any>(
-            "UPDATE outbox SET status = $2, next_attempt_at = $3, lease_until = 0, last_error = $4 \
-             WHERE id = $1 AND status <> 'cancelled'",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(next)
-        .bind(error)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// The earliest time a queued mail becomes due, to sleep until then.

@@ -323,12 +323,53 @@ impl Workflow {
         })
     }
 
-    /// Sends the approval mail again with the same token, threaded under the first one. The task's
-    /// assignee or the instance's initiator may; at most once per `mail.resend_interval`.
-    pub async fn resend_approval(&self, actor: &Actor, task_id: &str) -> Result<ApprovalView> {
-        let view = self.approval(task_id).await?;
+    /// Sends the approval mail again, threaded under the first one: with the same token while
+    /// the context is pending, else (or with `renew`) under a new context with a fresh token. The
+    /// task's assignee or the instance's initiator may; at most once per `mail.resend_interval`.
+    pub async fn resend_approval(
+        &self,
+        actor: &Actor,
+        task_id: &str,
+        renew: bool,
+        request_id: &str,
+    ) -> Result<ApprovalView> {
+        super::check_request_id(request_id)?;
         let task = self.task(task_id).await?;
-        let instance = self.instance(&task.instance_id).await?.instance;
+        let scope = format!("resend_approval:{}", actor.user_id);
+        let print = super::fingerprint(
+            &[task_id, if renew { "renew" } else { "" }],
+            &Default::default(),
+        );
+        if self.prior(&scope, request_id, &print).await?.is_some() {
+            return self.approval(task_id).await;
+        }
+        let graph = self
+            .graph_of(&task.definition_key, task.definition_version)
+            .await?;
+        let now = self.now();
+        let mailer = self.mailer();
+        let mut tx = self.store.begin().await?;
+        if !request_id.is_empty()
+            && !tx
+                .claim_request(&scope, request_id, &print, task_id, now)
+                .await?
+        {
+            drop(tx);
+            self.prior(&scope, request_id, &print).await?;
+            return self.approval(task_id).await;
+        }
+        // Everything below is read under the instance's lock: two resends, or a resend and a
+        // completion, cannot interleave.
+        tx.lock_instance(&task.instance_id).await?;
+        let task = tx
+            .task(task_id)
+            .await?
+            .ok_or_else(|| Error::not_found("task", task_id))?;
+        let record = tx
+            .instance(&task.instance_id)
+            .await?
+            .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
+        let instance = &record.instance;
         if actor.user_id != task.assignee && actor.user_id != instance.started_by {
             return Err(Error::PermissionDenied(
                 "only the assignee or the initiator may resend the approval mail".into(),
@@ -340,64 +381,84 @@ impl Workflow {
                 task.status.as_str()
             )));
         }
-        if view.context.status != ApprovalStatus::Pending {
-            return Err(Error::FailedPrecondition(format!(
-                "the approval is {}; nothing to resend",
-                view.context.status.as_str()
-            )));
-        }
-        let now = self.now();
-        let mailer = self.mailer();
-        let next_allowed = view
-            .context
+        let spec = user_task_spec(&graph, &task.activity_id)
+            .filter(|spec| spec.email_approval)
+            .ok_or_else(|| {
+                Error::FailedPrecondition("email approval is off for this task".into())
+            })?;
+        let context = tx.approval_for_task(task_id).await?.ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "task {task_id} has no approval context (its assignee had no email address)"
+            ))
+        })?;
+        let next_allowed = context
             .last_mail_at
             .saturating_add(mailer.resend_interval_ms);
         if now < next_allowed {
             return Err(Error::FailedPrecondition(format!(
                 "an approval mail was sent at {}; the next may be sent from {}",
-                crate::clock::rfc3339(view.context.last_mail_at),
+                crate::clock::rfc3339(context.last_mail_at),
                 crate::clock::rfc3339(next_allowed)
             )));
         }
-        let graph = self
-            .graph_of(&task.definition_key, task.definition_version)
-            .await?;
-        let spec = user_task_spec(&graph, &task.activity_id)
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("task activity is not a user task")))?;
-        let user = self
-            .store
-            .user(&view.context.approver)
-            .await?
-            .ok_or_else(|| Error::FailedPrecondition("the approver left the directory".into()))?;
-        let sequence = self.store.mail_for_context(&view.context.id).await?.len() + 1;
-        let message_id = format!(
-            "<rf.{}.{sequence}@{}>",
-            view.context.id, mailer.reply_domain
-        );
-        let mail = mailer.compose(
-            &view.context,
-            &graph,
-            spec,
-            &instance,
-            &task,
-            &user,
-            MailKind::Approval,
-            &message_id,
-            Some(&view.context.message_id),
-            "",
-            now,
-        )?;
-        let mut tx = self.store.begin().await?;
-        tx.lock_instance(&task.instance_id).await?;
-        tx.touch_approval_mail(&view.context.id, now).await?;
-        tx.insert_outbox(&mail).await?;
+        let reusable =
+            context.status == ApprovalStatus::Pending && context.valid_until > now && !renew;
+        let (kind, detail) = if reusable {
+            let user = tx.user(&context.approver).await?.ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "{} is no longer in the directory",
+                    context.approver
+                ))
+            })?;
+            let sequence = self.store.mail_for_context(&context.id).await?.len() + 1;
+            let message_id = format!("<rf.{}.{sequence}@{}>", context.id, mailer.reply_domain);
+            let mail = mailer.compose(
+                &context,
+                &graph,
+                spec,
+                instance,
+                &task,
+                &user,
+                MailKind::Approval,
+                &message_id,
+                Some(&context.message_id),
+                "",
+                now,
+            )?;
+            tx.touch_approval_mail(&context.id, now).await?;
+            tx.insert_outbox(&mail).await?;
+            (
+                "approval_mail_resent",
+                json!({"task_id": task_id, "context_id": context.id, "message_id": message_id}),
+            )
+        } else {
+            // A new context replaces one that expired, was revoked, or is renewed on request.
+            mailer
+                .close_approvals(&mut tx, task_id, "renewed", now)
+                .await?;
+            match mailer
+                .open_approval(&mut tx, &graph, instance, &task, now)
+                .await?
+            {
+                Some(event) if event.kind == "approval_mail_queued" => (
+                    "approval_renewed",
+                    json!({"task_id": task_id, "replaces": context.id, "detail": event.detail}),
+                ),
+                _ => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{} has no email address any more",
+                        task.assignee
+                    )));
+                }
+            }
+        };
         tx.insert_events(&[Event {
             instance_id: task.instance_id.clone(),
             at: now,
-            kind: "approval_mail_resent".into(),
+            kind: kind.into(),
             activity_id: task.activity_id.clone(),
             actor: actor.user_id.clone(),
-            detail: json!({"task_id": task_id, "context_id": view.context.id, "message_id": message_id}),
+            detail,
         }])
         .await?;
         tx.commit().await?;
@@ -411,17 +472,14 @@ impl Workflow {
         actor: &Actor,
         task_id: &str,
         reason: &str,
+        request_id: &str,
     ) -> Result<ApprovalView> {
-        let view = self.approval(task_id).await?;
+        super::check_request_id(request_id)?;
         let task = self.task(task_id).await?;
-        let instance = self.instance(&task.instance_id).await?.instance;
-        if actor.user_id != task.assignee && actor.user_id != instance.started_by {
-            return Err(Error::PermissionDenied(
-                "only the assignee or the initiator may revoke the approval".into(),
-            ));
-        }
-        if view.context.status == ApprovalStatus::Revoked {
-            return Ok(view);
+        let scope = format!("revoke_approval:{}", actor.user_id);
+        let print = super::fingerprint(&[task_id, reason], &Default::default());
+        if self.prior(&scope, request_id, &print).await?.is_some() {
+            return self.approval(task_id).await;
         }
         let now = self.now();
         let reason = if reason.trim().is_empty() {
@@ -430,24 +488,55 @@ impl Workflow {
             reason.trim()
         };
         let mut tx = self.store.begin().await?;
-        tx.lock_instance(&task.instance_id).await?;
-        if !tx
-            .close_approval(&view.context.id, ApprovalStatus::Revoked, reason, now)
-            .await?
+        if !request_id.is_empty()
+            && !tx
+                .claim_request(&scope, request_id, &print, task_id, now)
+                .await?
         {
-            return Err(Error::FailedPrecondition(format!(
-                "the approval is already {}",
-                view.context.status.as_str()
-            )));
+            drop(tx);
+            self.prior(&scope, request_id, &print).await?;
+            return self.approval(task_id).await;
         }
-        tx.cancel_outbox_for_context(&view.context.id).await?;
+        tx.lock_instance(&task.instance_id).await?;
+        let record = tx
+            .instance(&task.instance_id)
+            .await?
+            .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
+        if actor.user_id != task.assignee && actor.user_id != record.instance.started_by {
+            return Err(Error::PermissionDenied(
+                "only the assignee or the initiator may revoke the approval".into(),
+            ));
+        }
+        let context = tx
+            .approval_for_task(task_id)
+            .await?
+            .ok_or_else(|| Error::not_found("approval context of task", task_id))?;
+        match context.status {
+            ApprovalStatus::Revoked => {
+                drop(tx);
+                return self.approval(task_id).await;
+            }
+            ApprovalStatus::Pending if context.valid_until <= now => {
+                return Err(Error::FailedPrecondition("the approval has expired".into()));
+            }
+            ApprovalStatus::Pending => {}
+            other => {
+                return Err(Error::FailedPrecondition(format!(
+                    "the approval is already {}",
+                    other.as_str()
+                )));
+            }
+        }
+        tx.close_approval(&context.id, ApprovalStatus::Revoked, reason, now)
+            .await?;
+        tx.cancel_outbox_for_context(&context.id).await?;
         tx.insert_events(&[Event {
             instance_id: task.instance_id.clone(),
             at: now,
             kind: "approval_revoked".into(),
             activity_id: task.activity_id.clone(),
             actor: actor.user_id.clone(),
-            detail: json!({"task_id": task_id, "context_id": view.context.id, "reason": reason}),
+            detail: json!({"task_id": task_id, "context_id": context.id, "reason": reason}),
         }])
         .await?;
         tx.commit().await?;

@@ -1,13 +1,49 @@
 //! Email approval, outbound, with the zero-config file transport: the task's transaction writes
-//! the approval context and the mail; the outbox worker writes it out as an .eml file.
-use std::time::Duration;
+//! the approval context and the mail; the outbox worker writes it out as an .eml file, which these
+//! tests parse the way a mail client would (mail_parser) and check against GetApproval and the
+//! store's reply-token keys.
+use std::{
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
 
-use replyflow::proto::pb;
+use mail_parser::{Message, MessageParser, MimeHeaders};
+use replyflow::{
+    app::Application,
+    clock::SystemClock,
+    config::Secret,
+    mail::{
+        compose::TOKEN_LINE_LABEL,
+        token::{self, KeyRing},
+    },
+    proto::pb,
+    workflow::approvals::load_key_ring,
+};
+use serde_json::json;
+use tonic::Code;
 
-use crate::helpers::{TestApp, expense_vars, req, spawn_app};
+use crate::{
+    branches::bpmn,
+    helpers::{
+        TestApp, TestDb, expense_vars, req, spawn_app, spawn_app_on_with, spawn_app_with,
+        test_settings,
+    },
+};
+
+/// The outcomes of examples/expense.bpmn's manager task: number, label, keywords.
+const EXPENSE_OUTCOMES: &[(u32, &str, &[&str])] = &[
+    (1, "同意", &["同意", "approve", "ok"]),
+    (2, "驳回", &["驳回", "reject"]),
+];
+
+fn approvals(
+    app: &TestApp,
+) -> pb::approval_service_client::ApprovalServiceClient<tonic::transport::Channel> {
+    pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
+}
 
 async fn get_approval(app: &TestApp, task_id: &str) -> Result<pb::ApprovalContext, tonic::Status> {
-    pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
+    approvals(app)
         .get_approval(req(
             pb::GetApprovalRequest {
                 task_id: task_id.into(),
@@ -18,25 +54,281 @@ async fn get_approval(app: &TestApp, task_id: &str) -> Result<pb::ApprovalContex
         .map(|r| r.into_inner())
 }
 
-/// The .eml files the file transport wrote, waiting until `count` exist.
-async fn written_mail(app: &TestApp, count: usize) -> Vec<String> {
-    for _ in 0..200 {
-        let mut mails: Vec<String> = std::fs::read_dir(app.outbox_dir.path())
-            .expect("outbox dir")
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .collect();
-        if mails.len() >= count {
-            mails.sort();
-            return mails;
+async fn resend(
+    app: &TestApp,
+    task_id: &str,
+    user: &str,
+) -> Result<pb::ApprovalContext, tonic::Status> {
+    approvals(app)
+        .resend_approval_email(req(
+            pb::ResendApprovalEmailRequest {
+                task_id: task_id.into(),
+                ..Default::default()
+            },
+            user,
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn revoke(
+    app: &TestApp,
+    task_id: &str,
+    user: &str,
+    reason: &str,
+) -> Result<pb::ApprovalContext, tonic::Status> {
+    approvals(app)
+        .revoke_approval(req(
+            pb::RevokeApprovalRequest {
+                task_id: task_id.into(),
+                reason: reason.into(),
+                ..Default::default()
+            },
+            user,
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Adds (or replaces) a directory entry with the given address and locale.
+async fn add_user_with(app: &TestApp, id: &str, email: &str, locale: &str) {
+    let message = pb::UpsertUserRequest {
+        user: Some(pb::User {
+            id: id.into(),
+            display_name: id.to_uppercase(),
+            email: email.into(),
+            locale: locale.into(),
+            ..Default::default()
+        }),
+    };
+    app.directory()
+        .upsert_user(req(message, "admin"))
+        .await
+        .expect("upsert user");
+}
+
+fn millis(ts: Option<prost_types::Timestamp>) -> i64 {
+    let ts = ts.expect("a timestamp");
+    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+}
+
+/// A Message-ID without its angle brackets, as mail_parser returns it.
+fn bare(message_id: &str) -> &str {
+    message_id.trim_matches(|c| c == '<' || c == '>')
+}
+
+fn parse(raw: &[u8]) -> Message<'_> {
+    MessageParser::default()
+        .parse(raw)
+        .expect("the mail parses")
+}
+
+/// Every .eml file the file transport has written so far.
+fn written(app: &TestApp) -> Vec<Vec<u8>> {
+    std::fs::read_dir(app.outbox_dir.path())
+        .expect("outbox dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .collect()
+}
+
+/// Waits (at most 10 s) for a written mail that `wanted` accepts, and returns it raw.
+async fn wait_for_mail(
+    app: &TestApp,
+    what: &str,
+    wanted: impl Fn(&Message<'_>) -> bool,
+) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(raw) = written(app).into_iter().find(|raw| wanted(&parse(raw))) {
+            return raw;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            Instant::now() < deadline,
+            "no mail {what} in {} after 10 s",
+            app.outbox_dir.path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!(
-        "fewer than {count} mails were written to {}",
-        app.outbox_dir.path().display()
+}
+
+/// The mail whose Message-ID is `message_id` (angle brackets optional).
+async fn mail_with_id(app: &TestApp, message_id: &str) -> Vec<u8> {
+    let id = bare(message_id).to_string();
+    wait_for_mail(app, &format!("with Message-ID {id}"), |m| {
+        m.message_id() == Some(id.as_str())
+    })
+    .await
+}
+
+/// The reply-token keys as the server knows them (the existing keys, none added).
+async fn key_ring(app: &TestApp) -> KeyRing {
+    let store = app.store().await;
+    let ring = load_key_ring(&store, None, 0).await.expect("key ring");
+    store.close().await;
+    ring
+}
+
+/// What the checks of [`check_approval_mail`] found, for further checks.
+#[derive(Debug)]
+struct ApprovalMailSeen {
+    token: String,
+    subject: String,
+    text: String,
+    html: String,
+    language: String,
+}
+
+/// Checks what every approval mail must be, against its context: multipart/alternative with a
+/// text and an HTML part; Message-ID, subject tag, Auto-Submitted, X-Auto-Response-Suppress;
+/// Reply-To `approvals+<token>@replyflow.test` with a token that verifies with the server's keys
+/// for the approver's address and valid-until; every outcome with its number in the text, one
+/// `mailto:` button per outcome in the HTML; the token line at the end of the text.
+fn check_approval_mail(
+    raw: &[u8],
+    approval: &pb::ApprovalContext,
+    ring: &KeyRing,
+    outcomes: &[(u32, &str, &[&str])],
+) -> ApprovalMailSeen {
+    let mail = parse(raw);
+    let dump = String::from_utf8_lossy(raw);
+
+    let root = mail.content_type().expect("Content-Type");
+    assert_eq!(
+        (root.ctype(), root.subtype()),
+        ("multipart", Some("alternative")),
+        "{dump}"
     );
+    let parts: Vec<(String, String)> = mail
+        .root_part()
+        .sub_parts()
+        .expect("sub-parts")
+        .iter()
+        .map(|&id| {
+            let ct = mail.parts[id as usize]
+                .content_type()
+                .expect("part Content-Type");
+            (
+                ct.ctype().to_string(),
+                ct.subtype().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            ("text".to_string(), "plain".to_string()),
+            ("text".to_string(), "html".to_string())
+        ],
+        "text, then HTML (the preferred alternative last)"
+    );
+
+    assert_eq!(mail.message_id(), Some(bare(&approval.message_id)));
+    let subject = mail.subject().expect("Subject").to_string();
+    assert!(approval.subject_tag.starts_with("RF-"), "{approval:?}");
+    assert!(
+        subject.contains(&format!("[{}]", approval.subject_tag)),
+        "{subject:?} carries [{}]",
+        approval.subject_tag
+    );
+    let header = |name: &str| {
+        mail.header_raw(name)
+            .unwrap_or_else(|| panic!("no {name} header:\n{dump}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(header("Auto-Submitted"), "auto-generated");
+    assert_eq!(header("X-Auto-Response-Suppress"), "All");
+    let to = mail
+        .to()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .expect("To");
+    assert_eq!(to, approval.approver_email);
+
+    let reply_to = mail
+        .reply_to()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .expect("Reply-To")
+        .to_string();
+    let token = reply_to
+        .strip_prefix("approvals+")
+        .and_then(|rest| rest.strip_suffix("@replyflow.test"))
+        .unwrap_or_else(|| panic!("Reply-To {reply_to:?} is approvals+<token>@replyflow.test"))
+        .to_string();
+    assert_eq!(token.len(), token::TOKEN_LEN, "{token}");
+    assert!(
+        token
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)),
+        "lower-case base32: {token}"
+    );
+    let parts = token::parse(&token).expect("the Reply-To token parses");
+    assert_eq!(parts.context_id, approval.id, "the token names the context");
+    token::verify(
+        ring,
+        &parts,
+        &approval.approver_email,
+        millis(approval.valid_until),
+    )
+    .expect("the token verifies for the approver and valid-until");
+
+    let text = mail.body_text(0).expect("text part").into_owned();
+    let html = mail.body_html(0).expect("HTML part").into_owned();
+    for (number, label, keywords) in outcomes {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no line for outcome {label} in the text part:\n{text}"));
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ':' || c == '：')
+            .collect();
+        assert!(
+            words.contains(&number.to_string().as_str()),
+            "outcome {label} is offered as number {number}: {line:?}"
+        );
+        for keyword in *keywords {
+            assert!(
+                words.contains(keyword),
+                "outcome {label}: keyword {keyword} in {line:?}"
+            );
+        }
+    }
+    assert_eq!(
+        text.trim_end().lines().last(),
+        Some(format!("{TOKEN_LINE_LABEL} {token}").as_str()),
+        "the text part ends with the token line:\n{text}"
+    );
+
+    let mailto = format!("href=\"mailto:{reply_to}?subject=");
+    assert_eq!(
+        html.matches("href=\"mailto:").count(),
+        outcomes.len(),
+        "one mailto: button per outcome"
+    );
+    assert_eq!(html.matches(&mailto).count(), outcomes.len(), "{html}");
+    assert!(html.contains(&token), "the HTML carries the token line too");
+
+    ApprovalMailSeen {
+        token,
+        subject,
+        text,
+        html,
+        language: header("Content-Language"),
+    }
+}
+
+/// Starts examples/expense.bpmn with `manager` as the manager; returns the instance and its task.
+async fn start_expense(app: &TestApp, manager: &str) -> (pb::ProcessInstance, pb::Task) {
+    let mut vars = expense_vars(20000);
+    vars["manager"] = json!(manager);
+    let instance = app.start("expense", vars).await;
+    let task = instance.open_tasks[0].clone();
+    assert_eq!(task.assignee, manager);
+    (instance, task)
 }
 
 #[tokio::test]
@@ -86,6 +378,372 @@ async fn an_opened_task_has_its_approval_context_and_its_mail() {
     app.stop().await;
 }
 
+/// The .eml files the file transport wrote, waiting until `count` exist.
+async fn written_mail(app: &TestApp, count: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let mut mails: Vec<String> = written(app)
+            .into_iter()
+            .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+            .collect();
+        if mails.len() >= count {
+            mails.sort();
+            return mails;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "fewer than {count} mails were written to {}",
+        app.outbox_dir.path().display()
+    );
+}
+
+#[tokio::test]
+async fn the_mail_is_signed_multipart_and_in_english_for_an_english_approver() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await; // locale "en"
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "mary").await;
+    let approval = get_approval(&app, &task.id).await.expect("approval");
+    let raw = mail_with_id(&app, &approval.message_id).await;
+
+    let seen = check_approval_mail(&raw, &approval, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    assert_eq!(seen.language, "en");
+    assert!(
+        seen.subject.starts_with("Approval needed: 经理审批"),
+        "{:?}",
+        seen.subject
+    );
+    for expected in [
+        "An approval is waiting for your decision.",
+        "Task: 经理审批",
+        "Process: 差旅报销",
+        "amount: 20000",
+        "reason: conference",
+        "Reply by: ",
+        "How to answer",
+    ] {
+        assert!(
+            seen.text.contains(expected),
+            "{expected:?} in:\n{}",
+            seen.text
+        );
+    }
+    assert!(
+        !seen.text.contains("您好"),
+        "no Chinese boilerplate:\n{}",
+        seen.text
+    );
+    assert!(seen.html.contains("<html lang=\"en\">"));
+    assert!(seen.html.contains("Your decision"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_chinese_approver_gets_the_mail_in_chinese() {
+    let app = spawn_app().await;
+    add_user_with(&app, "lili", "lili@example.com", "zh-CN").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "lili").await;
+    let approval = get_approval(&app, &task.id).await.expect("approval");
+    assert_eq!(approval.approver, "lili");
+    let raw = mail_with_id(&app, &approval.message_id).await;
+
+    let seen = check_approval_mail(&raw, &approval, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    assert_eq!(seen.language, "zh-CN");
+    assert!(
+        seen.subject.starts_with("待审批「经理审批」"),
+        "{:?}",
+        seen.subject
+    );
+    for expected in [
+        "LILI，您好：",
+        "有一项审批等待您处理。",
+        "任务：经理审批",
+        "amount：20000",
+        "答复期限：",
+        "(北京时间)",
+        "如何答复",
+    ] {
+        assert!(
+            seen.text.contains(expected),
+            "{expected:?} in:\n{}",
+            seen.text
+        );
+    }
+    assert!(
+        !seen.text.contains("How to answer"),
+        "no English boilerplate:\n{}",
+        seen.text
+    );
+    assert!(seen.html.contains("<html lang=\"zh-CN\">"));
+    assert!(seen.html.contains("请选择您的决定"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn resending_at_once_is_refused_with_the_next_allowed_time() {
+    let app = spawn_app().await; // mail.resend_interval = PT5M
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "mary").await;
+    let approval = get_approval(&app, &task.id).await.expect("approval");
+    let next_allowed = replyflow::clock::rfc3339(millis(approval.created_at) + 5 * 60_000);
+
+    let err = resend(&app, &task.id, "mary")
+        .await
+        .expect_err("rate-limited");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&next_allowed),
+        "names the next allowed time {next_allowed}: {:?}",
+        err.message()
+    );
+    let err = resend(&app, &task.id, "initiator")
+        .await
+        .expect_err("the initiator is rate-limited too");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    let kinds = app.event_kinds(&task.process_instance_id).await;
+    assert!(
+        !kinds.iter().any(|k| k == "approval_mail_resent"),
+        "{kinds:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resent_mail_keeps_the_token_and_threads_under_the_first() {
+    let app = spawn_app_with(|s| s.mail.resend_interval = "PT1S".into()).await;
+    app.add_user("mary", "").await;
+    app.add_user("fred", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (instance, task) = start_expense(&app, "mary").await;
+    let first = get_approval(&app, &task.id).await.expect("approval");
+    let ring = key_ring(&app).await;
+    let first_raw = mail_with_id(&app, &first.message_id).await;
+    let first_seen = check_approval_mail(&first_raw, &first, &ring, EXPENSE_OUTCOMES);
+
+    // Neither the assignee nor the initiator: refused, whatever the time.
+    let err = resend(&app, &task.id, "fred")
+        .await
+        .expect_err("fred may not");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = resend(&app, &task.id, "initiator")
+        .await
+        .expect("the initiator may resend");
+    assert_eq!(after.id, first.id, "same context");
+    assert_eq!(after.status, pb::ApprovalStatus::Pending as i32);
+    assert_eq!(
+        after.message_id, first.message_id,
+        "the context keeps the first Message-ID"
+    );
+    assert_eq!(after.valid_until, first.valid_until, "same validity");
+
+    let others = |m: &Message<'_>| {
+        m.message_id()
+            .is_some_and(|id| id != bare(&first.message_id))
+    };
+    let second_raw = wait_for_mail(&app, "other than the first", others).await;
+    let second = parse(&second_raw);
+    let second_id = second.message_id().expect("Message-ID").to_string();
+    assert_ne!(second_id, bare(&first.message_id), "a new Message-ID");
+    assert_eq!(
+        second.in_reply_to().as_text(),
+        Some(bare(&first.message_id)),
+        "In-Reply-To the first mail"
+    );
+    assert_eq!(
+        second.references().as_text(),
+        Some(bare(&first.message_id)),
+        "References the first mail"
+    );
+    // Everything else is the same mail: same token, same tag, same outcomes.
+    let mut as_second = after.clone();
+    as_second.message_id = second_id.clone();
+    let second_seen = check_approval_mail(&second_raw, &as_second, &ring, EXPENSE_OUTCOMES);
+    assert_eq!(
+        second_seen.token, first_seen.token,
+        "the SAME Reply-To token"
+    );
+    assert_eq!(second_seen.subject, first_seen.subject);
+
+    // The interval counts from the last mail, for the assignee as for the initiator.
+    let err = resend(&app, &task.id, "mary")
+        .await
+        .expect_err("too soon after the resend");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    resend(&app, &task.id, "mary")
+        .await
+        .expect("the assignee may resend");
+    let third_raw = wait_for_mail(&app, "a third one", |m| {
+        m.message_id()
+            .is_some_and(|id| id != bare(&first.message_id) && id != second_id)
+    })
+    .await;
+    let third = parse(&third_raw);
+    assert_eq!(
+        third.in_reply_to().as_text(),
+        Some(bare(&first.message_id)),
+        "threaded under the first mail, not the second"
+    );
+    assert_eq!(written(&app).len(), 3);
+
+    // GetApproval reports the latest mail's delivery.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = get_approval(&app, &task.id).await.expect("approval");
+        if now.delivery_status == pb::DeliveryStatus::Sent as i32 {
+            assert_eq!(now.attempts, 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never SENT: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resent = app
+        .audit_events(&instance.id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "approval_mail_resent")
+        .map(|e| e.actor)
+        .collect::<Vec<_>>();
+    assert_eq!(resent, ["initiator", "mary"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn revoking_stops_the_token_and_leaves_the_task_open() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (instance, task) = start_expense(&app, "mary").await;
+    let before = get_approval(&app, &task.id).await.expect("approval");
+
+    let err = revoke(&app, &task.id, "fred", "not mine")
+        .await
+        .expect_err("fred may not");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let revoked = revoke(&app, &task.id, "mary", "decided on the phone")
+        .await
+        .expect("the assignee may revoke");
+    assert_eq!(revoked.id, before.id);
+    assert_eq!(revoked.status, pb::ApprovalStatus::Revoked as i32);
+    assert_eq!(revoked.revoke_reason, "decided on the phone");
+    let read = get_approval(&app, &task.id).await.expect("approval");
+    assert_eq!(read.status, pb::ApprovalStatus::Revoked as i32);
+    assert_eq!(read.revoke_reason, "decided on the phone");
+
+    assert_eq!(
+        app.task(&task.id).await.status,
+        pb::TaskStatus::Open as i32,
+        "the task stays open for other channels"
+    );
+
+    let again = revoke(&app, &task.id, "initiator", "another reason")
+        .await
+        .expect("revoking again is no error");
+    assert_eq!(again.status, pb::ApprovalStatus::Revoked as i32);
+    assert_eq!(
+        again.revoke_reason, "decided on the phone",
+        "returned unchanged"
+    );
+
+    let revocations: Vec<_> = app
+        .audit_events(&instance.id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "approval_revoked")
+        .collect();
+    assert_eq!(revocations.len(), 1, "{revocations:?}");
+    assert_eq!(revocations[0].actor, "mary");
+    assert_eq!(revocations[0].detail["reason"], "decided on the phone");
+
+    app.complete(&task, "approve")
+        .await
+        .expect("the API still decides the task");
+    assert_eq!(
+        app.task(&task.id).await.status,
+        pb::TaskStatus::Completed as i32
+    );
+    let after = get_approval(&app, &task.id).await.expect("approval");
+    assert_eq!(after.status, pb::ApprovalStatus::Revoked as i32);
+    assert_eq!(
+        after.revoke_reason, "decided on the phone",
+        "completing does not rewrite the reason"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn completing_the_task_through_the_api_revokes_its_context() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "mary").await;
+    let before = get_approval(&app, &task.id).await.expect("approval");
+    assert_eq!(before.status, pb::ApprovalStatus::Pending as i32);
+
+    app.complete(&task, "reject").await.expect("complete");
+    let after = get_approval(&app, &task.id).await.expect("approval");
+    assert_eq!(after.id, before.id);
+    assert_eq!(after.status, pb::ApprovalStatus::Revoked as i32);
+    assert!(
+        after.revoke_reason.contains("completed"),
+        "{:?}",
+        after.revoke_reason
+    );
+    let err = resend(&app, &task.id, "mary")
+        .await
+        .expect_err("nothing to resend for a closed task");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reassigned_task_mails_the_new_assignee_and_revokes_the_old_context() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    add_user_with(&app, "carol", "carol@example.com", "zh-CN").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "mary").await;
+    let old = get_approval(&app, &task.id).await.expect("approval");
+    assert_eq!(old.approver, "mary");
+
+    app.reassign_as(&task, "mary", "carol")
+        .await
+        .expect("reassign");
+    let new = get_approval(&app, &task.id).await.expect("approval");
+    assert_ne!(new.id, old.id, "a context of its own");
+    assert_eq!(new.approver, "carol");
+    assert_eq!(new.approver_email, "carol@example.com");
+    assert_eq!(new.status, pb::ApprovalStatus::Pending as i32);
+    assert_ne!(new.message_id, old.message_id);
+
+    let store = app.store().await;
+    let old_now = store
+        .approval_context(&old.id)
+        .await
+        .expect("read")
+        .expect("the old context is kept");
+    store.close().await;
+    assert_eq!(old_now.status, replyflow::model::ApprovalStatus::Revoked);
+    assert!(
+        old_now.revoke_reason.contains("reassigned"),
+        "{:?}",
+        old_now.revoke_reason
+    );
+
+    let raw = mail_with_id(&app, &new.message_id).await;
+    let seen = check_approval_mail(&raw, &new, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    assert_eq!(seen.language, "zh-CN", "in the new assignee's language");
+    let new_token = token::parse(&seen.token).expect("token");
+    assert_eq!(new_token.context_id, new.id, "the new context's own token");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_approver_without_email_gets_the_task_without_email_approval() {
     let app = spawn_app().await;
@@ -101,5 +759,464 @@ async fn an_approver_without_email_gets_the_task_without_email_approval() {
         kinds.iter().any(|k| k == "email_approval_skipped"),
         "{kinds:?}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_directory_user_without_an_address_gets_the_task_and_an_explanation() {
+    let app = spawn_app().await;
+    add_user_with(&app, "mary", "", "en").await;
+    app.deploy_example("expense.bpmn").await;
+    let (instance, task) = start_expense(&app, "mary").await;
+    assert_eq!(task.status, pb::TaskStatus::Open as i32);
+
+    let err = get_approval(&app, &task.id).await.expect_err("no context");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let events = app.audit_events(&instance.id).await;
+    let skipped: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "email_approval_skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{events:?}");
+    assert_eq!(skipped[0].activity_id, "manager_approval");
+    assert_eq!(skipped[0].detail["task_id"], task.id.as_str());
+    let reason = skipped[0].detail["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("mary") && reason.contains("no email address"),
+        "the event says why: {reason:?}"
+    );
+    assert!(!events.iter().any(|e| e.kind == "approval_mail_queued"));
+
+    // Resending has nothing to send either; the API still decides the task.
+    let err = resend(&app, &task.id, "mary")
+        .await
+        .expect_err("no context");
+    // approval.proto: FAILED_PRECONDITION when the assignee has no email address.
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    app.complete(&task, "approve").await.expect("complete");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_with_email_approval_off_has_no_context_no_event_and_no_mail() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    let task_xml = |key: &str, attribute: &str| {
+        bpmn(
+            key,
+            &format!(
+                r#"<bpmn:startEvent id="start"/>
+        <bpmn:userTask id="review" name="Review" replyflow:assignee="mary" {attribute}/>
+        <bpmn:endEvent id="end"/>
+        <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="review"/>
+        <bpmn:sequenceFlow id="f2" sourceRef="review" targetRef="end"/>"#
+            ),
+        )
+    };
+    app.deploy_xml(&task_xml("quiet", r#"replyflow:emailApproval="false""#))
+        .await
+        .expect("deploy quiet");
+    app.deploy_xml(&task_xml("loud", ""))
+        .await
+        .expect("deploy loud");
+
+    let quiet = app.start("quiet", json!({})).await;
+    let quiet_task = &quiet.open_tasks[0];
+    let err = get_approval(&app, &quiet_task.id)
+        .await
+        .expect_err("no context");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let kinds = app.event_kinds(&quiet.id).await;
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k.contains("approval") || k.contains("mail")),
+        "no approval event at all: {kinds:?}"
+    );
+
+    // A mail committed later is written after any earlier one: once it is there, the quiet
+    // task's mail would be too.
+    let loud = app.start("loud", json!({})).await;
+    let loud_approval = get_approval(&app, &loud.open_tasks[0].id)
+        .await
+        .expect("email approval is on by default");
+    mail_with_id(&app, &loud_approval.message_id).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(written(&app).len(), 1, "only the loud task's mail");
+
+    app.complete(quiet_task, "approve")
+        .await
+        .expect("decided through the API");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key() {
+    let app = spawn_app_with(|s| s.security.token_secret = Some(Secret::new("first"))).await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, old_task) = start_expense(&app, "mary").await;
+    let old = get_approval(&app, &old_task.id).await.expect("approval");
+    let old_raw = mail_with_id(&app, &old.message_id).await;
+    let old_token =
+        check_approval_mail(&old_raw, &old, &key_ring(&app).await, EXPENSE_OUTCOMES).token;
+    assert_eq!(token::parse(&old_token).expect("token").kid, 1);
+    let db = app.stop_keeping_db().await;
+
+    let app = spawn_app_on_with(db, |s| {
+        s.security.token_secret = Some(Secret::new("second"));
+    })
+    .await;
+    let ring = key_ring(&app).await;
+    assert_eq!(ring.current_kid(), 2, "the changed secret is a new key");
+    let parts = token::parse(&old_token).expect("token");
+    token::verify(&ring, &parts, &old.approver_email, millis(old.valid_until))
+        .expect("the old token still verifies after the rotation");
+    // ... because key 1 is still "first": under "second" it would not.
+    let only_second = KeyRing::new(vec![(1, b"second".to_vec())]).expect("ring");
+    assert_eq!(
+        token::verify(
+            &only_second,
+            &parts,
+            &old.approver_email,
+            millis(old.valid_until)
+        ),
+        Err(token::TokenError::BadSignature)
+    );
+    let still = get_approval(&app, &old_task.id).await.expect("approval");
+    assert_eq!(still.status, pb::ApprovalStatus::Pending as i32);
+
+    let (_, new_task) = start_expense(&app, "mary").await;
+    let new = get_approval(&app, &new_task.id).await.expect("approval");
+    let new_raw = mail_with_id(&app, &new.message_id).await;
+    let new_token = check_approval_mail(&new_raw, &new, &ring, EXPENSE_OUTCOMES).token;
+    assert_eq!(token::parse(&new_token).expect("token").kid, 2);
+    let db = app.stop_keeping_db().await;
+
+    // Starting again with the same secret adds no key.
+    let app = spawn_app_on_with(db, |s| {
+        s.security.token_secret = Some(Secret::new("second"));
+    })
+    .await;
+    assert_eq!(key_ring(&app).await.current_kid(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_template_that_does_not_render_stops_the_start_and_names_the_template() {
+    let db = TestDb::new().await;
+    let outbox = tempfile::tempdir().expect("outbox dir");
+    for (file, source) in [
+        // A syntax error.
+        ("approval.en.html", "{% if %}"),
+        // Parses, but fails when rendered: an undefined variable's attribute.
+        (
+            "approval.zh-CN.txt",
+            "{{ no_such_variable.field }} {{ token_line }}",
+        ),
+        // Renders, but without the reply token that correlation needs.
+        ("approval.en.txt", "Hello {{ to.name }}"),
+    ] {
+        let templates = tempfile::tempdir().expect("templates dir");
+        std::fs::write(templates.path().join(file), source).expect("write template");
+        // A port known to be free: the server must never listen on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut settings = test_settings(&db.url, outbox.path());
+        settings.server.listen = format!("127.0.0.1:{port}");
+        settings.mail.templates_dir = Some(templates.path().display().to_string());
+
+        let err = Application::build(&settings, Arc::new(SystemClock))
+            .await
+            .expect_err("a broken template refuses the start");
+        let chain = format!("{err:#}");
+        assert!(chain.contains(file), "{file} is named: {chain}");
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err(),
+            "{file}: nothing listens on {port}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(outbox.path())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "no mail"
+    );
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn reply_tokens_never_reach_the_audit_trail() {
+    let app = spawn_app_with(|s| s.mail.resend_interval = "PT1S".into()).await;
+    app.add_user("mary", "").await;
+    add_user_with(&app, "carol", "carol@example.com", "zh-CN").await;
+    app.deploy_example("expense.bpmn").await;
+    let (instance, task) = start_expense(&app, "mary").await;
+    let first = get_approval(&app, &task.id).await.expect("approval");
+    let mut raws = vec![mail_with_id(&app, &first.message_id).await];
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    resend(&app, &task.id, "mary").await.expect("resend");
+    app.reassign_as(&task, "mary", "carol")
+        .await
+        .expect("reassign");
+    let second = get_approval(&app, &task.id).await.expect("approval");
+    raws.push(mail_with_id(&app, &second.message_id).await);
+    revoke(&app, &task.id, "carol", "by phone")
+        .await
+        .expect("revoke");
+    app.complete_as(&task, "carol", "approve")
+        .await
+        .expect("complete");
+
+    let ring = key_ring(&app).await;
+    let tokens = [
+        check_approval_mail(&raws[0], &first, &ring, EXPENSE_OUTCOMES).token,
+        check_approval_mail(&raws[1], &second, &ring, EXPENSE_OUTCOMES).token,
+    ];
+    let events = app.audit_events(&instance.id).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    for kind in [
+        "approval_mail_queued",
+        "approval_mail_resent",
+        "task_reassigned",
+        "approval_revoked",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let trail = format!("{events:?}");
+    for token in &tokens {
+        // The context id is the token's middle and may be named; the MAC never.
+        let mac = &token[token.len() - 16..];
+        assert!(
+            !trail.to_lowercase().contains(token.as_str()) && !trail.contains(mac),
+            "a reply token in the audit trail: {trail}"
+        );
+    }
+    app.stop().await;
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+}
+
+/// Everything the server code logs from now on, in this test binary, at every level. A global
+/// subscriber: a thread-local one (`set_default`) misses events whose callsites other tests'
+/// threads register meanwhile (tracing caches a callsite's interest process-wide).
+fn captured_log() -> &'static Captured {
+    static LOG: OnceLock<Captured> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("replyflow=trace,info"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("nothing else in tests/api installs a global subscriber");
+        captured
+    })
+}
+
+#[tokio::test]
+async fn secrets_and_reply_tokens_never_reach_the_log() {
+    let logs = captured_log();
+    let secret = "correct-horse-battery-staple-7d1f";
+    let app = spawn_app_with(|s| {
+        s.security.token_secret = Some(Secret::new(secret));
+        s.mail.resend_interval = "PT1S".into();
+    })
+    .await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "mary").await;
+    let approval = get_approval(&app, &task.id).await.expect("approval");
+    let raw = mail_with_id(&app, &approval.message_id).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    resend(&app, &task.id, "mary").await.expect("resend");
+    wait_for_mail(&app, "resent", |m| {
+        m.message_id() != Some(bare(&approval.message_id))
+    })
+    .await;
+    revoke(&app, &task.id, "mary", "by phone")
+        .await
+        .expect("revoke");
+    app.complete(&task, "approve").await.expect("complete");
+    let token = check_approval_mail(&raw, &approval, &key_ring(&app).await, EXPENSE_OUTCOMES).token;
+    app.stop().await;
+
+    let text = logs.text();
+    assert!(
+        text.contains("replyflow listening")
+            && text.contains(&format!(
+                "instance started instance={}",
+                task.process_instance_id
+            ))
+            && text.contains(&format!("task completed task={}", task.id)),
+        "the capture works: {text}"
+    );
+    let mac = &token[token.len() - 16..];
+    for (what, needle) in [("token", token.as_str()), ("MAC", mac), ("secret", secret)] {
+        assert!(
+            !text.contains(needle),
+            "the reply {what} {needle} is in the log:\n{text}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ where the code and the
+// contract (proto/replyflow/v1/approval.proto) disagree
+
+#[tokio::test]
+async fn get_approval_shows_the_message_id_without_angle_brackets() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "mary").await;
+    let approval = get_approval(&app, &task.id).await.expect("approval");
+    let raw = mail_with_id(&app, &approval.message_id).await;
+    assert_eq!(parse(&raw).message_id(), Some(approval.message_id.as_str()));
+    assert!(!approval.message_id.starts_with('<'), "{approval:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_context_has_no_used_at() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "mary").await;
+    let revoked = revoke(&app, &task.id, "mary", "by phone")
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status, pb::ApprovalStatus::Revoked as i32);
+    assert_eq!(revoked.used_at, None, "{revoked:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn resending_a_revoked_approval_issues_a_new_context() {
+    let app = spawn_app_with(|s| s.mail.resend_interval = "PT1S".into()).await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "mary").await;
+    let old = revoke(&app, &task.id, "mary", "lost the mail")
+        .await
+        .expect("revoke");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let new = resend(&app, &task.id, "mary")
+        .await
+        .expect("a revoked context is renewed");
+    assert_ne!(new.id, old.id);
+    assert_eq!(new.status, pb::ApprovalStatus::Pending as i32);
+    let raw = mail_with_id(&app, &new.message_id).await;
+    check_approval_mail(&raw, &new, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_resend_with_the_same_request_id_returns_the_context() {
+    let app = spawn_app_with(|s| s.mail.resend_interval = "PT1S".into()).await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "mary").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let request = || {
+        req(
+            pb::ResendApprovalEmailRequest {
+                task_id: task.id.clone(),
+                request_id: "resend-1".into(),
+                renew: false,
+            },
+            "mary",
+        )
+    };
+    let first = approvals(&app)
+        .resend_approval_email(request())
+        .await
+        .expect("resend")
+        .into_inner();
+    let retry = approvals(&app)
+        .resend_approval_email(request())
+        .await
+        .expect("a retry of the same request is answered, not rate-limited")
+        .into_inner();
+    assert_eq!(retry.id, first.id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(written(&app).len(), 2, "the retry queued no third mail");
+    app.stop().await;
+}
+
+/// A one-task process whose approval mail is valid for one second.
+fn short_lived_xml() -> String {
+    bpmn(
+        "brief",
+        r#"<bpmn:startEvent id="start"/>
+        <bpmn:userTask id="review" name="Review" replyflow:assignee="mary" replyflow:validFor="PT1S"/>
+        <bpmn:endEvent id="end"/>
+        <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="review"/>
+        <bpmn:sequenceFlow id="f2" sourceRef="review" targetRef="end"/>"#,
+    )
+}
+
+#[tokio::test]
+async fn a_context_past_its_valid_until_reads_expired() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.deploy_xml(&short_lived_xml()).await.expect("deploy");
+    let instance = app.start("brief", json!({})).await;
+    let task = &instance.open_tasks[0];
+    let fresh = get_approval(&app, &task.id).await.expect("approval");
+    assert_eq!(fresh.status, pb::ApprovalStatus::Pending as i32);
+    assert_eq!(
+        millis(fresh.valid_until) - millis(fresh.created_at),
+        1000,
+        "replyflow:validFor=\"PT1S\""
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = get_approval(&app, &task.id).await.expect("approval");
+    assert_eq!(expired.status, pb::ApprovalStatus::Expired as i32);
+    assert_eq!(
+        app.task(&task.id).await.status,
+        pb::TaskStatus::Open as i32,
+        "expiry closes the mail channel only"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn revoking_an_expired_context_is_refused() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.deploy_xml(&short_lived_xml()).await.expect("deploy");
+    let instance = app.start("brief", json!({})).await;
+    let task = &instance.open_tasks[0];
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let err = revoke(&app, &task.id, "mary", "too late")
+        .await
+        .expect_err("an expired context cannot be revoked");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     app.stop().await;
 }

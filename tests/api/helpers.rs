@@ -113,13 +113,33 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_on(db).await
 }
 
+/// [`spawn_app`] with settings changed by `configure` after the test defaults are in place.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::new().await;
+    spawn_app_on_with(db, configure).await
+}
+
 pub async fn spawn_app_on(db: TestDb) -> TestApp {
+    spawn_app_on_with(db, |_| {}).await
+}
+
+/// The settings every test app starts from: port 0, the given database, mail as .eml files
+/// into `outbox_dir`, From "审批系统 <approvals@replyflow.test>".
+pub fn test_settings(db_url: &str, outbox_dir: &std::path::Path) -> Settings {
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".into();
-    settings.database.url = Secret::new(db.url.clone());
-    let outbox_dir = tempfile::tempdir().expect("outbox dir");
-    settings.mail.outbound = Secret::new(format!("file:{}", outbox_dir.path().display()));
+    settings.database.url = Secret::new(db_url);
+    settings.mail.outbound = Secret::new(format!("file:{}", outbox_dir.display()));
     settings.mail.from = "审批系统 <approvals@replyflow.test>".into();
+    settings
+}
+
+/// Starts the app on an existing database (e.g. one a stopped app left behind, see
+/// [`TestApp::stop_keeping_db`]), with settings changed by `configure`.
+pub async fn spawn_app_on_with(db: TestDb, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let outbox_dir = tempfile::tempdir().expect("outbox dir");
+    let mut settings = test_settings(&db.url, outbox_dir.path());
+    configure(&mut settings);
     let app = Application::build(&settings, Arc::new(SystemClock))
         .await
         .expect("building the application");
@@ -162,9 +182,22 @@ pub fn to_json(s: &Option<prost_types::Struct>) -> Map<String, Value> {
 
 impl TestApp {
     pub async fn stop(self) {
+        let db = self.stop_keeping_db().await;
+        db.drop_database().await;
+    }
+
+    /// Stops the server and hands back its database, intact, for another app to start on.
+    pub async fn stop_keeping_db(self) -> TestDb {
         self.shutdown.cancel();
         let _ = self.server.await;
-        self.db.drop_database().await;
+        self.db
+    }
+
+    /// A store on the app's database, for reading what the API does not show.
+    pub async fn store(&self) -> replyflow::store::Store {
+        replyflow::store::Store::connect(&self.db.url, &Default::default())
+            .await
+            .expect("store")
     }
 
     pub fn workflow(&self) -> pb::workflow_service_client::WorkflowServiceClient<Channel> {

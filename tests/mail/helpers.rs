@@ -375,3 +375,99 @@ pub async fn wait_for_empty_postfix_queue() {
     .await
     .expect("waiting for the postfix queue");
 }
+
+// ---------------------------------------------------------------------------- the real server
+
+/// The real server (as tests/api/helpers.rs starts it) on port 0, with a fresh SQLite database,
+/// sending its mail over SMTP with required STARTTLS to the test Postfix; driven over gRPC.
+pub struct MailApp {
+    pub channel: tonic::transport::Channel,
+    pub db_url: String,
+    _dir: tempfile::TempDir,
+    shutdown: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn spawn_mail_app() -> MailApp {
+    let env = mail_env();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_url = format!("sqlite://{}", dir.path().join("replyflow.db").display());
+    let mut settings = replyflow::config::Settings::default();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.database.url = replyflow::config::Secret::new(db_url.clone());
+    settings.mail.outbound =
+        replyflow::config::Secret::new(format!("smtp://127.0.0.1:{}?tls=required", env.smtp_port));
+    settings.mail.ca_file = Some(env.ca_file.display().to_string());
+    settings.mail.from = format!("审批 <approvals@{}>", env.domain);
+    let app = replyflow::app::Application::build(&settings, Arc::new(SystemClock))
+        .await
+        .expect("building the application");
+    let addr = app.local_addr();
+    let shutdown = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connecting to the test server");
+    MailApp {
+        channel,
+        db_url,
+        _dir: dir,
+        shutdown,
+        server,
+    }
+}
+
+/// A request as `user` (development mode: identity from x-user-id).
+pub fn req<T>(message: T, user: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-user-id", user.parse().expect("ascii user id"));
+    request
+}
+
+impl MailApp {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+    }
+
+    pub fn workflow(
+        &self,
+    ) -> replyflow::proto::pb::workflow_service_client::WorkflowServiceClient<
+        tonic::transport::Channel,
+    > {
+        replyflow::proto::pb::workflow_service_client::WorkflowServiceClient::new(
+            self.channel.clone(),
+        )
+    }
+
+    pub fn directory(
+        &self,
+    ) -> replyflow::proto::pb::directory_service_client::DirectoryServiceClient<
+        tonic::transport::Channel,
+    > {
+        replyflow::proto::pb::directory_service_client::DirectoryServiceClient::new(
+            self.channel.clone(),
+        )
+    }
+
+    pub fn approvals(
+        &self,
+    ) -> replyflow::proto::pb::approval_service_client::ApprovalServiceClient<
+        tonic::transport::Channel,
+    > {
+        replyflow::proto::pb::approval_service_client::ApprovalServiceClient::new(
+            self.channel.clone(),
+        )
+    }
+
+    /// A store on the server's database, for what the API does not show (the token keys).
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.db_url, &ConnectOptions::default())
+            .await
+            .expect("store")
+    }
+}

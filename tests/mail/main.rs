@@ -10,6 +10,7 @@
 mod helpers;
 mod imap;
 
+mod approval;
 mod bench;
 mod delivery;
 mod outage;
