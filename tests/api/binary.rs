@@ -861,3 +861,94 @@ async fn a_python_grpcio_client_with_stubs_generated_from_the_protos_drives_the_
     assert!(out.stdout.contains("checks passed"), "{}", out.describe());
     app.stop().await;
 }
+
+/// DESIGN §10: a committed task has its mail in the outbox, and a crash loses nothing. The server
+/// is killed (SIGKILL) while the approval mail waits for an SMTP server that is down; restarted
+/// with a working transport, it delivers that mail, once.
+#[test]
+fn a_mail_queued_when_the_server_is_killed_is_delivered_once_after_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let db_url = sqlite_url(&d.join("crash.db"));
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut command = replyflow(
+        d,
+        &["serve", "--listen", "127.0.0.1:0", "--database", &db_url],
+    );
+    command.env(
+        "REPLYFLOW_MAIL_OUTBOUND",
+        format!("smtp://127.0.0.1:{closed_port}"),
+    );
+    let server = ServerProcess::start(command);
+    server
+        .ctl(d, &["users", "add", "mary", "--email", "mary@example.com"])
+        .assert_success("ctl users add mary");
+    server
+        .ctl(
+            d,
+            &["deploy", path_str(&repo_path("examples/expense.bpmn"))],
+        )
+        .assert_success("ctl deploy");
+    server
+        .ctl(
+            d,
+            &[
+                "start",
+                "expense",
+                "--var",
+                "manager=mary",
+                "--var",
+                "amount=20000",
+            ],
+        )
+        .assert_success("ctl start");
+    let deadline = Instant::now() + SERVER_DEADLINE;
+    while !server.log().contains("will retry") {
+        assert!(
+            Instant::now() < deadline,
+            "the first delivery attempt never failed; log:\n{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let status = server.stop_with("KILL");
+    assert!(!status.success(), "SIGKILL ends the process: {status}");
+
+    let outbox = d.join("outbox");
+    let mut command = replyflow(
+        d,
+        &["serve", "--listen", "127.0.0.1:0", "--database", &db_url],
+    );
+    command.env(
+        "REPLYFLOW_MAIL_OUTBOUND",
+        format!("file:{}", outbox.display()),
+    );
+    let server = ServerProcess::start(command);
+    let mails = || -> Vec<String> {
+        std::fs::read_dir(&outbox)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .filter(|text| text.contains("mary@example.com"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + SERVER_DEADLINE;
+    while mails().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the queued mail was not delivered after the restart; log:\n{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Give a second delivery every chance to happen, then count.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(mails().len(), 1, "delivered exactly once");
+    assert!(server.terminate().success());
+}
