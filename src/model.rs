@@ -199,3 +199,49 @@ pub struct OutboxMail {
     pub created_at: Millis,
     pub sent_at: Option<Millis>,
 }
+
+text_enum!(
+    /// What became of a received mail (the inbound log's verdict).
+    Verdict {
+        Applied = "applied",
+        Duplicate = "duplicate",
+        UnknownToken = "unknown_token",
+        BadSignature = "bad_signature",
+        SenderMismatch = "sender_mismatch",
+        Expired = "expired",
+        AlreadyUsed = "already_used",
+        TaskClosed = "task_closed",
+        Ambiguous = "ambiguous",
+        NoDecision = "no_decision",
+        AutoReply = "auto_reply",
+        Bounce = "bounce",
+        TooLarge = "too_large",
+        Unparseable = "unparseable",
+        Revoked = "revoked",
+        AuthFailed = "auth_failed",
+    }
+);
+
+/// One row of the inbound log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundEmail {
+    pub id: String,
+    pub message_id: String,
+    pub sha256: String,
+    pub sender: String,
+    pub subject: String,
+    pub transport: String,
+    pub size_bytes: i64,
+    pub task_id: String,
+    pub instance_id: String,
+    pub context_id: String,
+    pub correlation: Value,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub outcome: String,
+    pub comment: String,
+    pub delegate_to: String,
+    pub authentication_results: String,
+    pub explanation: Vec<String>,
+    pub received_at: Millis,
+}

@@ -1,14 +1,16 @@
-//! ApprovalService: the approval context of a task and the delivery of its mail. Reading replies
-//! (SubmitInboundEmail, ExplainReply, ListInboundEmails) answers UNIMPLEMENTED until the inbound
-//! email issue lands.
+//! ApprovalService: the approval context of a task and the delivery of its mail; replies taken
+//! as raw RFC 822 (an MTA pipe or a provider's webhook), the inbound log, and ExplainReply — the
+//! reply reader without side effects.
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::{auth::actor, convert::timestamp};
 use crate::{
-    model::{ApprovalStatus, OutboxStatus},
+    mail::reply,
+    model::{ApprovalStatus, InboundEmail, OutboxStatus, Verdict},
     proto::pb,
+    store::{PageRequest, inbound::InboundFilter},
     workflow::{Workflow, approvals::ApprovalView},
 };
 
@@ -75,6 +77,113 @@ fn approval_pb(view: &ApprovalView) -> pb::ApprovalContext {
     }
 }
 
+fn verdict_pb(verdict: Verdict) -> pb::Verdict {
+    match verdict {
+        Verdict::Applied => pb::Verdict::Applied,
+        Verdict::Duplicate => pb::Verdict::Duplicate,
+        Verdict::UnknownToken => pb::Verdict::UnknownToken,
+        Verdict::BadSignature => pb::Verdict::BadSignature,
+        Verdict::SenderMismatch => pb::Verdict::SenderMismatch,
+        Verdict::Expired => pb::Verdict::Expired,
+        Verdict::AlreadyUsed => pb::Verdict::AlreadyUsed,
+        Verdict::TaskClosed => pb::Verdict::TaskClosed,
+        Verdict::Ambiguous => pb::Verdict::Ambiguous,
+        Verdict::NoDecision => pb::Verdict::NoDecision,
+        Verdict::AutoReply => pb::Verdict::AutoReply,
+        Verdict::Bounce => pb::Verdict::Bounce,
+        Verdict::TooLarge => pb::Verdict::TooLarge,
+        Verdict::Unparseable => pb::Verdict::Unparseable,
+        Verdict::Revoked => pb::Verdict::Revoked,
+        Verdict::AuthFailed => pb::Verdict::AuthFailed,
+    }
+}
+
+fn verdict_filter(value: i32) -> Result<Option<Verdict>, Status> {
+    let verdict = pb::Verdict::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("verdict: unknown Verdict {value}")))?;
+    Ok(match verdict {
+        pb::Verdict::Unspecified => None,
+        other => Verdict::parse(
+            &other
+                .as_str_name()
+                .trim_start_matches("VERDICT_")
+                .to_lowercase(),
+        ),
+    })
+}
+
+fn correlation_pb(value: &serde_json::Value) -> pb::Correlation {
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let list = |key: &str| -> Vec<String> {
+        value
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let method = match text("token_source").as_str() {
+        "plus_address" => pb::CorrelationMethod::PlusAddress,
+        "body" => pb::CorrelationMethod::BodyToken,
+        _ => pb::CorrelationMethod::Unspecified,
+    };
+    pb::Correlation {
+        method: method as i32,
+        token_found: value.get("token").is_some_and(|t| !t.is_null()),
+        in_reply_to: list("in_reply_to").into_iter().next().unwrap_or_default(),
+        references: list("references"),
+        subject_tag: value
+            .get("subject_tag")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        token_location: text("token_source"),
+        ..Default::default()
+    }
+}
+
+fn inbound_pb(m: &InboundEmail) -> pb::InboundEmail {
+    pb::InboundEmail {
+        id: m.id.clone(),
+        message_id: m
+            .message_id
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string(),
+        sender: m.sender.clone(),
+        task_id: m.task_id.clone(),
+        verdict: verdict_pb(m.verdict) as i32,
+        reason: m.reason.clone(),
+        received_at: timestamp(m.received_at),
+        transport: m.transport.clone(),
+        size_bytes: m.size_bytes,
+        sha256: m.sha256.clone(),
+        subject: m.subject.clone(),
+        correlation: Some(pb::Correlation {
+            approval_id: m.context_id.clone(),
+            task_id: m.task_id.clone(),
+            ..correlation_pb(&m.correlation)
+        }),
+        outcome: m.outcome.clone(),
+        comment: m.comment.clone(),
+        delegate_to: m.delegate_to.clone(),
+        authentication_results: m.authentication_results.clone(),
+        explanation: m.explanation.clone(),
+        process_instance_id: m.instance_id.clone(),
+        answered: false,
+    }
+}
+
 #[tonic::async_trait]
 impl pb::approval_service_server::ApprovalService for ApprovalApi {
     async fn get_approval(
@@ -113,5 +222,80 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
             .revoke_approval(&actor, &req.task_id, &req.reason, &req.request_id)
             .await?;
         Ok(Response::new(approval_pb(&view)))
+    }
+
+    async fn submit_inbound_email(
+        &self,
+        request: Request<pb::SubmitInboundEmailRequest>,
+    ) -> Result<Response<pb::InboundEmail>, Status> {
+        actor(&request)?;
+        let req = request.into_inner();
+        if req.raw.is_empty() {
+            return Err(Status::invalid_argument("raw: required"));
+        }
+        let recipient = (!req.recipient.is_empty()).then_some(req.recipient.as_str());
+        let record = self.workflow.ingest(&req.raw, recipient, "rpc").await?;
+        Ok(Response::new(inbound_pb(&record)))
+    }
+
+    async fn list_inbound_emails(
+        &self,
+        request: Request<pb::ListInboundEmailsRequest>,
+    ) -> Result<Response<pb::ListInboundEmailsResponse>, Status> {
+        actor(&request)?;
+        let req = request.into_inner();
+        let page = PageRequest::new(req.page_size, req.page_token)?;
+        let filter = InboundFilter {
+            task_id: req.task_id,
+            sender: req.sender.to_lowercase(),
+            message_id: if req.message_id.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "<{}>",
+                    req.message_id.trim_start_matches('<').trim_end_matches('>')
+                )
+            },
+            verdict: verdict_filter(req.verdict)?,
+        };
+        let page = self.workflow.store().list_inbound(&filter, &page).await?;
+        Ok(Response::new(pb::ListInboundEmailsResponse {
+            emails: page.items.iter().map(inbound_pb).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn explain_reply(
+        &self,
+        request: Request<pb::ExplainReplyRequest>,
+    ) -> Result<Response<pb::ReplyExplanation>, Status> {
+        actor(&request)?;
+        let req = request.into_inner();
+        if req.raw.is_empty() {
+            return Err(Status::invalid_argument("raw: required"));
+        }
+        let ids: Vec<&str> = if req.outcomes.is_empty() {
+            vec!["approve", "reject"]
+        } else {
+            req.outcomes.iter().map(String::as_str).collect()
+        };
+        let reading = reply::read_reply(&req.raw, &reply::OutcomeWords::defaults(&ids), None);
+        let kind = serde_json::to_value(reading.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let correlation = serde_json::to_value(&reading.correlation).unwrap_or_default();
+        Ok(Response::new(pb::ReplyExplanation {
+            kind,
+            outcome: reading.outcome.unwrap_or_default(),
+            delegate_to: reading.delegate_to.unwrap_or_default(),
+            comment: reading.comment,
+            new_text: reading.new_text,
+            explanation: reading.explanation,
+            correlation: Some(correlation_pb(&correlation)),
+            decision_line: reading.decision_line.unwrap_or_default(),
+            ambiguous_outcomes: reading.ambiguous,
+            expected_verdict: pb::Verdict::Unspecified as i32,
+        }))
     }
 }

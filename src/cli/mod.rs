@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod ctl;
+mod reply_check;
 mod serve;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -39,6 +40,15 @@ enum Command {
     /// Load test: run N two-level expense instances over gRPC with C concurrent clients and print
     /// instances/s and per-RPC latency (in-process server unless --addr is given).
     Bench(bench::BenchArgs),
+    /// Show how a reply email would be read (kind, outcome, comment, correlation, explanation)
+    /// as one JSON object, without side effects.
+    ReplyCheck {
+        #[arg(value_name = "FILE.eml")]
+        file: PathBuf,
+        /// Outcome ids in the order of their numbers in the approval mail.
+        #[arg(long, default_value = "approve,reject", value_name = "ID,ID,...")]
+        outcomes: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -48,6 +58,9 @@ pub fn main() -> ExitCode {
         .unwrap_or(Command::Serve(serve::ServeArgs::default()));
     if let Command::Check { files } = &command {
         return check::run(files);
+    }
+    if let Command::ReplyCheck { file, outcomes } = &command {
+        return reply_check::run(file, outcomes);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,7 +78,7 @@ pub fn main() -> ExitCode {
             Command::Migrate(args) => serve::migrate(cli.config.as_deref(), args).await,
             Command::Ctl(args) => ctl::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Check { .. } => Ok(()),
+            Command::Check { .. } | Command::ReplyCheck { .. } => Ok(()),
         }
     });
     match result {

@@ -3,6 +3,7 @@
 //! and (later) the reply reader both end here, so email is just another way to act.
 pub mod approvals;
 mod definitions;
+pub mod inbound;
 pub mod instances;
 pub mod tasks;
 

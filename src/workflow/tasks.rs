@@ -12,7 +12,7 @@ use crate::{
     engine::runtime::{self, Action, ActionError, Snapshot},
     error::{Error, Result},
     model::{CompletedVia, Event, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
-    store::{PageRequest, TaskFilter},
+    store::{PageRequest, TaskFilter, Tx},
 };
 
 #[derive(Debug, Clone)]
@@ -75,7 +75,29 @@ impl Workflow {
             drop(tx);
             return self.task_and_instance(&req.task_id).await;
         }
-        tx.lock_instance(&task.instance_id).await?;
+        let (completed, published) = self
+            .complete_in(&mut tx, actor, &task.instance_id, &req, now)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(task = %task.id, outcome = %req.outcome, via = req.via.as_str(), "task completed");
+        self.publish(published);
+        self.mailer.wake().notify_one();
+        let instance = self.instance(&task.instance_id).await?;
+        Ok((completed, instance))
+    }
+
+    /// Completes a task inside the caller's transaction (a reply's effect commits with its
+    /// inbound-log row). Locks the instance first. Returns the task as completed and the task
+    /// events to publish after the commit.
+    pub(super) async fn complete_in(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        instance_id: &str,
+        req: &CompleteTask,
+        now: i64,
+    ) -> Result<(Task, Vec<TaskEvent>)> {
+        tx.lock_instance(instance_id).await?;
         let task = tx
             .task(&req.task_id)
             .await?
@@ -132,7 +154,7 @@ impl Workflow {
         }
         self.mailer
             .close_approvals(
-                &mut tx,
+                tx,
                 &task.id,
                 &format!("task completed via {}", req.via.as_str()),
                 now,
@@ -146,7 +168,7 @@ impl Workflow {
         }];
         published.extend(
             write_transition(
-                &mut tx,
+                tx,
                 &self.mailer,
                 &graph,
                 &record.instance,
@@ -157,12 +179,7 @@ impl Workflow {
             )
             .await?,
         );
-        tx.commit().await?;
-        tracing::info!(task = %task.id, outcome = %req.outcome, via = req.via.as_str(), "task completed");
-        self.publish(published);
-        self.mailer.wake().notify_one();
-        let instance = self.instance(&task.instance_id).await?;
-        Ok((completed, instance))
+        Ok((completed, published))
     }
 
     async fn task_and_instance(&self, task_id: &str) -> Result<(Task, InstanceView)> {

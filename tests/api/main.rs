@@ -10,6 +10,7 @@ mod binary;
 mod branches;
 mod concurrency;
 mod protocol;
+mod replies;
 mod requests;
 mod stories;
 mod watch;

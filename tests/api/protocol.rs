@@ -184,29 +184,11 @@ async fn reflection_v1alpha_lists_every_service_and_serves_their_descriptors() {
     app.stop().await;
 }
 
-/// Documented in the README and the protos: reading replies (ApprovalService's inbound RPCs) and
-/// ReminderService are in the contract now and answer UNIMPLEMENTED until their issues land.
+/// Documented in the README and the protos: ReminderService is in the contract now and answers
+/// UNIMPLEMENTED until the reminder issue lands.
 #[tokio::test]
-async fn inbound_mail_and_reminder_rpcs_answer_unimplemented_until_their_issues_land() {
+async fn reminder_rpcs_answer_unimplemented_until_their_issue_lands() {
     let app = spawn_app().await;
-    let mut approvals =
-        pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone());
-    let err = approvals
-        .submit_inbound_email(req(
-            pb::SubmitInboundEmailRequest {
-                raw: b"Subject: hi\r\n\r\nok".to_vec(),
-                ..Default::default()
-            },
-            "admin",
-        ))
-        .await
-        .expect_err("SubmitInboundEmail is not implemented yet");
-    assert_eq!(
-        err.code(),
-        Code::Unimplemented,
-        "SubmitInboundEmail: {err:?}"
-    );
-
     let mut reminders =
         pb::reminder_service_client::ReminderServiceClient::new(app.channel.clone());
     let err = reminders

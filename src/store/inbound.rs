@@ -1,0 +1,169 @@
+//! The inbound log: one row per received mail with its verdict, and the claims that make a reply
+//! count once (by Message-ID and by content hash).
+use sqlx::{Any, AssertSqlSafe, Row, any::AnyRow};
+
+use super::{
+    Store, Tx,
+    paging::{Filter, Order, PageRequest},
+};
+use crate::{
+    error::{Error, Result},
+    model::{InboundEmail, Page, Verdict},
+};
+
+const COLUMNS: &str = "id, message_id, sha256, sender, subject, transport, size_bytes, task_id, \
+    instance_id, context_id, correlation, verdict, reason, outcome, comment, delegate_to, \
+    authentication_results, explanation, received_at";
+
+fn inbound(row: &AnyRow) -> Result<InboundEmail> {
+    let verdict: String = row.try_get("verdict")?;
+    let correlation: String = row.try_get("correlation")?;
+    let explanation: String = row.try_get("explanation")?;
+    Ok(InboundEmail {
+        id: row.try_get("id")?,
+        message_id: row.try_get("message_id")?,
+        sha256: row.try_get("sha256")?,
+        sender: row.try_get("sender")?,
+        subject: row.try_get("subject")?,
+        transport: row.try_get("transport")?,
+        size_bytes: row.try_get("size_bytes")?,
+        task_id: row.try_get("task_id")?,
+        instance_id: row.try_get("instance_id")?,
+        context_id: row.try_get("context_id")?,
+        correlation: serde_json::from_str(&correlation).unwrap_or_default(),
+        verdict: Verdict::parse(&verdict).ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!(
+                "corrupt row: inbound_emails.verdict = {verdict:?}"
+            ))
+        })?,
+        reason: row.try_get("reason")?,
+        outcome: row.try_get("outcome")?,
+        comment: row.try_get("comment")?,
+        delegate_to: row.try_get("delegate_to")?,
+        authentication_results: row.try_get("authentication_results")?,
+        explanation: serde_json::from_str(&explanation).unwrap_or_default(),
+        received_at: row.try_get("received_at")?,
+    })
+}
+
+impl Tx {
+    /// Claims a key (Message-ID or content hash) for `inbound_id`; the id that holds it otherwise.
+    pub async fn claim_inbound(&mut self, key: &str, inbound_id: &str) -> Result<Option<String>> {
+        let done = sqlx::query::<Any>(
+            "INSERT INTO inbound_seen (key, inbound_id) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(inbound_id)
+        .execute(&mut *self.inner)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(None);
+        }
+        let holder =
+            sqlx::query_scalar::<Any, String>("SELECT inbound_id FROM inbound_seen WHERE key = $1")
+                .bind(key)
+                .fetch_one(&mut *self.inner)
+                .await?;
+        Ok(Some(holder))
+    }
+
+    pub async fn insert_inbound(&mut self, m: &InboundEmail) -> Result<()> {
+        sqlx::query::<Any>(AssertSqlSafe(format!(
+            "INSERT INTO inbound_emails ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        )))
+        .bind(&m.id)
+        .bind(&m.message_id)
+        .bind(&m.sha256)
+        .bind(&m.sender)
+        .bind(&m.subject)
+        .bind(&m.transport)
+        .bind(m.size_bytes)
+        .bind(&m.task_id)
+        .bind(&m.instance_id)
+        .bind(&m.context_id)
+        .bind(to_json(&m.correlation))
+        .bind(m.verdict.as_str())
+        .bind(&m.reason)
+        .bind(&m.outcome)
+        .bind(&m.comment)
+        .bind(&m.delegate_to)
+        .bind(&m.authentication_results)
+        .bind(to_json(&m.explanation))
+        .bind(m.received_at)
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+}
+
+/// JSON text of plain data (it always serializes).
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// What the inbound log can be narrowed by; empty means any.
+#[derive(Debug, Clone, Default)]
+pub struct InboundFilter {
+    pub task_id: String,
+    pub sender: String,
+    pub message_id: String,
+    pub verdict: Option<Verdict>,
+}
+
+impl Store {
+    pub async fn inbound(&self, id: &str) -> Result<Option<InboundEmail>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM inbound_emails WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(inbound).transpose()
+    }
+
+    /// The inbound log, newest first.
+    pub async fn list_inbound(
+        &self,
+        filter: &InboundFilter,
+        page: &PageRequest,
+    ) -> Result<Page<InboundEmail>> {
+        let mut f = Filter::default();
+        f.eq_if("task_id", &filter.task_id);
+        f.eq_if("sender", &filter.sender);
+        f.eq_if("message_id", &filter.message_id);
+        if let Some(verdict) = filter.verdict {
+            f.eq("verdict", verdict.as_str());
+        }
+        let query_page = f.page(page, "id", Order::NewestFirst)?;
+        let sql = format!("SELECT {COLUMNS} FROM inbound_emails{}", query_page.sql);
+        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+        for arg in &query_page.args {
+            query = query.bind(arg);
+        }
+        let items = query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(inbound)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(query_page.into_page(items, |m| &m.id))
+    }
+
+    /// Approval contexts by the id embedded in our Message-IDs, or by subject tag.
+    pub async fn approval_by_tag(
+        &self,
+        tag: &str,
+    ) -> Result<Option<crate::model::ApprovalContext>> {
+        let id = sqlx::query_scalar::<Any, String>(
+            "SELECT id FROM approval_contexts WHERE subject_tag = $1 ORDER BY sent_at DESC LIMIT 1",
+        )
+        .bind(tag)
+        .fetch_optional(&self.pool)
+        .await?;
+        match id {
+            Some(id) => self.approval_context(&id).await,
+            None => Ok(None),
+        }
+    }
+}
