@@ -243,5 +243,7 @@ pub struct InboundEmail {
     pub delegate_to: String,
     pub authentication_results: String,
     pub explanation: Vec<String>,
+    /// Whether a polite answer was queued to the sender.
+    pub answered: bool,
     pub received_at: Millis,
 }

@@ -18,6 +18,7 @@ CREATE TABLE inbound_emails (
     delegate_to TEXT NOT NULL,
     authentication_results TEXT NOT NULL,
     explanation TEXT NOT NULL,
+    answered BIGINT NOT NULL,
     received_at BIGINT NOT NULL
 );
 CREATE INDEX inbound_by_task ON inbound_emails (task_id, id);

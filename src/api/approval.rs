@@ -180,7 +180,7 @@ fn inbound_pb(m: &InboundEmail) -> pb::InboundEmail {
         authentication_results: m.authentication_results.clone(),
         explanation: m.explanation.clone(),
         process_instance_id: m.instance_id.clone(),
-        answered: false,
+        answered: m.answered,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::{
 
 const COLUMNS: &str = "id, message_id, sha256, sender, subject, transport, size_bytes, task_id, \
     instance_id, context_id, correlation, verdict, reason, outcome, comment, delegate_to, \
-    authentication_results, explanation, received_at";
+    authentication_results, explanation, answered, received_at";
 
 fn inbound(row: &AnyRow) -> Result<InboundEmail> {
     let verdict: String = row.try_get("verdict")?;
@@ -42,6 +42,7 @@ fn inbound(row: &AnyRow) -> Result<InboundEmail> {
         delegate_to: row.try_get("delegate_to")?,
         authentication_results: row.try_get("authentication_results")?,
         explanation: serde_json::from_str(&explanation).unwrap_or_default(),
+        answered: row.try_get::<i64, _>("answered")? != 0,
         received_at: row.try_get("received_at")?,
     })
 }
@@ -67,10 +68,22 @@ impl Tx {
         Ok(Some(holder))
     }
 
+    /// Answers queued to `recipient` since `since`, for the per-sender rate limit.
+    pub async fn recent_answers(&mut self, recipient: &str, since: i64) -> Result<i64> {
+        let count = sqlx::query_scalar::<Any, i64>(
+            "SELECT COUNT(*) FROM outbox WHERE kind = 'answer' AND recipient = $1 AND created_at >= $2",
+        )
+        .bind(recipient)
+        .bind(since)
+        .fetch_one(&mut *self.inner)
+        .await?;
+        Ok(count)
+    }
+
     pub async fn insert_inbound(&mut self, m: &InboundEmail) -> Result<()> {
         sqlx::query::<Any>(AssertSqlSafe(format!(
             "INSERT INTO inbound_emails ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         )))
         .bind(&m.id)
         .bind(&m.message_id)
@@ -90,6 +103,7 @@ impl Tx {
         .bind(&m.delegate_to)
         .bind(&m.authentication_results)
         .bind(to_json(&m.explanation))
+        .bind(i64::from(m.answered))
         .bind(m.received_at)
         .execute(&mut *self.inner)
         .await?;

@@ -258,6 +258,40 @@ impl Mailer {
         })
     }
 
+    /// The polite answer to a received mail, ready for the outbox.
+    pub(super) fn answer(
+        &self,
+        mut mail: crate::mail::answer::AnswerMail,
+        task_id: &str,
+        now: i64,
+    ) -> Result<OutboxMail> {
+        mail.from = self.from.clone();
+        mail.message_id = format!(
+            "<rf.answer.{}@{}>",
+            uuid::Uuid::now_v7().simple(),
+            self.reply_domain
+        );
+        mail.date = now;
+        let body = crate::mail::answer::render_answer(&mail)
+            .map_err(|e| Error::Internal(e.context("rendering an answer")))?;
+        Ok(OutboxMail {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: "answer".into(),
+            context_id: String::new(),
+            task_id: task_id.to_string(),
+            recipient: mail.to.clone(),
+            sender: self.from.address.clone(),
+            message_id: mail.message_id.clone(),
+            body,
+            status: OutboxStatus::Queued,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: String::new(),
+            created_at: now,
+            sent_at: None,
+        })
+    }
+
     /// Closes the pending contexts of a task that closed, and drops mail not yet sent.
     pub(super) async fn close_approvals(
         &self,

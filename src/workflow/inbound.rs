@@ -75,6 +75,7 @@ impl Workflow {
             delegate_to: String::new(),
             authentication_results: String::new(),
             explanation: Vec::new(),
+            answered: false,
             received_at: now,
         };
         if raw.len() > MAX_INBOUND_BYTES {
@@ -357,6 +358,7 @@ impl Workflow {
                 record.reason = format!("task completed: {outcome}");
                 record.outcome = outcome.to_string();
                 record.comment = comment.to_string();
+                record.answered = self.answer(&mut tx, &record, now).await?;
                 tx.insert_inbound(&record).await?;
                 tx.commit().await?;
                 tracing::info!(inbound = %record.id, task = %context.task_id, %outcome, "reply applied");
@@ -406,10 +408,115 @@ impl Workflow {
             record.verdict = Verdict::Duplicate;
             record.reason = format!("already received as {first}");
         }
+        record.answered = self.answer(&mut tx, &record, self.now()).await?;
         tx.insert_inbound(&record).await?;
         tx.commit().await?;
+        if record.answered {
+            self.mailer.wake().notify_one();
+        }
         tracing::info!(inbound = %record.id, verdict = record.verdict.as_str(), reason = %record.reason, "reply recorded");
         Ok(record)
+    }
+}
+
+/// At most this many answers per sender and hour: a mail loop or a flood gets silence.
+const MAX_ANSWERS_PER_HOUR: i64 = 5;
+
+impl Workflow {
+    /// Queues the polite answer to a received mail in `tx`, unless the mail is a robot's (never
+    /// answered), a copy, or its sender was answered too often lately. Whether it queued one.
+    async fn answer(
+        &self,
+        tx: &mut crate::store::Tx,
+        record: &InboundEmail,
+        now: i64,
+    ) -> Result<bool> {
+        let sender = record.sender.to_lowercase();
+        let robot = [
+            "mailer-daemon@",
+            "postmaster@",
+            "noreply",
+            "no-reply",
+            "do-not-reply",
+        ]
+        .iter()
+        .any(|prefix| sender.starts_with(prefix));
+        if matches!(
+            record.verdict,
+            Verdict::AutoReply | Verdict::Bounce | Verdict::Duplicate
+        ) || !sender.contains('@')
+            || robot
+        {
+            return Ok(false);
+        }
+        if tx.recent_answers(&sender, now - 3_600_000).await? >= MAX_ANSWERS_PER_HOUR {
+            tracing::warn!(inbound = %record.id, "not answering: too many answers to this sender in the last hour");
+            return Ok(false);
+        }
+        let locale = self
+            .store
+            .user_by_address(&sender)
+            .await?
+            .map(|u| u.locale)
+            .unwrap_or_default();
+        let mut task_name = String::new();
+        let mut outcomes = Vec::new();
+        let mut outcome_label = record.outcome.clone();
+        if !record.task_id.is_empty()
+            && let Ok(task) = self.task(&record.task_id).await
+        {
+            task_name = task.name.clone();
+            if let Ok(graph) = self
+                .graph_of(&task.definition_key, task.definition_version)
+                .await
+                && let Some(NodeKind::UserTask(spec)) =
+                    graph.node(&task.activity_id).map(|(_, n)| &n.kind)
+            {
+                outcomes = spec
+                    .outcomes
+                    .iter()
+                    .zip(1..)
+                    .map(|(o, number)| crate::mail::compose::OutcomeChoice {
+                        number,
+                        id: o.id.clone(),
+                        label: o.label.clone(),
+                        keywords: o.keywords.clone(),
+                    })
+                    .collect();
+                if let Some(o) = spec.outcomes.iter().find(|o| o.id == record.outcome) {
+                    outcome_label = o.label.clone();
+                }
+            }
+        }
+        let mail = crate::mail::answer::AnswerMail {
+            locale: crate::mail::compose::Locale::from_tag(&locale),
+            from: crate::mail::compose::Mailbox {
+                name: String::new(),
+                address: String::new(),
+            },
+            to: sender,
+            subject: record.subject.clone(),
+            in_reply_to: (!record.message_id.is_empty()).then(|| {
+                format!(
+                    "<{}>",
+                    record
+                        .message_id
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                )
+            }),
+            message_id: String::new(),
+            date: now,
+            verdict: record.verdict.as_str().to_string(),
+            reason: record.reason.clone(),
+            task_name,
+            outcome_label,
+            comment: record.comment.clone(),
+            outcomes,
+        };
+        let outbox = self.mailer.answer(mail, &record.task_id, now)?;
+        tx.insert_outbox(&outbox).await?;
+        Ok(true)
     }
 }
 

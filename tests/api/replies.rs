@@ -101,6 +101,7 @@ async fn a_reply_decides_the_task_once_and_forgeries_and_copies_decide_nothing()
     )
     .await;
     assert_eq!(vague.verdict, pb::Verdict::NoDecision as i32, "{vague:?}");
+    assert!(vague.answered, "the approver is told how to answer");
 
     // The real answer, Chinese keyword with a comment on the same line.
     let applied = submit(
@@ -114,6 +115,7 @@ async fn a_reply_decides_the_task_once_and_forgeries_and_copies_decide_nothing()
     )
     .await;
     assert_eq!(applied.verdict, pb::Verdict::Applied as i32, "{applied:?}");
+    assert!(applied.answered, "a success gets a confirmation");
     assert_eq!(applied.task_id, task.id);
     let decided = app.task(&task.id).await;
     assert_eq!(decided.outcome, "approve");
@@ -135,6 +137,7 @@ async fn a_reply_decides_the_task_once_and_forgeries_and_copies_decide_nothing()
     )
     .await;
     assert_eq!(again.verdict, pb::Verdict::Duplicate as i32, "{again:?}");
+    assert!(!again.answered, "a copy is not answered twice");
     // A second, different reply to the decided task: already handled.
     let late = submit(
         &app,
@@ -165,6 +168,24 @@ async fn a_reply_decides_the_task_once_and_forgeries_and_copies_decide_nothing()
         .expect("list")
         .into_inner();
     assert_eq!(log.emails.len(), 5, "one row per message");
+    // The confirmation, in mary's language, threaded under her reply.
+    let mut confirmation = None;
+    for _ in 0..200 {
+        confirmation = std::fs::read_dir(app.outbox_dir.path())
+            .expect("outbox dir")
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .find(|m| m.contains("In-Reply-To: <ok1@x>"));
+        if confirmation.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let confirmation = confirmation.expect("a confirmation mail was written");
+    assert!(
+        confirmation.contains("Auto-Submitted: auto-replied"),
+        "{confirmation}"
+    );
     app.stop().await;
 }
 

@@ -1,0 +1,208 @@
+//! The polite answer to a received reply (DESIGN §5): what happened to it, in the sender's
+//! language, with how to answer when it decided nothing. Plain text, marked
+//! `Auto-Submitted: auto-replied` (RFC 3834) so that other robots do not answer back.
+use std::{
+    sync::LazyLock,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, anyhow};
+use lettre::{
+    Message,
+    message::header::{ContentType, HeaderName, HeaderValue},
+};
+use minijinja::Environment;
+use serde::Serialize;
+
+use super::compose::{Locale, Mailbox, OutcomeChoice};
+
+const TEMPLATES: [(&str, &str); 2] = [
+    (
+        "answer.zh-CN.txt",
+        include_str!("../../templates/mail/answer.zh-CN.txt"),
+    ),
+    (
+        "answer.en.txt",
+        include_str!("../../templates/mail/answer.en.txt"),
+    ),
+];
+
+static ENV: LazyLock<Result<Environment<'static>, String>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()
+        .map_err(|e| format!("mail template syntax: {e}"))?;
+    env.set_syntax(syntax);
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source)
+            .map_err(|e| format!("mail template {name}: {e}"))?;
+    }
+    Ok(env)
+});
+
+/// An answer to one received mail.
+#[derive(Debug, Clone)]
+pub struct AnswerMail {
+    pub locale: Locale,
+    pub from: Mailbox,
+    pub to: String,
+    /// The subject of the mail answered.
+    pub subject: String,
+    /// The Message-ID of the mail answered (threads the answer under it).
+    pub in_reply_to: Option<String>,
+    pub message_id: String,
+    pub date: i64,
+    /// The verdict's name: applied, no_decision, expired …
+    pub verdict: String,
+    pub reason: String,
+    pub task_name: String,
+    pub outcome_label: String,
+    pub comment: String,
+    pub outcomes: Vec<OutcomeChoice>,
+}
+
+#[derive(Serialize)]
+struct AnswerContext<'a> {
+    verdict: &'a str,
+    reason: &'a str,
+    task_name: &'a str,
+    outcome_label: &'a str,
+    comment: &'a str,
+    outcomes: Vec<Choice<'a>>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    number: u32,
+    label: &'a str,
+    keywords: &'a [String],
+}
+
+pub fn render_answer(mail: &AnswerMail) -> anyhow::Result<Vec<u8>> {
+    let env = ENV.as_ref().map_err(|e| anyhow!("{e}"))?;
+    let name = format!("answer.{}.txt", mail.locale.tag());
+    let outcomes: Vec<Choice<'_>> = mail
+        .outcomes
+        .iter()
+        .map(|o| Choice {
+            number: o.number,
+            label: &o.label,
+            keywords: &o.keywords,
+        })
+        .collect();
+    let body = env
+        .get_template(&name)
+        .and_then(|t| {
+            t.render(minijinja::value::Serde(&AnswerContext {
+                verdict: &mail.verdict,
+                reason: &mail.reason,
+                task_name: &mail.task_name,
+                outcome_label: &mail.outcome_label,
+                comment: &mail.comment,
+                outcomes,
+            }))
+        })
+        .map_err(|e| anyhow!("mail template {name}: {e}"))?;
+    let subject =
+        if mail.subject.to_lowercase().starts_with("re:") || mail.subject.starts_with("回复") {
+            mail.subject.clone()
+        } else {
+            format!("Re: {}", mail.subject)
+        };
+    let header = |name: &'static str, value: &str| {
+        HeaderValue::new(HeaderName::new_from_ascii_str(name), value.to_string())
+    };
+    let from = format!("{}", mail.from)
+        .parse()
+        .map_err(|e| anyhow!("From: {e}"))?;
+    let to = mail
+        .to
+        .parse()
+        .map_err(|e| anyhow!("To: {:?}: {e}", mail.to))?;
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .date(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(mail.date).unwrap_or(0)))
+        .message_id(Some(mail.message_id.clone()));
+    if let Some(original) = mail
+        .in_reply_to
+        .as_ref()
+        .filter(|id| id.starts_with('<') && id.ends_with('>'))
+    {
+        builder = builder
+            .in_reply_to(original.clone())
+            .references(original.clone());
+    }
+    let message = builder
+        .raw_header(header("Auto-Submitted", "auto-replied"))
+        .raw_header(header("X-Auto-Response-Suppress", "All"))
+        .raw_header(header("Content-Language", mail.locale.tag()))
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)
+        .context("building an answer mail")?;
+    Ok(message.formatted())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(locale: Locale, verdict: &str) -> String {
+        let mail = AnswerMail {
+            locale,
+            from: Mailbox::parse("审批 <approvals@replyflow.test>").unwrap(),
+            to: "mary@replyflow.test".into(),
+            subject: "待审批 [RF-abcdefgh]".into(),
+            in_reply_to: Some("<m1@x>".into()),
+            message_id: "<rf.answer.1@replyflow.test>".into(),
+            date: 0,
+            verdict: verdict.into(),
+            reason: "already handled by fred at 2026-11-21T10:00:00Z (approve)".into(),
+            task_name: "经理审批".into(),
+            outcome_label: "同意".into(),
+            comment: "预算合理".into(),
+            outcomes: vec![OutcomeChoice {
+                number: 1,
+                id: "approve".into(),
+                label: "同意".into(),
+                keywords: vec!["approve".into()],
+            }],
+        };
+        let raw = render_answer(&mail).unwrap();
+        let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        assert_eq!(
+            parsed.header_raw("Auto-Submitted").map(str::trim),
+            Some("auto-replied")
+        );
+        parsed.body_text(0).unwrap().to_string()
+    }
+
+    #[test]
+    fn every_verdict_renders_in_both_languages() {
+        for verdict in [
+            "applied",
+            "already_used",
+            "task_closed",
+            "ambiguous",
+            "no_decision",
+            "expired",
+            "revoked",
+            "sender_mismatch",
+            "too_large",
+            "unknown_token",
+            "bad_signature",
+            "unparseable",
+        ] {
+            for locale in [Locale::ZhCn, Locale::En] {
+                let text = answer(locale, verdict);
+                assert!(text.len() > 40, "{verdict} {locale:?}: {text}");
+            }
+        }
+        assert!(answer(Locale::ZhCn, "applied").contains("预算合理"));
+        assert!(answer(Locale::En, "already_used").contains("already handled by fred"));
+        assert!(answer(Locale::En, "no_decision").contains("1 or 同意"));
+    }
+}
