@@ -13,7 +13,10 @@ use crate::{
     config::Settings,
     mail::{compose::Templates, transport},
     store::{ConnectOptions, Store},
-    workers::outbox::{OutboxWorker, RetryPolicy},
+    workers::{
+        inbound::{InboundSource, InboundWorker},
+        outbox::{OutboxWorker, RetryPolicy},
+    },
     workflow::Workflow,
     workflow::approvals::{Mailer, load_key_ring},
 };
@@ -24,6 +27,7 @@ pub struct Application {
     addr: SocketAddr,
     workflow: Arc<Workflow>,
     outbox: OutboxWorker,
+    inbound: Option<InboundWorker>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -66,14 +70,27 @@ impl Application {
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
         let addr = listener.local_addr()?;
+        let inbound_source =
+            InboundSource::from_url(settings.mail.inbound.expose()).context("mail.inbound")?;
+        let workflow = Arc::new(Workflow::new(store, clock, mailer));
+        let inbound = match inbound_source {
+            InboundSource::None => None,
+            source => Some(InboundWorker::new(
+                workflow.clone(),
+                source,
+                settings.mail.processed_folder.clone(),
+                settings.mail.ca_file.as_ref().map(std::path::PathBuf::from),
+            )),
+        };
         tracing::warn!(
             "development mode: the caller's identity is read from x-user-id metadata and not verified"
         );
         Ok(Self {
             listener,
             addr,
-            workflow: Arc::new(Workflow::new(store, clock, mailer)),
+            workflow: workflow.clone(),
             outbox,
+            inbound,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         })
@@ -96,6 +113,9 @@ impl Application {
         tracing::info!(addr = %self.addr, "replyflow listening");
         let shutdown = self.shutdown.clone();
         self.outbox.spawn(shutdown.clone(), &self.tracker);
+        if let Some(inbound) = self.inbound {
+            inbound.spawn(shutdown.clone(), &self.tracker);
+        }
         let result = api::serve(self.listener, self.workflow.clone(), shutdown.clone()).await;
         shutdown.cancel();
         self.tracker.close();

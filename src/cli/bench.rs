@@ -240,6 +240,7 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     let mail_dir =
         std::env::temp_dir().join(format!("rf-bench-mail-{}", uuid::Uuid::now_v7().simple()));
     settings.mail.outbound = Secret::new(format!("file:{}", mail_dir.display()));
+    settings.mail.inbound = Secret::new("none");
     if let Some(max) = args.max_connections {
         settings.database.max_connections = max;
     }

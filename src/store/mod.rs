@@ -10,6 +10,7 @@
 //! numbered placeholders; every value is bound, never formatted in.
 pub mod approvals;
 mod definitions;
+pub mod imap_state;
 pub mod inbound;
 mod instances;
 mod outbox;

@@ -130,6 +130,8 @@ pub fn test_settings(db_url: &str, outbox_dir: &std::path::Path) -> Settings {
     settings.server.listen = "127.0.0.1:0".into();
     settings.database.url = Secret::new(db_url);
     settings.mail.outbound = Secret::new(format!("file:{}", outbox_dir.display()));
+    // Replies are submitted over gRPC in these tests; the Maildir transport has its own tests.
+    settings.mail.inbound = Secret::new("none");
     settings.mail.from = "审批系统 <approvals@replyflow.test>".into();
     settings
 }

@@ -386,6 +386,8 @@ pub struct MailApp {
     _dir: tempfile::TempDir,
     shutdown: tokio_util::sync::CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The application's workflow, for workers the test runs itself (the inbound reader).
+    pub engine: Arc<replyflow::workflow::Workflow>,
 }
 
 pub async fn spawn_mail_app() -> MailApp {
@@ -399,11 +401,14 @@ pub async fn spawn_mail_app() -> MailApp {
         replyflow::config::Secret::new(format!("smtp://127.0.0.1:{}?tls=required", env.smtp_port));
     settings.mail.ca_file = Some(env.ca_file.display().to_string());
     settings.mail.from = format!("审批 <approvals@{}>", env.domain);
+    // Tests that read replies start their own reader on the app's workflow.
+    settings.mail.inbound = replyflow::config::Secret::new("none");
     let app = replyflow::app::Application::build(&settings, Arc::new(SystemClock))
         .await
         .expect("building the application");
     let addr = app.local_addr();
     let shutdown = app.shutdown_token();
+    let engine = app.workflow();
     let server = tokio::spawn(app.run_until_stopped());
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
@@ -416,6 +421,7 @@ pub async fn spawn_mail_app() -> MailApp {
         _dir: dir,
         shutdown,
         server,
+        engine,
     }
 }
 
@@ -429,6 +435,18 @@ pub fn req<T>(message: T, user: &str) -> tonic::Request<T> {
 }
 
 impl MailApp {
+    /// The server's shutdown token (workers a test spawns stop with the server).
+    pub fn shutdown_token(&self) -> tokio_util::sync::CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn tasks(
+        &self,
+    ) -> replyflow::proto::pb::task_service_client::TaskServiceClient<tonic::transport::Channel>
+    {
+        replyflow::proto::pb::task_service_client::TaskServiceClient::new(self.channel.clone())
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.server.await;
@@ -470,4 +488,116 @@ impl MailApp {
             .await
             .expect("store")
     }
+}
+
+// ---------------------------------------------------------------------------- replies
+
+/// Tests whose inbound reader consumes approvals@'s INBOX hold this, so that one reader never
+/// takes (and moves away) another test's replies.
+static APPROVALS_INBOX: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub async fn approvals_inbox() -> tokio::sync::MutexGuard<'static, ()> {
+    APPROVALS_INBOX.lock().await
+}
+
+/// Sends `raw` through the test Postfix (plain SMTP, no TLS) from `from` to `to`, as a mail
+/// client's submission would.
+pub async fn send_via_postfix(from: &str, to: &str, raw: &[u8]) {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope};
+    let env = mail_env();
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(env.smtp_host.clone())
+        .port(env.smtp_port)
+        .build();
+    let envelope = Envelope::new(
+        Some(from.parse().expect("from address")),
+        vec![to.parse().expect("to address")],
+    )
+    .expect("envelope");
+    transport
+        .send_raw(&envelope, raw)
+        .await
+        .unwrap_or_else(|e| panic!("sending the reply through Postfix to {to}: {e}"));
+}
+
+/// What a reply needs from the approval mail it answers.
+#[derive(Debug, Clone)]
+pub struct ApprovalMail {
+    /// `approvals+<token>@domain`.
+    pub reply_to: String,
+    /// Without angle brackets.
+    pub message_id: String,
+    pub subject: String,
+    pub from: String,
+    pub text: String,
+}
+
+impl ApprovalMail {
+    pub fn parse(raw: &[u8]) -> Self {
+        let mail = mail_parser::MessageParser::default()
+            .parse(raw)
+            .expect("the approval mail parses");
+        let first = |a: Option<&mail_parser::Address<'_>>| {
+            a.and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .expect("an address")
+                .to_string()
+        };
+        Self {
+            reply_to: first(mail.reply_to()),
+            message_id: mail.message_id().expect("Message-ID").to_string(),
+            subject: mail.subject().unwrap_or_default().to_string(),
+            from: first(mail.from()),
+            text: mail
+                .body_text(0)
+                .map(|t| t.into_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A reply as Gmail (zh-CN) writes one: `body` on top, the attribution line, the quoted
+/// original; In-Reply-To/References to the approval mail, base64 UTF-8 text. `extra_headers`
+/// (CRLF-terminated lines) go first, e.g. a `Delivered-To:` for a Maildir.
+pub fn gmail_reply(
+    from_name: &str,
+    from: &str,
+    original: &ApprovalMail,
+    body: &str,
+    extra_headers: &str,
+) -> (String, Vec<u8>) {
+    let b64 = data_encoding::BASE64;
+    let message_id = format!("<{}@mail.gmail.com>", unique("CAJ"));
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc2822)
+        .expect("RFC 2822 date");
+    let subject = format!("Re: {}", original.subject);
+    let mut text = format!(
+        "{body}\r\n\r\n在 2026年11月21日周六 23:40，审批 <{}> 写道：\r\n",
+        original.from
+    );
+    for line in original.text.lines() {
+        if line.is_empty() {
+            text.push_str(">\r\n");
+        } else {
+            text.push_str(&format!("> {line}\r\n"));
+        }
+    }
+    let encoded = b64.encode(text.as_bytes());
+    let mut wrapped = String::new();
+    for chunk in encoded.as_bytes().chunks(76) {
+        wrapped.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        wrapped.push_str("\r\n");
+    }
+    let raw = format!(
+        "{extra_headers}MIME-Version: 1.0\r\nDate: {date}\r\nMessage-ID: {message_id}\r\n\
+         In-Reply-To: <{orig}>\r\nReferences: <{orig}>\r\n\
+         Subject: =?UTF-8?B?{subject}?=\r\nFrom: =?UTF-8?B?{name}?= <{from}>\r\n\
+         To: {to}\r\nContent-Type: text/plain; charset=\"UTF-8\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{wrapped}",
+        orig = original.message_id,
+        subject = b64.encode(subject.as_bytes()),
+        name = b64.encode(from_name.as_bytes()),
+        to = original.reply_to,
+    );
+    (message_id, raw.into_bytes())
 }

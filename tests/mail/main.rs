@@ -13,4 +13,5 @@ mod imap;
 mod approval;
 mod bench;
 mod delivery;
+mod inbound;
 mod outage;
