@@ -81,21 +81,14 @@ impl Store {
         if latest_only {
             filter.raw("version = (SELECT MAX(d2.version) FROM definitions d2 WHERE d2.key = definitions.key)");
         }
-        let query_page = filter.page(page, "id", Order::NewestFirst)?;
-        let sql = format!(
-            "SELECT {DEFINITION_COLUMNS} FROM definitions{}",
-            query_page.sql
-        );
-        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-        for arg in &query_page.args {
-            query = query.bind(arg);
-        }
-        let items = query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(rows::definition)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(query_page.into_page(items, |d| &d.id))
+        self.fetch_page(
+            &format!("SELECT {DEFINITION_COLUMNS} FROM definitions"),
+            filter,
+            page,
+            Order::NewestFirst,
+            rows::definition,
+            |d| &d.id,
+        )
+        .await
     }
 }

@@ -149,19 +149,15 @@ impl Store {
         if let Some(verdict) = filter.verdict {
             f.eq("verdict", verdict.as_str());
         }
-        let query_page = f.page(page, "id", Order::NewestFirst)?;
-        let sql = format!("SELECT {COLUMNS} FROM inbound_emails{}", query_page.sql);
-        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-        for arg in &query_page.args {
-            query = query.bind(arg);
-        }
-        let items = query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(inbound)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(query_page.into_page(items, |m| &m.id))
+        self.fetch_page(
+            &format!("SELECT {COLUMNS} FROM inbound_emails"),
+            f,
+            page,
+            Order::NewestFirst,
+            inbound,
+            |m| &m.id,
+        )
+        .await
     }
 
     /// Approval contexts by the id embedded in our Message-IDs, or by subject tag.

@@ -94,19 +94,15 @@ impl Store {
         if let Some(status) = filter.status {
             f.eq("status", status.as_str());
         }
-        let query_page = f.page(page, "id", Order::OldestFirst)?;
-        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks{}", query_page.sql);
-        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-        for arg in &query_page.args {
-            query = query.bind(arg);
-        }
-        let tasks = query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(rows::task)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(query_page.into_page(tasks, |t| &t.id))
+        self.fetch_page(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks"),
+            f,
+            page,
+            Order::OldestFirst,
+            rows::task,
+            |t| &t.id,
+        )
+        .await
     }
 
     pub async fn list_instances(
@@ -121,19 +117,15 @@ impl Store {
         if let Some(status) = filter.status {
             f.eq("status", status.as_str());
         }
-        let query_page = f.page(page, "id", Order::NewestFirst)?;
-        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances{}", query_page.sql);
-        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-        for arg in &query_page.args {
-            query = query.bind(arg);
-        }
-        let items = query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(rows::instance)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(query_page.into_page(items, |i| &i.id))
+        self.fetch_page(
+            &format!("SELECT {INSTANCE_COLUMNS} FROM instances"),
+            f,
+            page,
+            Order::NewestFirst,
+            rows::instance,
+            |i| &i.id,
+        )
+        .await
     }
 
     /// The audit trail of an instance, oldest first.

@@ -4,7 +4,9 @@
 //! is refused instead of silently returning a wrong page. One extra row tells whether a next page
 //! exists.
 use sha2::{Digest, Sha256};
+use sqlx::{Any, AssertSqlSafe, any::AnyRow};
 
+use super::Store;
 use crate::{
     error::{Error, Result},
     model::Page,
@@ -145,6 +147,33 @@ impl PageQuery {
             items,
             next_page_token,
         }
+    }
+}
+
+impl Store {
+    /// One page of `SELECT {select} ...` filtered by `filter`, keyed and ordered by `id`.
+    pub(super) async fn fetch_page<T>(
+        &self,
+        select: &str,
+        filter: Filter,
+        page: &PageRequest,
+        order: Order,
+        decode: fn(&AnyRow) -> Result<T>,
+        id: impl Fn(&T) -> &str,
+    ) -> Result<Page<T>> {
+        let query_page = filter.page(page, "id", order)?;
+        let sql = format!("{select}{}", query_page.sql);
+        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+        for arg in &query_page.args {
+            query = query.bind(arg);
+        }
+        let items = query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(query_page.into_page(items, id))
     }
 }
 

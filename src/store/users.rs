@@ -109,18 +109,14 @@ impl Store {
         if !email.is_empty() {
             filter.eq("lower(email)", &email.to_lowercase());
         }
-        let query_page = filter.page(page, "id", Order::OldestFirst)?;
-        let sql = format!("SELECT {USER_COLUMNS} FROM users{}", query_page.sql);
-        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-        for arg in &query_page.args {
-            query = query.bind(arg);
-        }
-        let users = query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(rows::user)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(query_page.into_page(users, |u| &u.id))
+        self.fetch_page(
+            &format!("SELECT {USER_COLUMNS} FROM users"),
+            filter,
+            page,
+            Order::OldestFirst,
+            rows::user,
+            |u| &u.id,
+        )
+        .await
     }
 }
