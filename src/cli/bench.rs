@@ -73,6 +73,10 @@ pub(super) struct BenchArgs {
     /// Send no request ids (skips the idempotency bookkeeping; real clients should send them).
     #[arg(long)]
     no_request_ids: bool,
+    /// Users without email addresses: tasks open without approval mail (measures the workflow
+    /// alone; by default every task renders and queues its approval mail).
+    #[arg(long)]
+    without_email: bool,
 }
 
 impl Default for BenchArgs {
@@ -87,6 +91,7 @@ impl Default for BenchArgs {
             max_connections: None,
             addr: None,
             no_request_ids: false,
+            without_email: false,
         }
     }
 }
@@ -525,7 +530,11 @@ async fn load(args: &BenchArgs, addr: &str, backend: String) -> anyhow::Result<R
         let user = pb::User {
             id: id.into(),
             display_name: id.into(),
-            email: format!("{id}@bench.example"),
+            email: if args.without_email {
+                String::new()
+            } else {
+                format!("{id}@bench.example")
+            },
             manager_id: manager.into(),
             locale: "en".into(),
             ..Default::default()
