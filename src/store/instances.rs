@@ -162,6 +162,25 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Locks the instance of a task, then reads the task and the instance under that lock: the
+    /// state every transition of one task starts from.
+    pub async fn lock_task(
+        &mut self,
+        task_id: &str,
+        instance_id: &str,
+    ) -> Result<(Task, InstanceRecord)> {
+        self.lock_instance(instance_id).await?;
+        let task = self
+            .task(task_id)
+            .await?
+            .ok_or_else(|| Error::not_found("task", task_id))?;
+        let record = self
+            .instance(&task.instance_id)
+            .await?
+            .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
+        Ok((task, record))
+    }
+
     pub async fn instance(&mut self, id: &str) -> Result<Option<InstanceRecord>> {
         let row = sqlx::query::<Any>(AssertSqlSafe(format!(
             "SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1"

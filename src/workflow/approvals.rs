@@ -394,15 +394,7 @@ impl Workflow {
         }
         // Everything below is read under the instance's lock: two resends, or a resend and a
         // completion, cannot interleave.
-        tx.lock_instance(&task.instance_id).await?;
-        let task = tx
-            .task(task_id)
-            .await?
-            .ok_or_else(|| Error::not_found("task", task_id))?;
-        let record = tx
-            .instance(&task.instance_id)
-            .await?
-            .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
+        let (task, record) = tx.lock_task(task_id, &task.instance_id).await?;
         let instance = &record.instance;
         if actor.user_id != task.assignee && actor.user_id != instance.started_by {
             return Err(Error::PermissionDenied(
@@ -531,11 +523,7 @@ impl Workflow {
             self.prior(&scope, request_id, &print).await?;
             return self.approval(task_id).await;
         }
-        tx.lock_instance(&task.instance_id).await?;
-        let record = tx
-            .instance(&task.instance_id)
-            .await?
-            .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
+        let (task, record) = tx.lock_task(task_id, &task.instance_id).await?;
         if actor.user_id != task.assignee && actor.user_id != record.instance.started_by {
             return Err(Error::PermissionDenied(
                 "only the assignee or the initiator may revoke the approval".into(),

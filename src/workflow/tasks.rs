@@ -97,16 +97,8 @@ impl Workflow {
         req: &CompleteTask,
         now: i64,
     ) -> Result<(Task, Vec<TaskEvent>)> {
-        tx.lock_instance(instance_id).await?;
-        let task = tx
-            .task(&req.task_id)
-            .await?
-            .ok_or_else(|| Error::not_found("task", &req.task_id))?;
+        let (task, record) = tx.lock_task(&req.task_id, instance_id).await?;
         check_can_complete(&task, actor)?;
-        let record = tx
-            .instance(&task.instance_id)
-            .await?
-            .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
         let graph = self
             .graph_of(
                 &record.instance.definition_key,
@@ -220,15 +212,7 @@ impl Workflow {
             drop(tx);
             return self.task(task_id).await;
         }
-        tx.lock_instance(&task.instance_id).await?;
-        let task = tx
-            .task(task_id)
-            .await?
-            .ok_or_else(|| Error::not_found("task", task_id))?;
-        let record = tx
-            .instance(&task.instance_id)
-            .await?
-            .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
+        let (task, record) = tx.lock_task(task_id, &task.instance_id).await?;
         if task.assignee != actor.user_id && record.instance.started_by != actor.user_id {
             return Err(Error::PermissionDenied(format!(
                 "task {task_id} is assigned to {}; only they or the initiator may reassign it",
