@@ -12,10 +12,12 @@ use crate::{
     clock::Clock,
     config::Settings,
     mail::{compose::Templates, transport},
+    sms::HttpSmsGateway,
     store::{ConnectOptions, Store},
     workers::{
         inbound::{InboundSource, InboundWorker},
         outbox::{OutboxWorker, RetryPolicy},
+        reminders::ReminderScheduler,
     },
     workflow::Workflow,
     workflow::approvals::{Mailer, load_key_ring},
@@ -28,6 +30,7 @@ pub struct Application {
     workflow: Arc<Workflow>,
     outbox: OutboxWorker,
     inbound: Option<InboundWorker>,
+    reminders: ReminderScheduler,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -58,6 +61,10 @@ impl Application {
             max_attempts: i64::from(settings.mail.max_attempts),
             ..RetryPolicy::default()
         };
+        let sms_gateway = HttpSmsGateway::from_settings(
+            &settings.sms,
+            settings.mail.ca_file.as_deref().map(std::path::Path::new),
+        )?;
         let outbox = OutboxWorker::new(
             store.clone(),
             transport,
@@ -65,14 +72,30 @@ impl Application {
             mailer.wake(),
             policy,
             settings.mail.pool_size as usize,
-        );
+        )
+        .with_sms_gateway(sms_gateway);
         let listener = TcpListener::bind(&settings.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
         let addr = listener.local_addr()?;
         let inbound_source =
             InboundSource::from_url(settings.mail.inbound.expose()).context("mail.inbound")?;
-        let workflow = Arc::new(Workflow::new(store, clock, mailer));
+        let manual_interval_ms = crate::engine::definition::iso_duration_secs(
+            &settings.reminders.manual_interval,
+        )
+        .map_err(|e| anyhow::anyhow!("reminders.manual_interval: {e}"))
+        .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000)?;
+        let workflow =
+            Arc::new(
+                Workflow::new(store, clock, mailer)
+                    .with_admins(&settings.security.admins)
+                    .with_manual_interval_ms(manual_interval_ms),
+            );
+        let reminders = ReminderScheduler::new(
+            workflow.clone(),
+            &settings.reminders.schedule,
+            settings.reminders.batch_size,
+        )?;
         let inbound = match inbound_source {
             InboundSource::None => None,
             source => Some(InboundWorker::new(
@@ -91,6 +114,7 @@ impl Application {
             workflow: workflow.clone(),
             outbox,
             inbound,
+            reminders,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         })
@@ -116,6 +140,7 @@ impl Application {
         if let Some(inbound) = self.inbound {
             inbound.spawn(shutdown.clone(), &self.tracker);
         }
+        self.reminders.spawn(shutdown.clone(), &self.tracker).await?;
         let result = api::serve(self.listener, self.workflow.clone(), shutdown.clone()).await;
         shutdown.cancel();
         self.tracker.close();

@@ -24,14 +24,25 @@ pub const KEYS: &[&str] = &[
     "mail.resend_interval",
     "mail.pool_size",
     "mail.max_attempts",
+    "mail.authserv_id",
+    "mail.require_auth",
     "security.token_secret",
     "security.auth",
+    "security.admins",
+    "reminders.schedule",
+    "reminders.batch_size",
+    "reminders.manual_interval",
+    "sms.gateway_url",
+    "sms.headers",
+    "sms.body_template",
+    "sms.timeout",
 ];
 
 const INTEGER_KEYS: &[&str] = &[
     "database.max_connections",
     "mail.pool_size",
     "mail.max_attempts",
+    "reminders.batch_size",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -41,6 +52,55 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub mail: MailSettings,
     pub security: SecuritySettings,
+    pub reminders: ReminderSettings,
+    pub sms: SmsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReminderSettings {
+    /// When the reminder scheduler ticks: a six-field cron expression, seconds first.
+    pub schedule: String,
+    /// Due reminders fired per transaction.
+    pub batch_size: u32,
+    /// The least time between two manual reminders (RemindNow) of one task.
+    pub manual_interval: String,
+}
+
+impl Default for ReminderSettings {
+    fn default() -> Self {
+        Self {
+            schedule: "* * * * * *".into(),
+            batch_size: 500,
+            manual_interval: "PT10M".into(),
+        }
+    }
+}
+
+/// The HTTP gateway that SMS reminders go through; no URL = no SMS channel (an SMS reminder then
+/// falls back to the next channel of its type).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsSettings {
+    /// `http(s)://...`; may carry credentials, so it is never logged.
+    pub gateway_url: Option<Secret>,
+    /// Extra request headers, one `Name: value` per line (e.g. an API key).
+    pub headers: Secret,
+    /// The JSON request body, a template with `to` (the phone number) and `text`.
+    pub body_template: String,
+    /// How long one request may take (ISO 8601 duration).
+    pub timeout: String,
+}
+
+impl Default for SmsSettings {
+    fn default() -> Self {
+        Self {
+            gateway_url: None,
+            headers: Secret::new(""),
+            body_template: r#"{"to": {{ to|tojson }}, "text": {{ text|tojson }}}"#.into(),
+            timeout: "PT10S".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +139,11 @@ pub struct MailSettings {
     pub pool_size: u32,
     /// Delivery attempts before a mail is given up as permanently failed.
     pub max_attempts: u32,
+    /// The authserv-id of the receiving MTA whose `Authentication-Results` headers are trusted
+    /// (others are ignored: anyone can write such a header).
+    pub authserv_id: Option<String>,
+    /// `none`, `dkim` or `dmarc`: what a reply must pass, per the trusted Authentication-Results.
+    pub require_auth: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +153,9 @@ pub struct SecuritySettings {
     /// `dev`: the caller's identity is taken from `x-user-id` metadata, unchecked. The only mode
     /// this release has; it is logged as such at start.
     pub auth: String,
+    /// User ids allowed to act for others (RemindNow on any task, anyone's messages),
+    /// comma-separated.
+    pub admins: String,
 }
 
 impl Default for ServerSettings {
@@ -122,6 +190,8 @@ impl Default for MailSettings {
             resend_interval: "PT5M".into(),
             pool_size: 4,
             max_attempts: 12,
+            authserv_id: None,
+            require_auth: "none".into(),
         }
     }
 }
@@ -131,6 +201,7 @@ impl Default for SecuritySettings {
         Self {
             token_secret: None,
             auth: "dev".into(),
+            admins: String::new(),
         }
     }
 }
@@ -203,11 +274,18 @@ impl Settings {
         if self.mail.pool_size == 0 || self.mail.max_attempts == 0 {
             bail!("mail.pool_size and mail.max_attempts must be at least 1");
         }
+        crate::mail::reply::InboundAuth::from_settings(
+            self.mail.authserv_id.as_deref(),
+            &self.mail.require_auth,
+        )?;
         if self.security.auth != "dev" {
             bail!(
                 "security.auth: only \"dev\" (identity from x-user-id) is supported in this release"
             );
         }
+        // sms.*: checked by the gateway's own parser, so what passes here is what sends. Its
+        // errors name the key and never quote the URL or a header value.
+        crate::sms::GatewayConfig::from_settings(&self.sms)?;
         Ok(())
     }
 }
@@ -325,6 +403,43 @@ mod tests {
         std::fs::write(&path, "[server]\nlisen = \"x\"\n").unwrap();
         let err = Settings::load_from(Some(&path), env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+    }
+
+    #[test]
+    fn sms_settings_are_validated_without_printing_secrets() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "REPLYFLOW_SMS_GATEWAY_URL",
+                    "https://u:hunter2@sms.example.com/send",
+                ),
+                ("REPLYFLOW_SMS_HEADERS", "X-Api-Key: k3y\nX-Tenant: oa"),
+                ("REPLYFLOW_SMS_TIMEOUT", "PT5S"),
+            ]),
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("hunter2") && !format!("{s:?}").contains("k3y"));
+        for (key, value, expected) in [
+            (
+                "REPLYFLOW_SMS_GATEWAY_URL",
+                "ftp://u:hunter2@h/",
+                "sms.gateway_url",
+            ),
+            (
+                "REPLYFLOW_SMS_HEADERS",
+                "X-Api-Key hunter2",
+                "sms.headers: line 1",
+            ),
+            ("REPLYFLOW_SMS_BODY_TEMPLATE", "{{ to", "sms.body_template"),
+            ("REPLYFLOW_SMS_TIMEOUT", "PT0S", "sms.timeout"),
+            ("REPLYFLOW_SMS_TIMEOUT", "ten seconds", "sms.timeout"),
+        ] {
+            let err = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(text.starts_with(expected), "{key}={value}: {text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod mail;
 pub mod model;
 pub mod proto;
+pub mod sms;
 pub mod store;
 pub mod workers;
 pub mod workflow;

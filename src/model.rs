@@ -198,6 +198,8 @@ pub struct OutboxMail {
     pub last_error: String,
     pub created_at: Millis,
     pub sent_at: Option<Millis>,
+    /// What to do if this row fails for good (a reminder's next channel), as JSON; empty = nothing.
+    pub fallback: String,
 }
 
 text_enum!(
@@ -246,4 +248,102 @@ pub struct InboundEmail {
     /// Whether a polite answer was queued to the sender.
     pub answered: bool,
     pub received_at: Millis,
+}
+
+text_enum!(
+    /// A reminder's life (DESIGN §6).
+    ReminderState {
+        New = "new",
+        Reminded = "reminded",
+        RemindCompleted = "remind_completed",
+        RemindFailed = "remind_failed",
+        FinishedBeforeRemind = "finished_before_remind",
+        FinishedAfterRemind = "finished_after_remind",
+        Cancelled = "cancelled",
+    }
+);
+
+impl ReminderState {
+    /// Still chasing: it fires (or escalates) at next_fire_at.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::New | Self::Reminded | Self::RemindCompleted)
+    }
+}
+
+text_enum!(
+    /// Where a reminder goes.
+    Channel {
+        Inbox = "inbox",
+        Email = "email",
+        Sms = "sms",
+    }
+);
+
+/// A reminder type: how often and how to chase, and what to do when that runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderType {
+    pub id: String,
+    pub count: i64,
+    pub interval_ms: i64,
+    /// In fallback order.
+    pub channels: Vec<Channel>,
+    /// `notify-manager`, `notify:<user>`, `reassign-manager`, `complete:<outcome>` or `none`.
+    pub escalation: String,
+    /// "server", or "definition:<key>:<version>".
+    pub source: String,
+    pub updated_at: Millis,
+}
+
+/// A reminder (催办): the edge start_activity → end_activity of one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reminder {
+    pub id: String,
+    pub instance_id: String,
+    pub definition_key: String,
+    pub start_activity: String,
+    pub end_activity: String,
+    /// The parallel join the edge waits at, '' if none (or once the join fired).
+    pub via_join: String,
+    pub group_id: String,
+    pub reminder_type: String,
+    pub count: i64,
+    pub interval_ms: i64,
+    pub channels: Vec<Channel>,
+    pub escalation: String,
+    pub state: ReminderState,
+    pub sent_count: i64,
+    pub next_fire_at: Option<Millis>,
+    pub escalated: bool,
+    pub created_at: Millis,
+    /// 0 = never.
+    pub first_fired_at: Millis,
+    pub last_fired_at: Millis,
+    pub finished_at: Millis,
+}
+
+text_enum!(
+    /// What an in-system message is about.
+    MessageKind {
+        Reminder = "reminder",
+        ManualReminder = "manual_reminder",
+        Escalation = "escalation",
+        Notice = "notice",
+    }
+);
+
+/// An in-system message (系统短消息).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub user_id: String,
+    pub kind: MessageKind,
+    pub title: String,
+    pub body: String,
+    pub task_id: String,
+    pub instance_id: String,
+    /// Who sent it (RemindNow caller); empty for the system.
+    pub sender: String,
+    /// None while unread.
+    pub read_at: Option<Millis>,
+    pub created_at: Millis,
 }

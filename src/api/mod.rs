@@ -6,9 +6,11 @@ mod approval;
 pub mod auth;
 pub mod convert;
 mod directory;
+mod live_stream;
 pub mod status;
+mod reminder;
+mod reminder_runs;
 mod tasks;
-mod unimplemented;
 mod workflow;
 
 use std::{sync::Arc, time::Duration};
@@ -56,7 +58,9 @@ pub async fn serve(
         approval::ApprovalApi::new(workflow.clone()),
     );
     let reminder_service =
-        pb::reminder_service_server::ReminderServiceServer::new(unimplemented::ReminderApi);
+        pb::reminder_service_server::ReminderServiceServer::new(
+        reminder::ReminderApi::new(workflow.clone(), shutdown.clone()),
+    );
     for name in [
         "replyflow.v1.WorkflowService",
         "replyflow.v1.TaskService",

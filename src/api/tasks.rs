@@ -1,12 +1,14 @@
 //! TaskService: the approver's inbox over gRPC, and a live stream of task events.
-use std::{pin::Pin, sync::Arc};
+use std::sync::Arc;
 
-use tokio::sync::{broadcast::error::RecvError, mpsc};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::{auth::actor, convert};
+use super::{
+    auth::actor,
+    convert,
+    live_stream::{Live, LiveStream},
+};
 use crate::{
     model::{CompletedVia, Task, TaskEvent, TaskEventKind, TaskStatus},
     proto::pb,
@@ -38,7 +40,7 @@ async fn task_pb(workflow: &Workflow, task: &Task) -> pb::Task {
     convert::task(task, graph.as_deref())
 }
 
-type TaskEventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
+type TaskEventStream = LiveStream<pb::TaskEvent>;
 
 #[tonic::async_trait]
 impl pb::task_service_server::TaskService for TaskApi {
@@ -135,7 +137,7 @@ impl pb::task_service_server::TaskService for TaskApi {
             .into());
         }
         // Subscribe before reading the open tasks so that nothing falls between the two.
-        let mut events = self.workflow.subscribe_tasks();
+        let events = self.workflow.subscribe_tasks();
         let mut initial = Vec::new();
         if req.include_open {
             let filter = TaskFilter {
@@ -161,9 +163,6 @@ impl pb::task_service_server::TaskService for TaskApi {
                 page = PageRequest::new(500, found.next_page_token)?;
             }
         }
-        let (tx, rx) = mpsc::channel(256);
-        let workflow = self.workflow.clone();
-        let shutdown = self.shutdown.clone();
         let matches = move |event: &TaskEvent| {
             (req.assignee.is_empty()
                 || event.task.assignee == req.assignee
@@ -171,43 +170,18 @@ impl pb::task_service_server::TaskService for TaskApi {
                 && (req.process_instance_id.is_empty()
                     || event.task.instance_id == req.process_instance_id)
         };
-        tokio::spawn(async move {
-            for event in initial {
-                let message = convert_event(&workflow, &event).await;
-                if tx.send(Ok(message)).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                let event = tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
-                        return;
-                    }
-                    _ = tx.closed() => return,
-                    event = events.recv() => event,
-                };
-                match event {
-                    Ok(event) if matches(&event) => {
-                        let message = convert_event(&workflow, &event).await;
-                        if tx.send(Ok(message)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(missed)) => {
-                        let _ = tx
-                            .send(Err(Status::aborted(format!(
-                                "the stream fell {missed} events behind; list tasks and watch again"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let workflow = self.workflow.clone();
+        let convert = move |event: TaskEvent| {
+            let workflow = workflow.clone();
+            async move { convert_event(&workflow, &event).await }
+        };
+        let live = Live {
+            initial,
+            events,
+            shutdown: self.shutdown.clone(),
+            resync_hint: "list tasks and watch again",
+        };
+        Ok(Response::new(live.forward(matches, convert)))
     }
 }
 

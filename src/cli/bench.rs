@@ -77,6 +77,25 @@ pub(super) struct BenchArgs {
     /// alone; by default every task renders and queues its approval mail).
     #[arg(long)]
     without_email: bool,
+    /// Inbound instead: N replies wait in a fresh folder of the `--imap` account when the reader
+    /// starts; prints replies applied per second, and what IMAP alone costs for the same mail.
+    #[arg(long, value_name = "N", conflicts_with_all = ["addr", "submit_replies"], requires = "imap")]
+    inbound_backlog: Option<usize>,
+    /// Inbound instead: SubmitInboundEmail latency over N replies sent one at a time, then N
+    /// more from --concurrency clients.
+    #[arg(long, value_name = "N", conflicts_with = "addr")]
+    submit_replies: Option<usize>,
+    /// The IMAP account of --inbound-backlog, `imaps://user:pass@host:port` (a folder of its own
+    /// is created there for the run and deleted afterwards).
+    #[arg(long, value_name = "URL")]
+    imap: Option<String>,
+    /// Extra CA certificate trusted for --imap.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Inbound benchmarks: how many approvers the replies come from (each gets at most 5
+    /// confirmation mails an hour, as in production).
+    #[arg(long, default_value_t = 100, value_name = "K")]
+    approvers: usize,
 }
 
 impl Default for BenchArgs {
@@ -92,6 +111,11 @@ impl Default for BenchArgs {
             addr: None,
             no_request_ids: false,
             without_email: false,
+            inbound_backlog: None,
+            submit_replies: None,
+            imap: None,
+            ca_file: None,
+            approvers: 100,
         }
     }
 }
@@ -205,6 +229,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     init_tracing();
+    if args.inbound_backlog.is_some() || args.submit_replies.is_some() {
+        return inbound::run(&args).await;
+    }
     let report = bench(&args).await?;
     print!("{}", report.render());
     if report.errors > 0 || report.completed != report.instances {
@@ -621,6 +648,554 @@ struct WorkerResult {
     errors: usize,
     first_errors: Vec<String>,
     latencies: [Vec<Duration>; 3],
+}
+
+/// The inbound benchmarks (issue 4, "Performance"): replies read from a backlog in an IMAP
+/// folder, and replies handed in over `SubmitInboundEmail`. Both run the in-process server on the
+/// given database, with approval mail written as files; each reply is mary-style "同意" to a real
+/// approval mail (quoted, In-Reply-To, plus address), from one of `--approvers` approvers, and
+/// completes the manager's level of an expense (which opens the finance level and its mail).
+mod inbound {
+    use std::{path::Path, sync::Arc};
+
+    use futures_util::TryStreamExt;
+    use rustls_pki_types::ServerName;
+    use tokio::net::TcpStream;
+    use tokio_rustls::{TlsConnector, client::TlsStream};
+
+    use super::*;
+    use crate::{
+        mail::transport::tls_roots,
+        model::Verdict,
+        store::{PageRequest, inbound::InboundFilter},
+        workers::inbound::{ImapTls, InboundSource, InboundWorker},
+        workflow::Workflow,
+    };
+
+    type Session = async_imap::Session<TlsStream<TcpStream>>;
+
+    /// One reply ready to be delivered: the plus address it goes to and its bytes.
+    struct Reply {
+        recipient: String,
+        raw: Vec<u8>,
+    }
+
+    pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+        if args.approvers == 0 || args.concurrency == 0 || args.clients_per_connection == 0 {
+            bail!("--approvers, --concurrency and --clients-per-connection must be at least 1");
+        }
+        let database = Database::prepare(args).await?;
+        let mail_dir =
+            std::env::temp_dir().join(format!("rf-bench-mail-{}", uuid::Uuid::now_v7().simple()));
+        let mut settings = Settings::default();
+        settings.server.listen = "127.0.0.1:0".into();
+        settings.database.url = Secret::new(database.url.clone());
+        settings.database.synchronous = args.synchronous.clone();
+        settings.mail.outbound = Secret::new(format!("file:{}", mail_dir.display()));
+        settings.mail.inbound = Secret::new("none");
+        if let Some(max) = args.max_connections {
+            settings.database.max_connections = max;
+        }
+        let backend = if database.url.starts_with("sqlite:") {
+            format!(
+                "sqlite synchronous={} max_connections={}",
+                settings.database.synchronous, settings.database.max_connections
+            )
+        } else {
+            format!(
+                "postgres max_connections={}",
+                settings.database.max_connections
+            )
+        };
+        let result = async {
+            let application = Application::build(&settings, Arc::new(SystemClock))
+                .await
+                .context("starting the in-process server")?;
+            let addr = format!("http://{}", application.local_addr());
+            let workflow = application.workflow();
+            let shutdown = application.shutdown_token();
+            let server = tokio::spawn(application.run_until_stopped());
+            let outcome = match (args.inbound_backlog, args.submit_replies) {
+                (Some(n), _) => backlog(args, &addr, &workflow, n, &backend).await,
+                (None, Some(n)) => submit(args, &addr, &workflow, n, &backend).await,
+                (None, None) => Ok(()),
+            };
+            shutdown.cancel();
+            server
+                .await
+                .context("the in-process server panicked")?
+                .context("the in-process server")?;
+            outcome
+        }
+        .await;
+        database.cleanup().await;
+        let _ = std::fs::remove_dir_all(&mail_dir);
+        result
+    }
+
+    /// Approvers a0..aK, fred (finance), the expense definition; then `n` instances started by
+    /// `--concurrency` clients, and one reply to each manager's approval mail.
+    async fn prepare(
+        args: &BenchArgs,
+        addr: &str,
+        workflow: &Workflow,
+        n: usize,
+        delivered_to: bool,
+    ) -> anyhow::Result<Vec<Reply>> {
+        let channel = connect(addr).await?;
+        let admin = MetadataValue::from_static("admin");
+        let mut directory =
+            pb::directory_service_client::DirectoryServiceClient::new(channel.clone());
+        let approvers: Vec<String> = (0..args.approvers).map(|i| format!("a{i}")).collect();
+        for id in approvers.iter().map(String::as_str).chain([FINANCE]) {
+            let user = pb::User {
+                id: id.into(),
+                display_name: id.into(),
+                email: format!("{id}@bench.example"),
+                locale: "zh-CN".into(),
+                ..Default::default()
+            };
+            directory
+                .upsert_user(as_user(pb::UpsertUserRequest { user: Some(user) }, &admin))
+                .await
+                .with_context(|| format!("adding user {id}"))?;
+        }
+        let message = pb::DeployDefinitionRequest {
+            bpmn_xml: EXPENSE_BPMN.as_bytes().to_vec(),
+            request_id: String::new(),
+        };
+        pb::workflow_service_client::WorkflowServiceClient::new(channel.clone())
+            .deploy_definition(as_user(message, &admin))
+            .await
+            .context("deploying examples/expense.bpmn")?;
+
+        let next = Arc::new(AtomicUsize::new(0));
+        let approvers = Arc::new(approvers);
+        let mut starters = JoinSet::new();
+        for _ in 0..args.concurrency {
+            let mut client =
+                pb::workflow_service_client::WorkflowServiceClient::new(channel.clone());
+            let (next, approvers) = (next.clone(), approvers.clone());
+            starters.spawn(async move {
+                let initiator = MetadataValue::from_static(INITIATOR);
+                let mut started = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return anyhow::Ok(started);
+                    }
+                    let manager = &approvers[i % approvers.len()];
+                    let variables = json!({
+                        "manager": manager, "finance": FINANCE, "amount": AMOUNT,
+                        "reason": "inbound benchmark",
+                    });
+                    let serde_json::Value::Object(variables) = variables else {
+                        unreachable!("a JSON object literal")
+                    };
+                    let message = pb::StartProcessRequest {
+                        definition_key: "expense".into(),
+                        business_key: format!("inbound-{i}"),
+                        variables: Some(convert::json_to_struct(&variables)),
+                        ..Default::default()
+                    };
+                    let instance = client
+                        .start_process(as_user(message, &initiator))
+                        .await
+                        .map_err(|s| anyhow::anyhow!("StartProcess: {}", s.message()))?
+                        .into_inner();
+                    let task = open_task(&instance, "manager_approval")?;
+                    started.push((i, task, format!("{manager}@bench.example")));
+                }
+            });
+        }
+        let mut tasks = Vec::with_capacity(n);
+        while let Some(done) = starters.join_next().await {
+            tasks.extend(done.context("a client panicked")??);
+        }
+        tasks.sort_by_key(|(i, _, _)| *i);
+        let store = workflow.store();
+        let mut replies = Vec::with_capacity(n);
+        for (i, task, from) in tasks {
+            let context = store
+                .approval_for_task(&task)
+                .await?
+                .with_context(|| format!("no approval context for task {task}"))?;
+            let mails = store.mail_for_context(&context.id).await?;
+            let mail = mails
+                .iter()
+                .find(|m| m.kind == "approval")
+                .with_context(|| format!("no approval mail for task {task}"))?;
+            replies.push(compose_reply(&mail.body, &from, i, delivered_to)?);
+        }
+        Ok(replies)
+    }
+
+    /// "同意，第i笔" on top of the quoted approval mail, as a mail client writes a reply.
+    fn compose_reply(
+        approval: &[u8],
+        from: &str,
+        i: usize,
+        delivered_to: bool,
+    ) -> anyhow::Result<Reply> {
+        let mail = mail_parser::MessageParser::default()
+            .parse(approval)
+            .context("parsing an approval mail")?;
+        let reply_to = mail
+            .reply_to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .context("the approval mail has no Reply-To")?
+            .to_string();
+        let message_id = mail.message_id().context("no Message-ID")?;
+        let subject = mail.subject().unwrap_or_default();
+        let mut text = format!(
+            "同意，第{i}笔\r\n\r\n在 2026年11月21日周六 23:40，审批 <approvals@bench.example> 写道：\r\n"
+        );
+        for line in mail.body_text(0).unwrap_or_default().lines() {
+            text.push_str("> ");
+            text.push_str(line);
+            text.push_str("\r\n");
+        }
+        let mut raw = String::new();
+        if delivered_to {
+            raw.push_str(&format!("Delivered-To: {reply_to}\r\n"));
+        }
+        raw.push_str(&format!(
+            "From: {from}\r\nTo: {reply_to}\r\nSubject: Re: {subject}\r\n\
+             Message-ID: <bench-{}@bench.example>\r\nIn-Reply-To: <{message_id}>\r\n\
+             References: <{message_id}>\r\nDate: Sat, 21 Nov 2026 23:41:00 +0800\r\n\
+             MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: 8bit\r\n\r\n{text}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        Ok(Reply {
+            recipient: reply_to,
+            raw: raw.into_bytes(),
+        })
+    }
+
+    /// How many replies the inbound log records as applied.
+    async fn applied(workflow: &Workflow) -> anyhow::Result<usize> {
+        let filter = InboundFilter {
+            verdict: Some(Verdict::Applied),
+            ..Default::default()
+        };
+        let (mut count, mut token) = (0, String::new());
+        loop {
+            let page = workflow
+                .store()
+                .list_inbound(&filter, &PageRequest::new(500, token)?)
+                .await?;
+            count += page.items.len();
+            if page.next_page_token.is_empty() {
+                return Ok(count);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    // -------------------------------------------------------------------- backlog over IMAP
+
+    async fn backlog(
+        args: &BenchArgs,
+        addr: &str,
+        workflow: &Arc<Workflow>,
+        n: usize,
+        backend: &str,
+    ) -> anyhow::Result<()> {
+        let url = args
+            .imap
+            .as_deref()
+            .context("--inbound-backlog needs --imap")?;
+        let InboundSource::Imap {
+            tls,
+            host,
+            port,
+            user,
+            password,
+            ..
+        } = InboundSource::from_url(url)?
+        else {
+            bail!("--imap must be an imaps:// URL");
+        };
+        if tls != ImapTls::Implicit {
+            bail!("--imap: only imaps:// (TLS from the first byte) is supported here");
+        }
+        let ca = args.ca_file.as_deref();
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let (folder, done) = (format!("rf-bench-{run}"), format!("rf-bench-{run}-done"));
+
+        let t = Instant::now();
+        let replies = prepare(args, addr, workflow, n, true).await?;
+        eprintln!(
+            "prepared {n} tasks and replies in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let t = Instant::now();
+        let mut session = login(&host, port, &user, &password, ca).await?;
+        session.create(&folder).await.context("CREATE")?;
+        session.create(&done).await.context("CREATE")?;
+        // A few connections append side by side: filling the mailbox is not what is measured.
+        let chunks: Vec<Vec<Vec<u8>>> = replies
+            .chunks(n.div_ceil(4))
+            .map(|c| c.iter().map(|r| r.raw.clone()).collect())
+            .collect();
+        let mut appenders = JoinSet::new();
+        for chunk in chunks {
+            let (host, user, password, folder) =
+                (host.clone(), user.clone(), password.clone(), folder.clone());
+            let ca = ca.map(Path::to_path_buf);
+            appenders.spawn(async move {
+                let mut s = login(&host, port, &user, &password, ca.as_deref()).await?;
+                for raw in chunk {
+                    s.append(&folder, None, None, &raw)
+                        .await
+                        .context("APPEND")?;
+                }
+                let _ = s.logout().await;
+                anyhow::Ok(())
+            });
+        }
+        while let Some(done) = appenders.join_next().await {
+            done.context("an appender panicked")??;
+        }
+        eprintln!(
+            "appended {n} replies to {folder} in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+
+        let source = InboundSource::Imap {
+            tls,
+            host: host.clone(),
+            port,
+            user: user.clone(),
+            password: password.clone(),
+            folder: folder.clone(),
+        };
+        let worker =
+            InboundWorker::new(workflow.clone(), source, done.clone(), args.ca_file.clone());
+        let before = applied(workflow).await?;
+        let started = Instant::now();
+        let read = worker.run_once().await.context("the inbound pass")?;
+        let wall = started.elapsed();
+        let applied = applied(workflow).await? - before;
+
+        // The same mail, IMAP alone: what FETCH (sizes, then bodies 100 per command, as the
+        // reader does) and UID MOVE (100 per command) cost without any ingestion.
+        session.select(&done).await.context("SELECT")?;
+        let t = Instant::now();
+        let sizes: Vec<_> = session
+            .uid_fetch("1:*", "(UID RFC822.SIZE)")
+            .await?
+            .try_collect()
+            .await?;
+        let uids: Vec<u32> = sizes.iter().filter_map(|f| f.uid).collect();
+        let mut bytes = 0usize;
+        for chunk in uids.chunks(100) {
+            let set = chunk
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let bodies: Vec<_> = session
+                .uid_fetch(&set, "(UID BODY.PEEK[])")
+                .await?
+                .try_collect()
+                .await?;
+            bytes += bodies
+                .iter()
+                .filter_map(|f| f.body())
+                .map(<[u8]>::len)
+                .sum::<usize>();
+        }
+        let fetch = t.elapsed();
+        let t = Instant::now();
+        for chunk in uids.chunks(100) {
+            let set = chunk
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            session.uid_mv(&set, &folder).await.context("UID MOVE")?;
+        }
+        let moves = t.elapsed();
+        let _ = session.select("INBOX").await;
+        let _ = session.delete(&folder).await;
+        let _ = session.delete(&done).await;
+        let _ = session.logout().await;
+
+        let secs = wall.as_secs_f64().max(f64::EPSILON);
+        println!(
+            "replyflow bench --inbound-backlog: {n} replies waiting in an IMAP folder when the reader starts"
+        );
+        println!(
+            "backend:            {backend}; approvers {}",
+            args.approvers
+        );
+        println!("read / applied:     {read} / {applied}");
+        println!(
+            "wall time:          {secs:.3} s (one pass: connect, SELECT, FETCH, ingest, MOVE)"
+        );
+        println!("applied/s:          {:.1}", applied as f64 / secs);
+        println!(
+            "IMAP alone, same {} messages ({:.1} MB): FETCH sizes + bodies {:.3} s, UID MOVE {:.3} s ({:.0}% of the pass)",
+            uids.len(),
+            bytes as f64 / 1e6,
+            fetch.as_secs_f64(),
+            moves.as_secs_f64(),
+            100.0 * (fetch + moves).as_secs_f64() / secs
+        );
+        println!(
+            "ingestion:          ≈ {:.3} s, {:.2} ms per reply (the rest of the pass)",
+            (secs - (fetch + moves).as_secs_f64()).max(0.0),
+            1000.0 * (secs - (fetch + moves).as_secs_f64()).max(0.0) / n.max(1) as f64
+        );
+        if applied != n {
+            bail!("{applied} of {n} replies applied");
+        }
+        Ok(())
+    }
+
+    async fn login(
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &str,
+        ca: Option<&Path>,
+    ) -> anyhow::Result<Session> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(tls_roots(ca)?)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .with_context(|| format!("connecting to {host}:{port}"))?;
+        let name = ServerName::try_from(host.to_string()).context("--imap host")?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake")?;
+        let mut client = async_imap::Client::new(tls);
+        client
+            .read_response()
+            .await
+            .context("IMAP greeting")?
+            .context("no IMAP greeting")?;
+        client
+            .login(user, password)
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("IMAP LOGIN as {user}"))
+    }
+
+    // -------------------------------------------------------------------- SubmitInboundEmail
+
+    async fn submit(
+        args: &BenchArgs,
+        addr: &str,
+        workflow: &Arc<Workflow>,
+        n: usize,
+        backend: &str,
+    ) -> anyhow::Result<()> {
+        let t = Instant::now();
+        let mut replies = prepare(args, addr, workflow, 2 * n, false).await?;
+        eprintln!(
+            "prepared {} tasks and replies in {:.1} s",
+            2 * n,
+            t.elapsed().as_secs_f64()
+        );
+        let concurrent = replies.split_off(n);
+        println!(
+            "replyflow bench --submit-replies: SubmitInboundEmail, each reply applied (completes a task)"
+        );
+        println!("backend: {backend}; approvers {}", args.approvers);
+        println!(
+            "{:<28} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "latency (ms)", "count", "mean", "p50", "p90", "p99", "max", "replies/s"
+        );
+        let mut failed = 0;
+        for (label, batch, clients) in [
+            ("sequential (1 client)".to_string(), replies, 1),
+            (
+                format!("concurrent ({} clients)", args.concurrency),
+                concurrent,
+                args.concurrency,
+            ),
+        ] {
+            let connections = clients.div_ceil(args.clients_per_connection);
+            let mut channels = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                channels.push(connect(addr).await?);
+            }
+            let batch = Arc::new(batch);
+            let next = Arc::new(AtomicUsize::new(0));
+            let started = Instant::now();
+            let mut set = JoinSet::new();
+            for c in 0..clients {
+                let mut client = pb::approval_service_client::ApprovalServiceClient::new(
+                    channels[c / args.clients_per_connection].clone(),
+                );
+                let (batch, next) = (batch.clone(), next.clone());
+                set.spawn(async move {
+                    let gateway = MetadataValue::from_static("mail-gateway");
+                    let (mut samples, mut errors) = (Vec::new(), Vec::new());
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(reply) = batch.get(i) else {
+                            return (samples, errors);
+                        };
+                        let message = pb::SubmitInboundEmailRequest {
+                            raw: reply.raw.clone(),
+                            recipient: reply.recipient.clone(),
+                        };
+                        let t = Instant::now();
+                        match client
+                            .submit_inbound_email(as_user(message, &gateway))
+                            .await
+                        {
+                            Ok(r) if r.get_ref().verdict == pb::Verdict::Applied as i32 => {
+                                samples.push(t.elapsed());
+                            }
+                            Ok(r) => errors.push(format!("reply {i}: {}", r.get_ref().reason)),
+                            Err(s) => errors.push(format!("reply {i}: {}", s.message())),
+                        }
+                    }
+                });
+            }
+            let mut samples = Vec::new();
+            let mut errors = Vec::new();
+            while let Some(done) = set.join_next().await {
+                let (s, e) = done.context("a client panicked")?;
+                samples.extend(s);
+                errors.extend(e);
+            }
+            let wall = started.elapsed();
+            samples.sort_unstable();
+            let mean = if samples.is_empty() {
+                Duration::ZERO
+            } else {
+                samples.iter().sum::<Duration>() / samples.len() as u32
+            };
+            println!(
+                "{label:<28} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10.1}",
+                samples.len(),
+                ms(mean),
+                ms(percentile(&samples, 0.50)),
+                ms(percentile(&samples, 0.90)),
+                ms(percentile(&samples, 0.99)),
+                ms(samples.last().copied().unwrap_or_default()),
+                samples.len() as f64 / wall.as_secs_f64().max(f64::EPSILON)
+            );
+            for e in errors.iter().take(ERRORS_SHOWN) {
+                println!("error: {e}");
+            }
+            failed += errors.len();
+        }
+        if failed > 0 {
+            bail!("{failed} replies were not applied");
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -4,4 +4,5 @@
 //! store then writes in one transaction. No tonic, no sqlx here: data in, decisions out.
 pub mod condition;
 pub mod definition;
+pub mod reminders;
 pub mod runtime;

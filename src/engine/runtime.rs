@@ -435,7 +435,11 @@ impl Walk<'_, '_> {
                 .filter(|f| arrived.get(&f.id).copied().unwrap_or(0) == 0)
                 .map(|f| f.id.as_str())
                 .collect();
-            let detail = json!({ "arrived_on": def.flows[via].id, "waiting_for": waiting_for });
+            let detail = json!({
+                "arrived_on": def.flows[via].id,
+                "waiting_for": waiting_for,
+                "from_activity": from_activity,
+            });
             self.event("join_waiting", &node.id, detail);
             return Ok(());
         }

@@ -50,10 +50,27 @@ pub struct ReplyReading {
     pub ambiguous: Vec<String>,
     pub decision_line: Option<String>,
     pub correlation: Correlation,
+    /// For a bounce: which of our mails failed and why, as far as the report says.
+    pub bounce: Option<BounceReport>,
     pub explanation: Vec<String>,
 }
 
-/// The words that select one outcome.
+/// What a bounce (a DSN, or a mailer-daemon's plain-text notice) says about the mail it returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BounceReport {
+    /// Message-IDs (without angle brackets) of the returned mail, most reliable source first:
+    /// the returned message or its headers, Original-Message-ID / X-Original-Message-ID, then
+    /// In-Reply-To / References that name one of our mails (`rf.` ids).
+    pub original_message_ids: Vec<String>,
+    /// The failed recipient (Final-Recipient / Original-Recipient), when given.
+    pub recipient: String,
+    /// False for a report that only says "delayed" / "delivered" / "relayed" (RFC 3464 Action):
+    /// the mail has not failed.
+    pub failed: bool,
+    /// The remote server's answer (Diagnostic-Code, else Status, else the first SMTP error line
+    /// of the human-readable part).
+    pub diagnostic: String,
+}
 #[derive(Debug, Clone)]
 pub struct OutcomeWords {
     pub id: String,
@@ -89,6 +106,8 @@ const APPROVE_WORDS: &[&str] = &[
     "好的",
     "没问题",
     "沒問題",
+    "没有问题",
+    "沒有問題",
 ];
 const REJECT_WORDS: &[&str] = &[
     "reject",
@@ -99,6 +118,7 @@ const REJECT_WORDS: &[&str] = &[
     "decline",
     "declined",
     "disapprove",
+    "disagree",
     "不同意",
     "驳回",
     "駁回",
@@ -194,6 +214,8 @@ fn norm_char(c: char) -> char {
     let c = match c as u32 {
         0xFF01..=0xFF5E => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
         0x3000 | 0x00A0 => ' ',
+        // "can’t" as phones type it must read like "can't".
+        0x2018 | 0x2019 | 0x2032 | 0x00B4 => '\'',
         _ => c,
     };
     let mut lower = c.to_lowercase();
@@ -273,32 +295,81 @@ fn term_at(line: &[char], at: usize, term: &[char]) -> bool {
     true
 }
 
+/// Who may stand before an English negation: "I can't approve", "we won't approve".
+const NEGATION_SUBJECTS: &[&str] = &[
+    "i ",
+    "we ",
+    "i am ",
+    "i'm ",
+    "im ",
+    "we are ",
+    "we're ",
+    "sorry, i ",
+    "sorry i ",
+];
+
+/// A negation before an outcome word turns it into its opposite ("不同意", "can't approve").
 const NEGATIONS: &[&str] = &[
-    "i do not ",
-    "i don't ",
-    "i dont ",
-    "i cannot ",
-    "i can't ",
-    "i won't ",
     "do not ",
     "don't ",
     "dont ",
+    "does not ",
+    "doesn't ",
     "not ",
     "cannot ",
+    "can not ",
     "can't ",
-    "won't ",
+    "cant ",
+    "could not ",
+    "couldn't ",
     "will not ",
+    "won't ",
+    "wont ",
+    "would not ",
+    "wouldn't ",
+    "should not ",
+    "shouldn't ",
+    "must not ",
+    "mustn't ",
     "never ",
+    "unable to ",
+    "not able to ",
+    "refuse to ",
     "不予",
     "不能",
+    "不可",
+    "不会",
+    "不會",
+    "不太",
+    "不再",
+    "不便",
     "不",
     "未",
     "没有",
     "沒有",
+    "没",
+    "沒",
     "无法",
     "無法",
+    "没法",
+    "沒法",
+    "没办法",
+    "沒辦法",
+    "难以",
+    "難以",
+    "恕难",
+    "恕難",
+    "暂不",
+    "暫不",
+    "暂时不",
+    "暫時不",
+    "先不",
     "拒不",
 ];
+
+/// A negation after the outcome word (the potential complement: "同意不了", "批准不下来").
+/// "不得" and "不过" are left out on purpose: "同意，不得超支" and "同意不过…" approve.
+const SUFFIX_NEGATIONS: &[&str] = &["不了", "不下来", "不下來"];
 
 struct Hit {
     outcome: usize,
@@ -325,30 +396,70 @@ fn hit_at(line: &[char], at: usize, terms: &[Vec<(Vec<char>, &'static str)>]) ->
     best
 }
 
-/// A decision term at the start of the line, or a negation followed by one.
-fn decision_hit(line: &[char], terms: &[Vec<(Vec<char>, &'static str)>]) -> Option<Hit> {
-    let direct = hit_at(line, 0, terms);
-    for neg in NEGATIONS {
-        let neg: Vec<char> = neg.chars().collect();
-        if line.len() > neg.len() && line[..neg.len()] == *neg {
-            let mut at = neg.len();
-            while at < line.len() && line[at].is_whitespace() {
-                at += 1;
+/// The lengths (in chars) of every negation prefix of `line`: 6 for "can't ", 8 for "i can't ".
+fn negation_prefixes(line: &[char]) -> Vec<usize> {
+    let starts_with = |at: usize, text: &str| {
+        let t: Vec<char> = text.chars().collect();
+        line.len() > at + t.len() && line[at..at + t.len()] == *t
+    };
+    let mut found = Vec::new();
+    let subjects = std::iter::once("").chain(NEGATION_SUBJECTS.iter().copied());
+    for subject in subjects {
+        if !starts_with(0, subject) {
+            continue;
+        }
+        let at = subject.chars().count();
+        for neg in NEGATIONS {
+            // A subject only goes with an English negation.
+            if !subject.is_empty() && !neg.is_ascii() {
+                continue;
             }
-            if let Some(h) = hit_at(line, at, terms) {
-                let total = at + h.len;
-                if direct.as_ref().is_none_or(|d| total >= d.len) {
-                    return Some(Hit {
-                        outcome: h.outcome,
-                        how: h.how,
-                        len: total,
-                        negated: true,
-                    });
-                }
+            if starts_with(at, neg) {
+                found.push(at + neg.chars().count());
             }
         }
     }
-    direct
+    found
+}
+
+/// A decision term at the start of the line, or a negation followed by one, or one followed by
+/// a negating complement ("同意不了").
+fn decision_hit(line: &[char], terms: &[Vec<(Vec<char>, &'static str)>]) -> Option<Hit> {
+    let mut best = hit_at(line, 0, terms);
+    for neg_len in negation_prefixes(line) {
+        let mut at = neg_len;
+        while at < line.len() && line[at].is_whitespace() {
+            at += 1;
+        }
+        if let Some(h) = hit_at(line, at, terms) {
+            let total = at + h.len;
+            if best
+                .as_ref()
+                .is_none_or(|b| total > b.len || (total == b.len && !b.negated))
+            {
+                best = Some(Hit {
+                    outcome: h.outcome,
+                    how: h.how,
+                    len: total,
+                    negated: true,
+                });
+            }
+        }
+    }
+    let mut hit = best?;
+    let mut at = hit.len;
+    while at < line.len() && line[at].is_whitespace() {
+        at += 1;
+    }
+    for suffix in SUFFIX_NEGATIONS {
+        let s: Vec<char> = suffix.chars().collect();
+        if line.len() >= at + s.len() && line[at..at + s.len()] == *s {
+            hit.negated = true;
+            hit.len = at + s.len();
+            break;
+        }
+    }
+    Some(hit)
 }
 
 /// Reads a raw RFC 822 reply. `delivered_to`: the envelope recipient (Delivered-To) when known.
@@ -367,6 +478,7 @@ pub fn read_reply(
         ambiguous: Vec::new(),
         decision_line: None,
         correlation: Correlation::default(),
+        bounce: None,
         explanation: Vec::new(),
     };
     let start = raw
@@ -482,6 +594,35 @@ pub fn read_reply(
         reading.kind = ReplyKind::AutoReply;
         reading.explanation.push(format!("auto-reply: {why}"));
     }
+    if reading.kind == ReplyKind::Bounce {
+        let report = bounce_report(&msg, &reading.correlation);
+        reading
+            .explanation
+            .push(if report.original_message_ids.is_empty() {
+                "bounce: the report names no Message-ID of the returned mail".to_string()
+            } else {
+                format!(
+                    "bounce: {} <{}>{}{}",
+                    if report.failed {
+                        "delivery failed for"
+                    } else {
+                        "a delay or success notice (no failure) about"
+                    },
+                    report.original_message_ids.join(">, <"),
+                    if report.recipient.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" to {}", report.recipient)
+                    },
+                    if report.diagnostic.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", report.diagnostic)
+                    }
+                )
+            });
+        reading.bounce = Some(report);
+    }
 
     // The body.
     let text_part_is_html = msg.text_part(0).is_some_and(|p| p.is_text_html());
@@ -550,6 +691,354 @@ pub fn read_reply(
     reading.explanation.extend(reasons);
     decide(&mut reading, outcomes);
     reading
+}
+
+/// What a reply must pass, per the receiving MTA's `Authentication-Results` (`mail.require_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthRequirement {
+    #[default]
+    None,
+    /// A `dkim=pass` whose signing domain (`header.d`) is the From domain or a parent of it.
+    Dkim,
+    /// `dmarc=pass` (for the From domain when the result names it).
+    Dmarc,
+}
+
+/// `mail.authserv_id` + `mail.require_auth`, checked once at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboundAuth {
+    /// Lower case; only headers carrying it are trusted.
+    pub authserv_id: Option<String>,
+    pub require: AuthRequirement,
+}
+
+impl InboundAuth {
+    /// Errors name the configuration key.
+    pub fn from_settings(authserv_id: Option<&str>, require_auth: &str) -> anyhow::Result<Self> {
+        let require = match require_auth.trim().to_lowercase().as_str() {
+            "none" | "" => AuthRequirement::None,
+            "dkim" => AuthRequirement::Dkim,
+            "dmarc" => AuthRequirement::Dmarc,
+            other => {
+                anyhow::bail!("mail.require_auth: expected none, dkim or dmarc, got {other:?}")
+            }
+        };
+        let authserv_id = authserv_id
+            .map(|id| id.trim().to_lowercase())
+            .filter(|id| !id.is_empty());
+        if let Some(id) = &authserv_id
+            && id.chars().any(|c| c.is_whitespace() || c == ';')
+        {
+            anyhow::bail!("mail.authserv_id: {id:?} is not an authserv-id (no spaces or ';')");
+        }
+        if require != AuthRequirement::None && authserv_id.is_none() {
+            anyhow::bail!(
+                "mail.require_auth = {require_auth:?} needs mail.authserv_id: the authserv-id of your receiving MTA, whose Authentication-Results are trusted"
+            );
+        }
+        Ok(Self {
+            authserv_id,
+            require,
+        })
+    }
+
+    /// `Ok(what passed)` or `Err(why not)`, from the `Authentication-Results` header values of a
+    /// mail from `from` (bare address). Only headers whose authserv-id is ours count: anyone
+    /// can write such a header, and RFC 8601 §5 has the receiving MTA remove copies of its own.
+    pub fn check(&self, results: &[String], from: &str) -> Result<String, String> {
+        let Some(ours) = &self.authserv_id else {
+            return Ok("no authentication required".into());
+        };
+        if self.require == AuthRequirement::None {
+            return Ok("no authentication required".into());
+        }
+        let from_domain = from
+            .rsplit_once('@')
+            .map(|(_, d)| d.trim().trim_end_matches('.').to_lowercase())
+            .unwrap_or_default();
+        let trusted: Vec<Vec<AuthResult>> = results
+            .iter()
+            .filter_map(|h| parse_authentication_results(h))
+            .filter(|(id, _)| id == ours)
+            .map(|(_, r)| r)
+            .collect();
+        if trusted.is_empty() {
+            return Err(format!(
+                "no Authentication-Results from {ours} (the trusted authserv-id): the sender could not be verified"
+            ));
+        }
+        let method = match self.require {
+            AuthRequirement::Dkim => "dkim",
+            AuthRequirement::Dmarc => "dmarc",
+            AuthRequirement::None => return Ok("no authentication required".into()),
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for r in trusted.iter().flatten().filter(|r| r.method == method) {
+            let domain = match self.require {
+                AuthRequirement::Dkim => r.prop("header.d").map(str::to_string).or_else(|| {
+                    r.prop("header.i")
+                        .and_then(|i| i.rsplit_once('@').map(|(_, d)| d.to_string()))
+                }),
+                _ => r.prop("header.from").map(str::to_string),
+            }
+            .map(|d| d.trim_end_matches('.').to_lowercase());
+            let aligned = match (self.require, &domain) {
+                (AuthRequirement::Dkim, Some(d)) => {
+                    !d.is_empty() && (from_domain == *d || from_domain.ends_with(&format!(".{d}")))
+                }
+                (AuthRequirement::Dkim, None) => false,
+                // A DMARC result is about the From domain by definition; one naming another
+                // domain is about another mail.
+                (_, Some(d)) => from_domain == *d,
+                (_, None) => true,
+            };
+            if r.result == "pass" && aligned {
+                return Ok(format!(
+                    "{method}=pass{} by {ours}",
+                    domain.map(|d| format!(" for {d}")).unwrap_or_default()
+                ));
+            }
+            seen.push(format!(
+                "{method}={}{}",
+                r.result,
+                domain.map(|d| format!(" ({d})")).unwrap_or_default()
+            ));
+        }
+        Err(if seen.is_empty() {
+            format!("{ours} reported no {method} result for this mail")
+        } else {
+            format!(
+                "{method} did not pass for {from_domain}: {ours} reported {}",
+                seen.join(", ")
+            )
+        })
+    }
+}
+
+/// One `method=result` of an Authentication-Results header, with its properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AuthResult {
+    method: String,
+    result: String,
+    /// `ptype.property` (lower case) → value.
+    props: Vec<(String, String)>,
+}
+
+impl AuthResult {
+    fn prop(&self, name: &str) -> Option<&str> {
+        self.props
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// RFC 8601: `authserv-id [version] ; method[/version]=result [reason=...] [ptype.prop=value]...
+/// ; ...` with CFWS anywhere. The authserv-id (lower case) and the results; None when malformed.
+fn parse_authentication_results(value: &str) -> Option<(String, Vec<AuthResult>)> {
+    // Comments go first; quoted strings keep their content.
+    let mut clean = String::new();
+    let mut depth = 0usize;
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in value.chars() {
+        if escaped {
+            if depth == 0 {
+                clean.push(c);
+            }
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                clean.push(c);
+            }
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            ';' if quoted => clean.push('\u{1}'),
+            _ if depth == 0 => clean.push(if c.is_whitespace() { ' ' } else { c }),
+            _ => {}
+        }
+    }
+    let mut sections = clean.split(';');
+    let id = sections.next()?.split_whitespace().next()?.to_lowercase();
+    let mut results = Vec::new();
+    for section in sections {
+        let mut words = section.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        let Some((method, result)) = first.split_once('=') else {
+            continue;
+        };
+        let method = method
+            .split('/')
+            .next()
+            .unwrap_or(method)
+            .trim()
+            .to_lowercase();
+        let props = words
+            .filter_map(|w| w.split_once('='))
+            .map(|(k, v)| (k.to_lowercase(), v.trim_matches('"').replace('\u{1}', ";")))
+            .collect();
+        results.push(AuthResult {
+            method,
+            result: result.trim().to_lowercase(),
+            props,
+        });
+    }
+    Some((id, results))
+}
+
+/// Which mail a bounce returns and why. Reads the DSN parts (RFC 3464: message/delivery-status,
+/// the returned message/rfc822 or text/rfc822-headers), then the bounce's own headers, then the
+/// human-readable text of a plain mailer-daemon notice (which quotes the returned headers).
+fn bounce_report(msg: &mail_parser::Message<'_>, c: &Correlation) -> BounceReport {
+    let mut report = BounceReport::default();
+    let mut ids: Vec<String> = Vec::new();
+    let push_id = |ids: &mut Vec<String>, id: &str| {
+        let id = id
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .trim();
+        if !id.is_empty() && id.contains('@') && !ids.iter().any(|x| x == id) {
+            ids.push(id.to_string());
+        }
+    };
+    let mut status = String::new();
+    let mut human = String::new();
+    let mut actions: Vec<String> = Vec::new();
+    for part in msg.parts.iter().skip(1) {
+        let ctype = part
+            .content_type()
+            .map(|ct| {
+                format!(
+                    "{}/{}",
+                    ct.ctype().to_lowercase(),
+                    ct.subtype().unwrap_or("").to_lowercase()
+                )
+            })
+            .unwrap_or_default();
+        match ctype.as_str() {
+            "message/delivery-status" | "message/global-delivery-status" => {
+                let text = String::from_utf8_lossy(part.contents());
+                for (name, value) in field_lines(&text) {
+                    let value = value.trim();
+                    match name.as_str() {
+                        "diagnostic-code" if report.diagnostic.is_empty() => {
+                            // "smtp; 550 5.1.1 User unknown": the type is not the news.
+                            report.diagnostic = value
+                                .split_once(';')
+                                .map_or(value, |(_, d)| d.trim())
+                                .to_string();
+                        }
+                        "status" if status.is_empty() => status = value.to_string(),
+                        "final-recipient" | "original-recipient" if report.recipient.is_empty() => {
+                            report.recipient = value
+                                .split_once(';')
+                                .map_or(value, |(_, r)| r.trim())
+                                .to_string();
+                        }
+                        "original-message-id" | "x-original-message-id" => {
+                            push_id(&mut ids, value);
+                        }
+                        "action" => actions.push(value.to_lowercase()),
+                        _ => {}
+                    }
+                }
+            }
+            "message/rfc822" | "message/global" => {
+                if let Some(id) = part.message().and_then(|m| m.message_id()) {
+                    push_id(&mut ids, id);
+                }
+            }
+            "text/rfc822-headers" | "message/rfc822-headers" | "message/global-headers" => {
+                let text = String::from_utf8_lossy(part.contents());
+                for (name, value) in field_lines(&text) {
+                    if name == "message-id" {
+                        push_id(&mut ids, &value);
+                    }
+                }
+            }
+            "text/plain" if human.is_empty() => {
+                human = part.text_contents().unwrap_or_default().to_string();
+            }
+            _ => {}
+        }
+    }
+    if human.is_empty() && msg.parts.len() == 1 {
+        human = msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default();
+    }
+    for name in ["Original-Message-ID", "X-Original-Message-ID"] {
+        for value in msg.header_values(name) {
+            if let Some(text) = value.as_text() {
+                push_id(&mut ids, text);
+            }
+        }
+    }
+    for id in c.in_reply_to.iter().chain(&c.references) {
+        if id.trim_start_matches('<').starts_with("rf.") {
+            push_id(&mut ids, id);
+        }
+    }
+    // A plain notice quotes the returned headers in its text.
+    for (name, value) in field_lines(&human) {
+        if matches!(
+            name.as_str(),
+            "message-id" | "original-message-id" | "x-original-message-id"
+        ) {
+            push_id(&mut ids, &value);
+        }
+    }
+    report.original_message_ids = ids;
+    report.failed = actions.is_empty() || actions.iter().any(|a| a == "failed");
+    if report.diagnostic.is_empty() {
+        report.diagnostic = human
+            .lines()
+            .find_map(|l| smtp_error_at(l).map(|at| l[at..].trim().chars().take(300).collect()))
+            .unwrap_or_default();
+    }
+    if report.diagnostic.is_empty() && !status.is_empty() {
+        report.diagnostic = format!("status {status}");
+    }
+    report
+}
+
+/// `Name: value` lines of a header-like block (folded lines joined), names lower case.
+fn field_lines(text: &str) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = fields.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            if !name.is_empty()
+                && !name.contains(' ')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                fields.push((name.to_lowercase(), value.trim().to_string()));
+            }
+        }
+    }
+    fields
+}
+
+/// Where a permanent SMTP error (`550 5.1.1 …`, `554 …`) starts in a line, if it has one.
+fn smtp_error_at(line: &str) -> Option<usize> {
+    let b = line.as_bytes();
+    (0..b.len().saturating_sub(3)).find(|&i| {
+        b[i] == b'5'
+            && b[i + 1].is_ascii_digit()
+            && b[i + 2].is_ascii_digit()
+            && matches!(b[i + 3], b' ' | b'-')
+            && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
+    })
 }
 
 /// The bytes after the header block, as text, when there are any.
@@ -1697,6 +2186,204 @@ mod tests {
             assert_ne!(r.outcome.as_deref(), Some("approve"), "{body}: {r:#?}");
             assert_ne!(r.kind, ReplyKind::Decision, "{body}: {r:#?}");
         }
+    }
+
+    #[test]
+    fn negated_approvals_before_and_after_the_word_never_approve() {
+        for (body, comment) in [
+            ("同意不了", ""),
+            ("批准不了，预算超标", "预算超标"),
+            ("通过不了", ""),
+            ("同意不了 预算超了", "预算超了"),
+            ("批准不下来", ""),
+            ("不能同意", ""),
+            ("无法同意。", ""),
+            ("没法批准", ""),
+            ("沒法批准", ""),
+            ("暂不同意，等下个季度", "等下个季度"),
+            ("未批准", ""),
+            ("can't approve", ""),
+            ("Can’t approve, receipts missing", "receipts missing"),
+            ("cannot approve", ""),
+            ("can not approve", ""),
+            ("won't approve", ""),
+            ("I can't approve this", "this"),
+            ("We cannot approve.", ""),
+            ("Sorry, I can't approve", ""),
+            ("unable to approve", ""),
+            ("Disagree", ""),
+        ] {
+            let r = body_reading(body, &ab());
+            assert_eq!(r.kind, ReplyKind::Decision, "{body}: {r:#?}");
+            assert_eq!(r.outcome.as_deref(), Some("reject"), "{body}: {r:#?}");
+            assert_eq!(r.comment, comment, "{body}");
+            let only_approve = OutcomeWords::defaults(&["approve"]);
+            let r = body_reading(body, &only_approve);
+            assert_ne!(r.outcome.as_deref(), Some("approve"), "{body}: {r:#?}");
+        }
+        // What must keep approving: a comment that merely contains 不.
+        for (body, comment) in [
+            ("同意，不得超过预算", "不得超过预算"),
+            ("同意 不过下次早点提交", "不过下次早点提交"),
+            ("没问题", ""),
+            ("没有问题", ""),
+            ("可以", ""),
+            ("OK, can't wait", "can't wait"),
+        ] {
+            let r = body_reading(body, &ab());
+            assert_eq!(r.outcome.as_deref(), Some("approve"), "{body}: {r:#?}");
+            assert_eq!(r.comment, comment, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_dsn_names_the_returned_mail_and_the_servers_answer() {
+        let dsn = "From: Mail Delivery System <MAILER-DAEMON@mx.example.com>\r\n\
+            To: approvals@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+            Message-ID: <dsn.2@mx.example.com>\r\nMIME-Version: 1.0\r\n\
+            Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n\
+            --b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\
+            --b\r\nContent-Type: message/delivery-status\r\n\r\n\
+            Reporting-MTA: dns; mx.example.com\r\n\r\n\
+            Final-Recipient: rfc822; mary@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+            Diagnostic-Code: smtp; 550 5.1.1 <mary@example.com>: Recipient address\r\n rejected: User unknown\r\n\
+            \r\n--b\r\nContent-Type: message/rfc822\r\n\r\n\
+            From: approvals@example.com\r\nTo: mary@example.com\r\n\
+            Message-ID: <rf.abcdefghijklm.1@example.com>\r\nSubject: x\r\n\r\nbody\r\n--b--\r\n";
+        let r = read_reply(dsn.as_bytes(), &ab(), None);
+        assert_eq!(r.kind, ReplyKind::Bounce);
+        let b = r.bounce.expect("a bounce report");
+        assert_eq!(b.original_message_ids, ["rf.abcdefghijklm.1@example.com"]);
+        assert_eq!(b.recipient, "mary@example.com");
+        assert!(b.failed);
+        assert_eq!(
+            b.diagnostic,
+            "550 5.1.1 <mary@example.com>: Recipient address rejected: User unknown"
+        );
+        assert!(
+            r.explanation
+                .iter()
+                .any(|l| l.contains("rf.abcdefghijklm.1@example.com")),
+            "{:?}",
+            r.explanation
+        );
+
+        // The corpus' DSN returns only the headers (text/rfc822-headers), no Diagnostic-Code.
+        let raw = std::fs::read(format!(
+            "{}/tests/replies/bounce_dsn.eml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("bounce_dsn.eml");
+        let b = read_reply(&raw, &ab(), None)
+            .bounce
+            .expect("a bounce report");
+        assert_eq!(b.original_message_ids, ["rf.k3x9q2abmn4p5.2@example.com"]);
+        assert_eq!(b.diagnostic, "550 5.1.1 User unknown", "{b:?}");
+
+        // The returned message itself (message/rfc822), as Gmail's DSN carries it.
+        let raw = std::fs::read(format!(
+            "{}/tests/replies/bounce_dsn_rfc822.eml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("bounce_dsn_rfc822.eml");
+        let b = read_reply(&raw, &ab(), None)
+            .bounce
+            .expect("a bounce report");
+        assert_eq!(b.original_message_ids, ["rf.k3x9q2abmn4p5.2@example.com"]);
+        assert_eq!(b.recipient, "zhang.wei@example.com");
+        assert_eq!(
+            b.diagnostic,
+            "552 5.2.2 The email account that you tried to reach is over quota"
+        );
+
+        // A delay notice is not a failure.
+        let delayed = dsn.replace("Action: failed", "Action: delayed");
+        let b = read_reply(delayed.as_bytes(), &ab(), None)
+            .bounce
+            .expect("report");
+        assert!(!b.failed);
+
+        // A plain mailer-daemon notice quoting the returned headers, threaded under ours.
+        let plain = "From: MAILER-DAEMON@mx.example.com\r\nTo: approvals@example.com\r\n\
+            Subject: failure notice\r\nIn-Reply-To: <rf.nopqrstuvwxyz.1@example.com>\r\n\r\n\
+            Sorry, we were unable to deliver your message.\r\n\
+            <fred@example.com>: 552 5.2.2 Mailbox full\r\n\r\n--- Below this line is a copy of the message.\r\n\r\n\
+            Message-ID: <rf.zyxwvutsrqpon.3@example.com>\r\nSubject: x\r\n";
+        let r = read_reply(plain.as_bytes(), &ab(), None);
+        assert_eq!(r.kind, ReplyKind::Bounce);
+        let b = r.bounce.expect("report");
+        assert_eq!(
+            b.original_message_ids,
+            [
+                "rf.nopqrstuvwxyz.1@example.com",
+                "rf.zyxwvutsrqpon.3@example.com"
+            ]
+        );
+        assert_eq!(b.diagnostic, "552 5.2.2 Mailbox full");
+    }
+
+    #[test]
+    fn authentication_results_are_trusted_only_from_our_authserv_id() {
+        let dkim = InboundAuth::from_settings(Some("MX.Example.com"), "dkim").unwrap();
+        let dmarc = InboundAuth::from_settings(Some("mx.example.com"), "dmarc").unwrap();
+        let ours_pass = "mx.example.com; dkim=pass (2048-bit key) header.d=example.com \
+            header.i=@example.com header.s=s1 header.b=abc; spf=pass smtp.mailfrom=example.com; \
+            dmarc=pass (p=reject dis=none) header.from=example.com"
+            .to_string();
+        let forged = "evil.example; dkim=pass header.d=example.com; dmarc=pass".to_string();
+        let ours_fail =
+            "mx.example.com 1; dkim=fail reason=\"bad; sig\" header.d=example.com; dmarc=fail"
+                .to_string();
+        // From a subdomain of the signing domain: a parent domain's signature counts.
+        assert!(dkim.check(&[ours_pass.clone()], "mary@example.com").is_ok());
+        assert!(
+            dkim.check(&[ours_pass.clone()], "mary@hq.example.com")
+                .is_ok()
+        );
+        assert!(
+            dkim.check(&[ours_pass.clone()], "mary@example.org")
+                .is_err()
+        );
+        assert!(
+            dkim.check(&[ours_pass.clone()], "mary@badexample.com")
+                .is_err()
+        );
+        assert!(
+            dmarc
+                .check(&[ours_pass.clone()], "mary@example.com")
+                .is_ok()
+        );
+        // A signature by another domain (the sender's provider) is not the From domain's.
+        let other = "mx.example.com; dkim=pass header.d=mailchimp.com".to_string();
+        assert!(dkim.check(&[other], "mary@example.com").is_err());
+        // Anyone can write an Authentication-Results header: only ours is read.
+        let why = dkim
+            .check(&[forged.clone()], "mary@example.com")
+            .unwrap_err();
+        assert!(
+            why.contains("no Authentication-Results from mx.example.com"),
+            "{why}"
+        );
+        assert!(
+            dmarc
+                .check(&[forged.clone(), ours_fail.clone()], "mary@example.com")
+                .is_err()
+        );
+        let why = dkim.check(&[ours_fail], "mary@example.com").unwrap_err();
+        assert!(why.contains("dkim=fail"), "{why}");
+        assert!(dkim.check(&[], "mary@example.com").is_err());
+        // Nothing required: everything passes.
+        let none = InboundAuth::from_settings(None, "none").unwrap();
+        assert!(none.check(&[forged], "mary@example.com").is_ok());
+        // Configuration errors name the key.
+        let e = InboundAuth::from_settings(Some("mx"), "spf")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mail.require_auth"), "{e}");
+        let e = InboundAuth::from_settings(None, "dmarc")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mail.authserv_id"), "{e}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn json_text(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Internal(e.into()))
 }
 
-fn instance_record(row: &sqlx::any::AnyRow) -> Result<InstanceRecord> {
+pub(super) fn instance_record(row: &sqlx::any::AnyRow) -> Result<InstanceRecord> {
     let joins: String = row.try_get("joins")?;
     Ok(InstanceRecord {
         instance: rows::instance(row)?,

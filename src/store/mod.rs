@@ -13,8 +13,12 @@ mod definitions;
 pub mod imap_state;
 pub mod inbound;
 mod instances;
+mod messages;
 mod outbox;
 mod paging;
+pub mod reminder_stats;
+pub mod reminder_types;
+pub mod reminders;
 mod rows;
 pub mod users;
 
@@ -27,6 +31,7 @@ use sqlx::{
 };
 
 pub use instances::{InstanceFilter, InstanceRecord, TaskFilter};
+pub use messages::MessageSelection;
 pub use outbox::{Delivery, DeliveryOutcome};
 pub use paging::PageRequest;
 
@@ -104,6 +109,11 @@ impl Store {
             .await
             .context("connecting to the database")?;
         Ok(Self { pool, backend })
+    }
+
+    /// The pool itself, for tests and tools that inspect tables directly.
+    pub fn pool(&self) -> &sqlx::AnyPool {
+        &self.pool
     }
 
     pub fn backend(&self) -> Backend {

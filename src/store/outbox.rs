@@ -10,7 +10,7 @@ use crate::{
 };
 
 const COLUMNS: &str = "id, kind, context_id, task_id, recipient, sender, message_id, body, status, \
-    attempts, next_attempt_at, last_error, created_at, sent_at";
+    attempts, next_attempt_at, last_error, created_at, sent_at, fallback";
 
 fn mail(row: &AnyRow) -> Result<OutboxMail> {
     let status: String = row.try_get("status")?;
@@ -32,6 +32,7 @@ fn mail(row: &AnyRow) -> Result<OutboxMail> {
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
         sent_at: (sent_at != 0).then_some(sent_at),
+        fallback: row.try_get("fallback")?,
     })
 }
 
@@ -39,7 +40,7 @@ impl Tx {
     pub async fn insert_outbox(&mut self, m: &OutboxMail) -> Result<()> {
         sqlx::query::<Any>(AssertSqlSafe(format!(
             "INSERT INTO outbox ({COLUMNS}, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0)"
         )))
         .bind(&m.id)
         .bind(&m.kind)
@@ -55,9 +56,42 @@ impl Tx {
         .bind(&m.last_error)
         .bind(m.created_at)
         .bind(m.sent_at.unwrap_or(0))
+        .bind(&m.fallback)
         .execute(&mut *self.inner)
         .await?;
         Ok(())
+    }
+
+    /// Marks a mail that already left as failed for good (a bounce came back for it), and queues
+    /// its fallback. Returns the outbox id, or None when no sent mail has that Message-ID.
+    pub async fn fail_sent_mail(
+        &mut self,
+        message_id: &str,
+        error: &str,
+        now: i64,
+    ) -> Result<Option<String>> {
+        let id = sqlx::query_scalar::<Any, String>(
+            "UPDATE outbox SET status = 'perm_failed', last_error = $2 \
+             WHERE message_id = $1 AND status = 'sent' RETURNING id",
+        )
+        .bind(message_id)
+        .bind(error)
+        .fetch_optional(&mut *self.inner)
+        .await?;
+        if let Some(id) = &id {
+            queue_fallback(&mut self.inner, id, error, now).await?;
+        }
+        Ok(id)
+    }
+
+    pub async fn outbox_row(&mut self, id: &str) -> Result<Option<OutboxMail>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM outbox WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *self.inner)
+        .await?;
+        row.as_ref().map(mail).transpose()
     }
 
     /// Drops mail that has not left yet (the task closed, the approval was revoked).
@@ -70,6 +104,27 @@ impl Tx {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// A row that failed for good and has a fallback gets an outbox_fallbacks row (taken by the
+/// reminder scheduler), in the transaction that marks it failed.
+async fn queue_fallback(
+    conn: &mut sqlx::AnyConnection,
+    outbox_id: &str,
+    error: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query::<Any>(
+        "INSERT INTO outbox_fallbacks (outbox_id, error, created_at) \
+         SELECT id, $2, $3 FROM outbox WHERE id = $1 AND fallback <> '' \
+         ON CONFLICT (outbox_id) DO NOTHING",
+    )
+    .bind(outbox_id)
+    .bind(error)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// What one delivery attempt came to.
@@ -141,6 +196,9 @@ impl Store {
             .bind(error)
             .execute(&mut *tx)
             .await?;
+            if status == OutboxStatus::PermFailed {
+                queue_fallback(&mut tx, &outcome.outbox_id, error, now).await?;
+            }
         }
         tx.commit().await?;
         Ok(())

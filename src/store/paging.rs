@@ -32,7 +32,7 @@ impl PageRequest {
         })
     }
 
-    fn limit(&self) -> i64 {
+    pub(super) fn limit(&self) -> i64 {
         match i64::from(self.page_size) {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
@@ -74,6 +74,12 @@ impl Filter {
         if !value.is_empty() {
             self.eq(column, value);
         }
+    }
+
+    /// A condition with one parameter: `clause` gets the parameter's number.
+    pub(super) fn with_arg(&mut self, value: &str, clause: impl FnOnce(usize) -> String) {
+        self.args.push(value.to_string());
+        self.clauses.push(clause(self.args.len()));
     }
 
     /// A condition without parameters, written by the store itself.
@@ -121,7 +127,7 @@ impl Filter {
         })
     }
 
-    fn fingerprint(&self) -> String {
+    pub(super) fn fingerprint(&self) -> String {
         let mut hasher = Sha256::new();
         for part in self.clauses.iter().chain(&self.args) {
             hasher.update(part.as_bytes());
@@ -177,11 +183,11 @@ impl Store {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_token(token: &str, fingerprint: &str) -> Result<String> {
+pub(super) fn decode_token(token: &str, fingerprint: &str) -> Result<String> {
     let bad = || {
         Error::invalid(
             "page_token",

@@ -19,9 +19,10 @@
 //!   re-issued far more often than the 30 min after which servers drop it). Any error drops the
 //!   connection and reconnects after an exponential backoff with full jitter.
 //!
-//! Mail larger than [`MAX_INBOUND_BYTES`] is refused unread: not ingested (no verdict is
-//! recorded, since the bytes were never fetched), logged, flagged `\Seen` and moved to the
-//! processed folder like the rest.
+//! Mail larger than [`MAX_INBOUND_BYTES`] is not read: only its header is (IMAP
+//! `BODY.PEEK[HEADER]`; Maildir: the first bytes of the file), for a `too_large` row in the
+//! inbound log and an answer telling the sender the limit ([`Workflow::ingest_too_large`]); then
+//! it is flagged `\Seen` and moved to the processed folder like the rest.
 use std::{
     fmt,
     path::{Path, PathBuf},
@@ -43,7 +44,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     mail::transport::tls_roots,
     store::imap_state::ImapState,
-    workflow::{Workflow, inbound::MAX_INBOUND_BYTES},
+    workflow::{
+        Workflow,
+        inbound::{MAX_HEADER_BYTES, MAX_INBOUND_BYTES, header_block},
+    },
 };
 
 /// The Maildir loop looks for new files this often.
@@ -320,10 +324,22 @@ impl InboundWorker {
                 Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
             };
             if size > MAX_INBOUND_BYTES as u64 {
+                let header = match read_head(&path).await {
+                    Ok(head) => head,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+                };
+                let header = header_block(&header);
+                let record = self
+                    .workflow
+                    .ingest_too_large(header, size, delivered_to(header).as_deref(), "maildir")
+                    .await
+                    .with_context(|| format!("ingesting the header of {}", path.display()))?;
                 tracing::warn!(
-                    file = %path.display(), size, limit = MAX_INBOUND_BYTES,
-                    "refusing an inbound mail unread: larger than the limit; moved to the processed folder"
+                    file = %path.display(), size, limit = MAX_INBOUND_BYTES, inbound_id = %record.id,
+                    "inbound mail larger than the limit: only its header was read (too_large)"
                 );
+                ingested += 1;
             } else {
                 let raw = match tokio::fs::read(&path).await {
                     Ok(raw) => raw,
@@ -568,10 +584,7 @@ impl InboundWorker {
                     batch.clear();
                     batch_bytes = 0;
                 }
-                tracing::warn!(
-                    mailbox = %conn.key, uid, size, limit = MAX_INBOUND_BYTES,
-                    "refusing an inbound mail unread: larger than the limit; flagged \\Seen and moved to the processed folder"
-                );
+                ingested += self.imap_too_large(session, conn, uid, size).await?;
                 self.imap_move(session, conn, &uid.to_string(), true)
                     .await?;
                 state.last_uid = i64::from(uid);
@@ -597,6 +610,52 @@ impl InboundWorker {
             store.save_imap_state(&conn.key, state).await?;
         }
         Ok(ingested)
+    }
+
+    /// A message over the size cap: its header only (`BODY.PEEK[HEADER]`, nothing marked read),
+    /// ingested as `too_large`. 1, or 0 when the message vanished meanwhile.
+    async fn imap_too_large(
+        &self,
+        session: &mut ImapSession,
+        conn: &ImapConn,
+        uid: u32,
+        size: u32,
+    ) -> anyhow::Result<usize> {
+        let fetches: Vec<_> = timed(
+            async {
+                let fetches: Vec<_> = session
+                    .uid_fetch(uid.to_string(), "(UID BODY.PEEK[HEADER])")
+                    .await?
+                    .try_collect()
+                    .await?;
+                anyhow::Ok(fetches)
+            },
+            "UID FETCH BODY.PEEK[HEADER]",
+        )
+        .await?;
+        drain_unsolicited(session);
+        let Some(header) = fetches
+            .iter()
+            .find(|f| f.uid == Some(uid))
+            .and_then(|f| f.header())
+        else {
+            return Ok(0);
+        };
+        let record = self
+            .workflow
+            .ingest_too_large(
+                header,
+                u64::from(size),
+                delivered_to(header).as_deref(),
+                "imap",
+            )
+            .await
+            .with_context(|| format!("ingesting the header of UID {uid}"))?;
+        tracing::warn!(
+            mailbox = %conn.key, uid, size, limit = MAX_INBOUND_BYTES, inbound_id = %record.id,
+            "inbound mail larger than the limit: only its header was read (too_large)"
+        );
+        Ok(1)
     }
 
     /// Fetches, ingests, moves and records one batch of UIDs (ascending). When an ingestion
@@ -657,6 +716,7 @@ impl InboundWorker {
         }
         let n = done.len();
         if let Some(&last) = done.iter().max() {
+            failpoint("inbound-before-move");
             self.imap_move(session, conn, &uid_set(&done), false)
                 .await?;
             state.last_uid = state.last_uid.max(i64::from(last));
@@ -832,6 +892,18 @@ fn delivered_to(raw: &[u8]) -> Option<String> {
     None
 }
 
+/// The first [`MAX_HEADER_BYTES`] of a file: enough for any header block, never the whole of
+/// a huge mail.
+async fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await?;
+    let mut head = Vec::new();
+    file.take(MAX_HEADER_BYTES as u64)
+        .read_to_end(&mut head)
+        .await?;
+    Ok(head)
+}
+
 /// A file name in the processed folder's cur/: Maildir's info suffix with the Seen flag.
 fn processed_name(name: &str) -> String {
     match name.split_once(":2,") {
@@ -842,6 +914,20 @@ fn processed_name(name: &str) -> String {
             format!("{base}:2,{}", flags.into_iter().collect::<String>())
         }
         None => format!("{name}:2,S"),
+    }
+}
+
+/// A crash on purpose, for the tests that prove a crash between ingestion and MOVE loses and
+/// doubles nothing: aborts when `REPLYFLOW_FAILPOINT` (read once) names `name`.
+fn failpoint(name: &str) {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| std::env::var("REPLYFLOW_FAILPOINT").ok());
+    if armed.as_deref() == Some(name) {
+        tracing::error!(
+            failpoint = name,
+            "REPLYFLOW_FAILPOINT: aborting the process"
+        );
+        std::process::abort();
     }
 }
 

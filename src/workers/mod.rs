@@ -3,3 +3,4 @@
 //! lives in the database, so a restart resumes where they stopped.
 pub mod inbound;
 pub mod outbox;
+pub mod reminders;

@@ -1,4 +1,9 @@
-//! The outbox sender: delivers the mail that transactions wrote to the `outbox` table.
+//! The outbox sender: delivers the mail (and SMS) that transactions wrote to the `outbox` table.
+//!
+//! A row of kind `sms` goes to the SMS gateway ([`crate::sms`]), every other row to the mail
+//! transport; both share the claim, the lease, the retry policy and the recording below, so an
+//! SMS is as durable as a mail and a gateway outage is ridden out like an SMTP one. Without a
+//! gateway an SMS fails permanently at once, which lets its reminder fall back to the next channel.
 //!
 //! A mail is committed with the decision that caused it, so nothing acknowledged is lost
 //! (DESIGN §10); this worker only moves rows from `queued` to `sent`, `temp_failed` (retried with
@@ -30,13 +35,15 @@ use crate::{
     clock::{Clock, Millis},
     mail::transport::{MailTransport, SendError},
     model::OutboxMail,
+    sms::{self, SmsGateway},
     store::{Delivery, DeliveryOutcome, Store},
 };
 
 /// How long a claimed mail is ours: other workers leave it alone meanwhile.
 const LEASE_MS: i64 = 5 * 60_000;
 /// A send is only started while this much of the lease is left (the SMTP transport gives up on
-/// a connection after 30 s and on a mail after 60 s more). A batch slowed down by a hanging server
+/// a connection after 30 s and on a mail after 60 s more; an SMS gateway request after at most
+/// 60 s, the largest `sms.timeout`). A batch slowed down by a hanging server
 /// leaves its last mails unsent rather than risk sending one that another worker has claimed.
 const SEND_BUDGET: Duration = Duration::from_secs(120);
 /// The loop looks at the table at least this often, whatever it was told.
@@ -98,6 +105,8 @@ impl RetryPolicy {
 pub struct OutboxWorker {
     store: Store,
     transport: Arc<dyn MailTransport>,
+    /// None: SMS rows fail permanently (no `sms.gateway_url`).
+    sms: Option<Arc<dyn SmsGateway>>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     policy: RetryPolicy,
@@ -116,11 +125,18 @@ impl OutboxWorker {
         Self {
             store,
             transport,
+            sms: None,
             clock,
             wake,
             policy,
             concurrency: concurrency.max(1),
         }
+    }
+
+    /// Sends the `sms` rows through `gateway` (None: they fail permanently).
+    pub fn with_sms_gateway(mut self, gateway: Option<Arc<dyn SmsGateway>>) -> Self {
+        self.sms = gateway;
+        self
     }
 
     /// Claims due mail (lease 5 min) and sends up to `concurrency` at once; records each result.
@@ -155,25 +171,33 @@ impl OutboxWorker {
         Ok(attempted)
     }
 
-    /// One mail: send it and decide what to record (`None`: leave it to its lease).
+    /// One mail or SMS: send it and decide what to record (`None`: leave it to its lease).
     async fn deliver(&self, mail: OutboxMail, start_before: Instant) -> Option<DeliveryOutcome> {
+        let channel = if mail.kind == sms::OUTBOX_KIND {
+            "sms"
+        } else {
+            "mail"
+        };
         if Instant::now() > start_before {
             // Not recorded: the lease runs out and the mail is claimed again (by us or another).
             tracing::warn!(
                 outbox_id = %mail.id, message_id = %mail.message_id, attempt = mail.attempts,
-                "not sending: too little of the lease left (the SMTP server is slow); retried later"
+                channel, "not sending: too little of the lease left (the server is slow); retried later"
             );
             return None;
         }
-        let result = self
-            .transport
-            .send(&mail.sender, &mail.recipient, &mail.message_id, &mail.body)
-            .await;
+        let result = if channel == "sms" {
+            self.send_sms(&mail).await
+        } else {
+            self.transport
+                .send(&mail.sender, &mail.recipient, &mail.message_id, &mail.body)
+                .await
+        };
         let outcome = match result {
             Ok(reply) => {
                 tracing::info!(
                     outbox_id = %mail.id, message_id = %mail.message_id, recipient = %mail.recipient,
-                    attempt = mail.attempts, server = %reply, "mail delivered"
+                    attempt = mail.attempts, channel, server = %reply, "delivered"
                 );
                 Delivery::Sent {
                     server_reply: reply,
@@ -184,16 +208,16 @@ impl OutboxWorker {
                     Some(at) => {
                         tracing::warn!(
                             outbox_id = %mail.id, message_id = %mail.message_id,
-                            recipient = %mail.recipient, attempt = mail.attempts, %error,
-                            retry_at = %crate::clock::rfc3339(at), "mail not delivered; will retry"
+                            recipient = %mail.recipient, attempt = mail.attempts, channel, %error,
+                            retry_at = %crate::clock::rfc3339(at), "not delivered; will retry"
                         );
                         Delivery::Retry { error, at }
                     }
                     None => {
                         tracing::error!(
                             outbox_id = %mail.id, message_id = %mail.message_id,
-                            recipient = %mail.recipient, attempt = mail.attempts, %error,
-                            "mail not delivered; attempts used up, giving up"
+                            recipient = %mail.recipient, attempt = mail.attempts, channel, %error,
+                            "not delivered; attempts used up, giving up"
                         );
                         Delivery::Failed {
                             error: format!("gave up after {} attempts: {error}", mail.attempts),
@@ -204,8 +228,8 @@ impl OutboxWorker {
             Err(SendError::Permanent(error)) => {
                 tracing::error!(
                     outbox_id = %mail.id, message_id = %mail.message_id,
-                    recipient = %mail.recipient, attempt = mail.attempts, %error,
-                    "mail refused permanently"
+                    recipient = %mail.recipient, attempt = mail.attempts, channel, %error,
+                    "refused permanently"
                 );
                 Delivery::Failed { error }
             }
@@ -216,6 +240,17 @@ impl OutboxWorker {
         })
     }
 
+    /// An SMS row: `recipient` is the phone number, `body` the text, `message_id` the
+    /// idempotency key of every attempt.
+    async fn send_sms(&self, sms: &OutboxMail) -> Result<String, SendError> {
+        let Some(gateway) = &self.sms else {
+            return Err(SendError::Permanent(sms::NO_GATEWAY.into()));
+        };
+        let text = std::str::from_utf8(&sms.body)
+            .map_err(|_| SendError::Permanent("the SMS text is not UTF-8".into()))?;
+        gateway.send(&sms.recipient, text, &sms.message_id).await
+    }
+
     /// The loop: run_once until nothing is due, then wait for `wake.notified()`, the next due
     /// time (next_mail_due) or a 30 s timer, whichever first; stops when `shutdown` is cancelled
     /// (finishing the sends in flight); errors are logged and backed off, never kill the loop.
@@ -224,7 +259,10 @@ impl OutboxWorker {
     }
 
     async fn run(self, shutdown: CancellationToken) {
-        tracing::info!(transport = ?self.transport, concurrency = self.concurrency, "outbox sender started");
+        tracing::info!(
+            transport = ?self.transport, sms = ?self.sms, concurrency = self.concurrency,
+            "outbox sender started"
+        );
         let mut failures: u32 = 0;
         while !shutdown.is_cancelled() {
             // Listen before looking, so a wake-up during the step below is not lost.
@@ -312,6 +350,7 @@ mod tests {
             last_error: String::new(),
             created_at: now,
             sent_at: None,
+            fallback: String::new(),
         }
     }
 
@@ -436,6 +475,142 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), tracker.wait())
             .await
             .expect("the loop stops on shutdown");
+    }
+
+    /// Records each SMS; answers by number: +1… → sent, +2… → 503, anything else → 400.
+    #[derive(Debug, Default)]
+    struct FakeSms(Mutex<Vec<(String, String, String)>>);
+
+    #[tonic::async_trait]
+    impl SmsGateway for FakeSms {
+        async fn send(&self, to: &str, text: &str, key: &str) -> Result<String, SendError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((to.into(), text.into(), key.into()));
+            match &to[..2] {
+                "+1" => Ok("200 OK, id SM1".into()),
+                "+2" => Err(SendError::Transient("SMS gateway answered 503".into())),
+                _ => Err(SendError::Permanent("SMS gateway answered 400".into())),
+            }
+        }
+    }
+
+    fn sms_row(to: &str, text: &str, now: Millis) -> OutboxMail {
+        OutboxMail {
+            kind: sms::OUTBOX_KIND.into(),
+            message_id: format!("sms-{to}"),
+            body: text.as_bytes().to_vec(),
+            sender: String::new(),
+            ..mail(to, now)
+        }
+    }
+
+    async fn insert(store: &Store, rows: &[OutboxMail]) {
+        let mut tx = store.begin().await.unwrap();
+        for row in rows {
+            tx.insert_outbox(row).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sms_rows_go_to_the_gateway_and_mail_rows_to_the_transport() {
+        let start = 1_700_000_000_000;
+        let (_dir, store) = store_with(&["ok@x.test"], start).await;
+        insert(
+            &store,
+            &[
+                sms_row("+15550100", "请审批 EXP-001", start),
+                sms_row("+25550100", "later", start),
+                sms_row("+35550100", "refused", start),
+                sms_row("+45550100", "", start),
+            ],
+        )
+        .await;
+        // A body that is not UTF-8 never reaches the gateway.
+        let mut broken = sms_row("+15550199", "", start);
+        broken.body = vec![0xff, 0xfe];
+        insert(&store, &[broken]).await;
+        let transport = Arc::new(ByRecipient::default());
+        let gateway = Arc::new(FakeSms::default());
+        let worker = OutboxWorker::new(
+            store.clone(),
+            transport.clone(),
+            Arc::new(ManualClock::new(start)),
+            Arc::new(Notify::new()),
+            RetryPolicy::default(),
+            2,
+        )
+        .with_sms_gateway(Some(gateway.clone()));
+        assert_eq!(worker.run_once().await.unwrap(), 6);
+
+        assert_eq!(*transport.0.lock().unwrap(), ["ok@x.test"]);
+        let mut sent = gateway.0.lock().unwrap().clone();
+        sent.sort();
+        assert_eq!(
+            sent,
+            [
+                (
+                    "+15550100".into(),
+                    "请审批 EXP-001".into(),
+                    "sms-+15550100".into()
+                ),
+                ("+25550100".into(), "later".into(), "sms-+25550100".into()),
+                ("+35550100".into(), "refused".into(), "sms-+35550100".into()),
+                ("+45550100".into(), String::new(), "sms-+45550100".into()),
+            ]
+        );
+        let ok = row(&store, "+15550100").await;
+        assert_eq!(
+            (ok.status, ok.last_error.as_str()),
+            (OutboxStatus::Sent, "200 OK, id SM1")
+        );
+        let later = row(&store, "+25550100").await;
+        assert_eq!(
+            (later.status, later.last_error.as_str()),
+            (OutboxStatus::TempFailed, "SMS gateway answered 503")
+        );
+        let refused = row(&store, "+35550100").await;
+        assert_eq!(
+            (refused.status, refused.last_error.as_str()),
+            (OutboxStatus::PermFailed, "SMS gateway answered 400")
+        );
+        let broken = row(&store, "+15550199").await;
+        assert_eq!(
+            (broken.status, broken.last_error.as_str()),
+            (OutboxStatus::PermFailed, "the SMS text is not UTF-8")
+        );
+        assert_eq!(row(&store, "ok@x.test").await.status, OutboxStatus::Sent);
+    }
+
+    #[tokio::test]
+    async fn without_a_gateway_sms_rows_fail_permanently_and_mail_still_goes() {
+        let start = 1_700_000_000_000;
+        let (_dir, store) = store_with(&["ok@x.test"], start).await;
+        insert(&store, &[sms_row("+15550100", "hi", start)]).await;
+        let transport = Arc::new(ByRecipient::default());
+        let worker = OutboxWorker::new(
+            store.clone(),
+            transport.clone(),
+            Arc::new(ManualClock::new(start)),
+            Arc::new(Notify::new()),
+            RetryPolicy::default(),
+            1,
+        );
+        assert_eq!(worker.run_once().await.unwrap(), 2);
+        let sms = row(&store, "+15550100").await;
+        assert_eq!(
+            (sms.status, sms.attempts, sms.last_error.as_str()),
+            (
+                OutboxStatus::PermFailed,
+                1,
+                "no SMS gateway configured (sms.gateway_url)"
+            )
+        );
+        assert_eq!(row(&store, "ok@x.test").await.status, OutboxStatus::Sent);
+        assert_eq!(*transport.0.lock().unwrap(), ["ok@x.test"]);
+        assert_eq!(store.next_mail_due().await.unwrap(), None);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Mailer {
     default_valid_for_ms: i64,
     resend_interval_ms: i64,
     wake: Arc<Notify>,
+    /// What replies must pass (mail.authserv_id, mail.require_auth); checked by ingestion.
+    inbound_auth: crate::mail::reply::InboundAuth,
 }
 
 /// The longest local part RFC 5321 allows; `box+token` must fit.
@@ -76,6 +78,10 @@ impl Mailer {
             default_valid_for_ms: duration_ms("mail.valid_for", &settings.valid_for)?,
             resend_interval_ms: duration_ms("mail.resend_interval", &settings.resend_interval)?,
             wake: Arc::new(Notify::new()),
+            inbound_auth: crate::mail::reply::InboundAuth::from_settings(
+                settings.authserv_id.as_deref(),
+                &settings.require_auth,
+            )?,
         })
     }
 
@@ -86,6 +92,10 @@ impl Mailer {
 
     pub fn keys(&self) -> &KeyRing {
         &self.keys
+    }
+
+    pub fn inbound_auth(&self) -> &crate::mail::reply::InboundAuth {
+        &self.inbound_auth
     }
 
     pub fn reply_address(&self, token: &str) -> String {
@@ -173,6 +183,56 @@ impl Mailer {
         )))
     }
 
+    /// A reminder mail for an open task, carrying the reply token of its pending approval
+    /// context, so that replying to it decides the task like replying to the approval mail.
+    /// `Ok(Err(why))` when the task has no usable context (no email approval, expired, revoked).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn reminder_mail(
+        &self,
+        tx: &mut Tx,
+        graph: &ProcessDefinition,
+        instance: &Instance,
+        task: &Task,
+        user: &crate::model::User,
+        note: &str,
+        now: i64,
+    ) -> Result<std::result::Result<OutboxMail, String>> {
+        let Some(spec) = user_task_spec(graph, &task.activity_id) else {
+            return Ok(Err(format!("{} is not a user task", task.activity_id)));
+        };
+        let context = tx
+            .pending_approvals_of_task(&task.id)
+            .await?
+            .into_iter()
+            .find(|c| c.valid_until > now && c.approver == user.id);
+        let Some(context) = context else {
+            return Ok(Err(format!(
+                "task {} has no pending approval context for {} (email approval off, expired or revoked)",
+                task.id, user.id
+            )));
+        };
+        let message_id = format!(
+            "<rf.{}.r{}@{}>",
+            context.id,
+            uuid::Uuid::now_v7().simple(),
+            self.reply_domain
+        );
+        let mail = self.compose(
+            &context,
+            graph,
+            spec,
+            instance,
+            task,
+            user,
+            MailKind::Reminder,
+            &message_id,
+            Some(&context.message_id),
+            note,
+            now,
+        )?;
+        Ok(Ok(mail))
+    }
+
     /// A mail about `context`, rendered now. `thread`: the first mail's Message-ID.
     #[allow(clippy::too_many_arguments)]
     fn compose(
@@ -255,6 +315,7 @@ impl Mailer {
             last_error: String::new(),
             created_at: now,
             sent_at: None,
+            fallback: String::new(),
         })
     }
 
@@ -289,6 +350,7 @@ impl Mailer {
             last_error: String::new(),
             created_at: now,
             sent_at: None,
+            fallback: String::new(),
         })
     }
 

@@ -4,22 +4,35 @@
 //! one use, task still open and still the approver's), read with the task's outcomes, and — when
 //! it decides — applied in the same transaction that records it and claims its Message-ID and
 //! content hash, so a reply is applied once even when fetched twice.
+//!
+//! The same holds for the other effects a mail can have: a `delegate <email>` reply hands the
+//! task on ([`Workflow::reassign_in`]) and a bounce marks the returned mail failed, each in the
+//! transaction of its log row. A mail over [`MAX_INBOUND_BYTES`] is judged by its header alone.
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Actor, Workflow, new_id, tasks::CompleteTask};
+use super::{
+    Actor, Workflow, new_id,
+    tasks::{CompleteTask, ReassignAuthority, Reassignment},
+};
 use crate::{
-    engine::definition::NodeKind,
+    engine::definition::{NodeKind, UserTaskSpec},
     error::{Error, Result},
     mail::{
-        reply::{self, Correlation, OutcomeWords, ReplyKind, ReplyReading},
+        reply::{self, BounceReport, Correlation, OutcomeWords, ReplyKind, ReplyReading},
         token::{self, TokenError},
     },
-    model::{ApprovalContext, ApprovalStatus, CompletedVia, InboundEmail, TaskStatus, Verdict},
+    model::{
+        ApprovalContext, ApprovalStatus, CompletedVia, InboundEmail, TaskStatus, User, Verdict,
+    },
 };
 
-/// Larger mails are refused unread (no approval reply is this big).
+/// Larger mails are not read: only their header is, for the log and the answer (no approval
+/// reply is this big).
 pub const MAX_INBOUND_BYTES: usize = 10 * 1024 * 1024;
+
+/// Of a mail over the limit, at most this much header is read.
+pub const MAX_HEADER_BYTES: usize = 256 * 1024;
 
 /// How a reply was tied to its approval context.
 #[derive(Debug, Clone)]
@@ -34,13 +47,23 @@ struct Correlated {
 struct Judgement {
     verdict: Verdict,
     reason: String,
+    /// Not answered whatever the verdict (a robot's mail judged on its header alone).
+    silent: bool,
 }
 
 fn judged(verdict: Verdict, reason: impl Into<String>) -> Judgement {
     Judgement {
         verdict,
         reason: reason.into(),
+        silent: false,
     }
+}
+
+/// What an accepted reply does, in the transaction that records it.
+#[derive(Debug, Clone, Copy)]
+enum Effect<'a> {
+    Decide { outcome: &'a str, comment: &'a str },
+    Delegate { to: &'a User, comment: &'a str },
 }
 
 impl Workflow {
@@ -52,67 +75,42 @@ impl Workflow {
         delivered_to: Option<&str>,
         transport: &str,
     ) -> Result<InboundEmail> {
-        let now = self.now();
-        let mut record = InboundEmail {
-            id: new_id(),
-            message_id: String::new(),
-            sha256: Sha256::digest(raw)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-            sender: String::new(),
-            subject: String::new(),
-            transport: transport.to_string(),
-            size_bytes: i64::try_from(raw.len()).unwrap_or(i64::MAX),
-            task_id: String::new(),
-            instance_id: String::new(),
-            context_id: String::new(),
-            correlation: json!({}),
-            verdict: Verdict::Unparseable,
-            reason: String::new(),
-            outcome: String::new(),
-            comment: String::new(),
-            delegate_to: String::new(),
-            authentication_results: String::new(),
-            explanation: Vec::new(),
-            answered: false,
-            received_at: now,
-        };
         if raw.len() > MAX_INBOUND_BYTES {
+            let size = u64::try_from(raw.len()).unwrap_or(u64::MAX);
             return self
-                .record(
-                    record,
-                    judged(
-                        Verdict::TooLarge,
-                        format!("{} bytes: larger than {MAX_INBOUND_BYTES}", raw.len()),
-                    ),
-                )
+                .ingest_too_large(header_block(raw), size, delivered_to, transport)
                 .await;
         }
+        let mut record = new_record(raw, raw.len() as u64, transport, self.now());
         let first = reply::read_reply(
             raw,
             &OutcomeWords::defaults(&["approve", "reject"]),
             delivered_to,
         );
         describe(&mut record, &first);
-        record.subject = mail_parser::MessageParser::default()
-            .parse(raw)
-            .and_then(|m| m.subject().map(str::to_string))
-            .unwrap_or_default();
-        let early = match first.kind {
-            ReplyKind::AutoReply => Some(judged(
-                Verdict::AutoReply,
-                "an automatic reply: logged and ignored",
-            )),
-            ReplyKind::Bounce => Some(judged(Verdict::Bounce, "a delivery status notification")),
-            ReplyKind::Unparseable => Some(judged(
-                Verdict::Unparseable,
-                "no readable text in the message",
-            )),
-            _ => None,
-        };
-        if let Some(judgement) = early {
-            return self.record(record, judgement).await;
+        record.subject = subject_of(raw);
+        match first.kind {
+            ReplyKind::AutoReply => {
+                return self
+                    .record(
+                        record,
+                        judged(Verdict::AutoReply, "an automatic reply: logged and ignored"),
+                    )
+                    .await;
+            }
+            ReplyKind::Bounce => {
+                let report = first.bounce.clone().unwrap_or_default();
+                return self.apply_bounce(record, &report).await;
+            }
+            ReplyKind::Unparseable => {
+                return self
+                    .record(
+                        record,
+                        judged(Verdict::Unparseable, "no readable text in the message"),
+                    )
+                    .await;
+            }
+            _ => {}
         }
         let Some(found) = self.correlate(&first.correlation).await? else {
             return self
@@ -128,6 +126,15 @@ impl Workflow {
         record.context_id = found.context.id.clone();
         record.task_id = found.context.task_id.clone();
         record.instance_id = found.context.instance_id.clone();
+        // Before anything else about the approval: a sender that is not proven is not asked
+        // about its approval either.
+        if let Err(why) = self.mailer.inbound_auth().check(
+            &first.correlation.authentication_results,
+            &first.correlation.from,
+        ) {
+            return self.record(record, judged(Verdict::AuthFailed, why)).await;
+        }
+        let now = self.now();
         if let Some(judgement) = self.verify(&found, &first.correlation, now).await? {
             return self.record(record, judgement).await;
         }
@@ -136,52 +143,97 @@ impl Workflow {
         let graph = self
             .graph_of(&task.definition_key, task.definition_version)
             .await?;
-        let outcomes: Vec<OutcomeWords> = match graph.node(&task.activity_id).map(|(_, n)| &n.kind)
+        let spec: Option<&UserTaskSpec> = match graph.node(&task.activity_id).map(|(_, n)| &n.kind)
         {
-            Some(NodeKind::UserTask(spec)) => outcome_words(spec),
-            _ => OutcomeWords::defaults(&["approve", "reject"]),
+            Some(NodeKind::UserTask(spec)) => Some(spec),
+            _ => None,
         };
+        let outcomes = spec.map_or_else(
+            || OutcomeWords::defaults(&["approve", "reject"]),
+            outcome_words,
+        );
         let reading = reply::read_reply(raw, &outcomes, delivered_to);
         describe(&mut record, &reading);
-        let outcome = match (reading.kind, reading.outcome.clone()) {
-            (ReplyKind::Decision, Some(outcome)) => outcome,
+        match (reading.kind, reading.outcome.as_deref()) {
+            (ReplyKind::Decision, Some(outcome)) => {
+                self.apply(
+                    record,
+                    &found.context,
+                    Effect::Decide {
+                        outcome,
+                        comment: &reading.comment,
+                    },
+                )
+                .await
+            }
             (ReplyKind::Ambiguous, _) => {
                 let named = reading.ambiguous.join(", ");
-                return self
-                    .record(
-                        record,
-                        judged(
-                            Verdict::Ambiguous,
-                            format!("the reply names several outcomes: {named}"),
-                        ),
-                    )
-                    .await;
+                self.record(
+                    record,
+                    judged(
+                        Verdict::Ambiguous,
+                        format!("the reply names several outcomes: {named}"),
+                    ),
+                )
+                .await
             }
             (ReplyKind::Delegate, _) => {
-                return self
-                    .record(
-                        record,
-                        judged(
-                            Verdict::NoDecision,
-                            "handing a task on by mail (转交/delegate) is not supported yet",
-                        ),
-                    )
-                    .await;
+                let allowed = spec.is_some_and(|s| s.allow_delegate);
+                self.delegate(record, &found.context, allowed, &reading)
+                    .await
             }
             _ => {
-                return self
-                    .record(
-                        record,
-                        judged(
-                            Verdict::NoDecision,
-                            "no decision on the first line of the reply",
-                        ),
-                    )
-                    .await;
+                self.record(
+                    record,
+                    judged(
+                        Verdict::NoDecision,
+                        "no decision on the first line of the reply",
+                    ),
+                )
+                .await
             }
-        };
-        self.apply_decision(record, &found.context, &outcome, &reading.comment)
-            .await
+        }
+    }
+
+    /// Records a mail over [`MAX_INBOUND_BYTES`] as `too_large`, read from its header alone
+    /// (`header`: the bytes up to the blank line; the body is never fetched), and tells the
+    /// sender the limit. `size`: the whole mail's. The content hash that makes a re-fetch a
+    /// duplicate is the header's.
+    pub async fn ingest_too_large(
+        &self,
+        header: &[u8],
+        size: u64,
+        delivered_to: Option<&str>,
+        transport: &str,
+    ) -> Result<InboundEmail> {
+        let header = &header[..header.len().min(MAX_HEADER_BYTES)];
+        let mut record = new_record(header, size, transport, self.now());
+        let reading = reply::read_reply(
+            header,
+            &OutcomeWords::defaults(&["approve", "reject"]),
+            delivered_to,
+        );
+        describe(&mut record, &reading);
+        record.subject = subject_of(header);
+        let limit = mib(MAX_INBOUND_BYTES as u64);
+        record.explanation = vec![format!(
+            "only the header was read: the message is {size} bytes, over the limit of {limit}"
+        )];
+        if let Some(found) = self.correlate(&reading.correlation).await? {
+            record.context_id = found.context.id;
+            record.task_id = found.context.task_id;
+            record.instance_id = found.context.instance_id;
+        }
+        let mut judgement = judged(
+            Verdict::TooLarge,
+            format!(
+                "the message is {}; replies of up to {limit} are read",
+                mib(size)
+            ),
+        );
+        // An out-of-office or a bounce this large is still a robot's: never answered.
+        judgement.silent = matches!(reading.kind, ReplyKind::AutoReply | ReplyKind::Bounce);
+        self.record(record, judgement).await
     }
 
     async fn correlate(&self, c: &Correlation) -> Result<Option<Correlated>> {
@@ -313,13 +365,73 @@ impl Workflow {
         Ok(judged(verdict, reason))
     }
 
-    /// The decision, the context's one use, the log row and the claims: one transaction.
-    async fn apply_decision(
+    /// A `delegate <email>` reply whose checks passed: refused with a reason (nothing changes)
+    /// unless the task allows it and the address is another registered user's.
+    async fn delegate(
+        &self,
+        record: InboundEmail,
+        context: &ApprovalContext,
+        allowed: bool,
+        reading: &ReplyReading,
+    ) -> Result<InboundEmail> {
+        let address = reading.delegate_to.clone().unwrap_or_default();
+        if !allowed {
+            return self
+                .record(
+                    record,
+                    judged(
+                        Verdict::NoDecision,
+                        format!(
+                            "this task cannot be handed on by mail (its process does not allow it: replyflow:allowDelegate); it was not delegated to {address}"
+                        ),
+                    ),
+                )
+                .await;
+        }
+        let Some(user) = self.store.user_by_address(&address).await? else {
+            return self
+                .record(
+                    record,
+                    judged(
+                        Verdict::NoDecision,
+                        format!(
+                            "{address} is not the address of a registered user: the task was not delegated"
+                        ),
+                    ),
+                )
+                .await;
+        };
+        if user.id == context.approver {
+            return self
+                .record(
+                    record,
+                    judged(
+                        Verdict::NoDecision,
+                        format!(
+                            "{address} is your own address: the task is already yours, nothing was delegated"
+                        ),
+                    ),
+                )
+                .await;
+        }
+        self.apply(
+            record,
+            context,
+            Effect::Delegate {
+                to: &user,
+                comment: &reading.comment,
+            },
+        )
+        .await
+    }
+
+    /// The effect (a decision or a hand-over), the context's one use, the log row, the answer and
+    /// the claims: one transaction.
+    async fn apply(
         &self,
         mut record: InboundEmail,
         context: &ApprovalContext,
-        outcome: &str,
-        comment: &str,
+        effect: Effect<'_>,
     ) -> Result<InboundEmail> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
@@ -340,28 +452,59 @@ impl Workflow {
             let judgement = self.already_handled(context).await?;
             return self.record(record, judgement).await;
         }
-        let request = CompleteTask {
-            task_id: context.task_id.clone(),
-            outcome: outcome.to_string(),
-            comment: comment.to_string(),
-            variables: Default::default(),
-            request_id: String::new(),
-            via: CompletedVia::Email,
-        };
         let actor = Actor::new(context.approver.clone());
-        match self
-            .complete_in(&mut tx, &actor, &context.instance_id, &request, now)
-            .await
-        {
-            Ok((_, published)) => {
+        let done = match effect {
+            Effect::Decide { outcome, comment } => {
+                let request = CompleteTask {
+                    task_id: context.task_id.clone(),
+                    outcome: outcome.to_string(),
+                    comment: comment.to_string(),
+                    variables: Default::default(),
+                    request_id: String::new(),
+                    via: CompletedVia::Email,
+                };
+                self.complete_in(&mut tx, &actor, &context.instance_id, &request, now)
+                    .await
+                    .map(|(_, published)| {
+                        record.outcome = outcome.to_string();
+                        record.comment = comment.to_string();
+                        (format!("task completed: {outcome}"), published)
+                    })
+            }
+            Effect::Delegate { to, comment } => {
+                let reassignment = Reassignment {
+                    task_id: &context.task_id,
+                    instance_id: &context.instance_id,
+                    new_assignee: &to.id,
+                    actor: &actor,
+                    authority: ReassignAuthority::Assignee,
+                    comment,
+                    via: "email",
+                };
+                self.reassign_in(&mut tx, &reassignment, now)
+                    .await
+                    .map(|event| {
+                        record.comment = comment.to_string();
+                        let name = if to.display_name.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{}, ", to.display_name)
+                        };
+                        (
+                            format!("task delegated to {} ({name}{})", to.id, to.email),
+                            vec![event],
+                        )
+                    })
+            }
+        };
+        match done {
+            Ok((reason, published)) => {
                 record.verdict = Verdict::Applied;
-                record.reason = format!("task completed: {outcome}");
-                record.outcome = outcome.to_string();
-                record.comment = comment.to_string();
+                record.reason = reason;
                 record.answered = self.answer(&mut tx, &record, now).await?;
                 tx.insert_inbound(&record).await?;
                 tx.commit().await?;
-                tracing::info!(inbound = %record.id, task = %context.task_id, %outcome, "reply applied");
+                tracing::info!(inbound = %record.id, task = %context.task_id, reason = %record.reason, "reply applied");
                 self.publish(published);
                 self.mailer.wake().notify_one();
                 Ok(record)
@@ -378,6 +521,90 @@ impl Workflow {
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// A bounce: every sent mail it names is marked failed for good (its reminder fallback
+    /// queued) in the transaction of the log row. Never answered.
+    async fn apply_bounce(
+        &self,
+        mut record: InboundEmail,
+        report: &BounceReport,
+    ) -> Result<InboundEmail> {
+        for id in &report.original_message_ids {
+            if let Some(context_id) = our_context_id(id)
+                && let Some(context) = self.store.approval_context(&context_id).await?
+            {
+                record.context_id = context.id;
+                record.task_id = context.task_id;
+                record.instance_id = context.instance_id;
+                break;
+            }
+        }
+        let diagnostic = if report.diagnostic.is_empty() {
+            "no diagnostic given".to_string()
+        } else {
+            report.diagnostic.clone()
+        };
+        let to = if report.recipient.is_empty() {
+            String::new()
+        } else {
+            format!(" to {}", report.recipient)
+        };
+        if !report.failed || report.original_message_ids.is_empty() {
+            let reason = if report.original_message_ids.is_empty() {
+                format!("a delivery status notification that names no mail of ours ({diagnostic})")
+            } else {
+                format!(
+                    "a delivery notice without a failure (delayed or relayed) about <{}>{to}: nothing marked",
+                    report.original_message_ids.join(">, <")
+                )
+            };
+            return self.record(record, judged(Verdict::Bounce, reason)).await;
+        }
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        if let Some(first) = self.claim(&mut tx, &record).await? {
+            drop(tx);
+            return self
+                .record(
+                    record,
+                    judged(Verdict::Duplicate, format!("already received as {first}")),
+                )
+                .await;
+        }
+        let error = format!("bounced{to}: {diagnostic}");
+        let mut failed = Vec::new();
+        for id in &report.original_message_ids {
+            // Our outbox keeps Message-IDs as written in the header, in angle brackets.
+            if tx
+                .fail_sent_mail(&format!("<{id}>"), &error, now)
+                .await?
+                .is_some()
+            {
+                failed.push(id.as_str());
+            }
+        }
+        record.verdict = Verdict::Bounce;
+        record.reason = if failed.is_empty() {
+            format!(
+                "a bounce about <{}>{to}, not a sent mail of ours: nothing marked ({diagnostic})",
+                report.original_message_ids.join(">, <")
+            )
+        } else {
+            format!(
+                "mail <{}>{to} bounced: {diagnostic}; marked failed",
+                failed.join(">, <")
+            )
+        };
+        record.answered = false;
+        tx.insert_inbound(&record).await?;
+        tx.commit().await?;
+        if failed.is_empty() {
+            tracing::info!(inbound = %record.id, reason = %record.reason, "bounce recorded");
+        } else {
+            tracing::warn!(inbound = %record.id, reason = %record.reason, "outbound mail bounced");
+        }
+        Ok(record)
     }
 
     /// Claims the mail's Message-ID and content hash; the id of an earlier copy if one holds them.
@@ -408,7 +635,7 @@ impl Workflow {
             record.verdict = Verdict::Duplicate;
             record.reason = format!("already received as {first}");
         }
-        record.answered = self.answer(&mut tx, &record, self.now()).await?;
+        record.answered = !judgement.silent && self.answer(&mut tx, &record, self.now()).await?;
         tx.insert_inbound(&record).await?;
         tx.commit().await?;
         if record.answered {
@@ -507,7 +734,7 @@ impl Workflow {
             }),
             message_id: String::new(),
             date: now,
-            verdict: record.verdict.as_str().to_string(),
+            verdict: answer_kind(record).to_string(),
             reason: record.reason.clone(),
             task_name,
             outcome_label,
@@ -517,6 +744,77 @@ impl Workflow {
         let outbox = self.mailer.answer(mail, &record.task_id, now)?;
         tx.insert_outbox(&outbox).await?;
         Ok(true)
+    }
+}
+
+/// What the answer says: the verdict, told apart for a hand-over by mail (done or refused).
+fn answer_kind(record: &InboundEmail) -> &'static str {
+    match record.verdict {
+        Verdict::Applied if !record.delegate_to.is_empty() => "delegated",
+        Verdict::NoDecision if !record.delegate_to.is_empty() => "delegate_refused",
+        verdict => verdict.as_str(),
+    }
+}
+
+/// A log row for a received mail, before any verdict.
+fn new_record(hashed: &[u8], size: u64, transport: &str, now: i64) -> InboundEmail {
+    InboundEmail {
+        id: new_id(),
+        message_id: String::new(),
+        sha256: Sha256::digest(hashed)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        sender: String::new(),
+        subject: String::new(),
+        transport: transport.to_string(),
+        size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        task_id: String::new(),
+        instance_id: String::new(),
+        context_id: String::new(),
+        correlation: json!({}),
+        verdict: Verdict::Unparseable,
+        reason: String::new(),
+        outcome: String::new(),
+        comment: String::new(),
+        delegate_to: String::new(),
+        authentication_results: String::new(),
+        explanation: Vec::new(),
+        answered: false,
+        received_at: now,
+    }
+}
+
+fn subject_of(raw: &[u8]) -> String {
+    mail_parser::MessageParser::default()
+        .parse(raw)
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The header block of a raw mail: up to and including the blank line that ends it, or the
+/// first [`MAX_HEADER_BYTES`] when there is none that early.
+pub fn header_block(raw: &[u8]) -> &[u8] {
+    let head = &raw[..raw.len().min(MAX_HEADER_BYTES)];
+    let crlf = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4);
+    let lf = head.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    let end = match (crlf, lf) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(head.len()),
+    };
+    &head[..end]
+}
+
+/// A size for people: `10 MiB`, `10.5 MiB`.
+fn mib(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
     }
 }
 

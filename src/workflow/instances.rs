@@ -348,6 +348,9 @@ pub(super) async fn write_transition(
         })
         .collect();
     events.extend(mail_events);
+    events.extend(
+        super::reminders::on_transition(tx, graph, instance, transition, open_before, now).await?,
+    );
     tx.insert_events(&events).await?;
     Ok(published)
 }

@@ -5,6 +5,9 @@ pub mod approvals;
 mod definitions;
 pub mod inbound;
 pub mod instances;
+pub mod messages;
+pub mod reminder_types;
+pub mod reminders;
 pub mod tasks;
 
 use std::{
@@ -20,7 +23,7 @@ use crate::{
     clock::Clock,
     engine::definition::ProcessDefinition,
     error::{Error, Result},
-    model::{Instance, Page, Task, TaskEvent, User},
+    model::{Instance, Message, Page, Task, TaskEvent, User},
     store::{PageRequest, PriorRequest, Store},
 };
 
@@ -51,18 +54,62 @@ pub struct Workflow {
     clock: Arc<dyn Clock>,
     definitions: Mutex<HashMap<(String, i64), Arc<ProcessDefinition>>>,
     task_events: broadcast::Sender<TaskEvent>,
+    message_events: broadcast::Sender<Message>,
     mailer: Arc<approvals::Mailer>,
+    admins: Vec<String>,
+    manual_interval_ms: i64,
 }
 
 impl Workflow {
     pub fn new(store: Store, clock: Arc<dyn Clock>, mailer: Arc<approvals::Mailer>) -> Self {
         let (task_events, _) = broadcast::channel(4096);
+        let (message_events, _) = broadcast::channel(4096);
         Self {
             store,
             clock,
             definitions: Mutex::new(HashMap::new()),
             task_events,
+            message_events,
             mailer,
+            admins: Vec::new(),
+            manual_interval_ms: 10 * 60 * 1000,
+        }
+    }
+
+    /// The least time between two manual reminders of one task (`reminders.manual_interval`).
+    pub fn with_manual_interval_ms(mut self, ms: i64) -> Self {
+        self.manual_interval_ms = ms;
+        self
+    }
+
+    pub(crate) fn manual_interval_ms(&self) -> i64 {
+        self.manual_interval_ms
+    }
+
+    /// Users who may act for others (`security.admins`, comma-separated).
+    pub fn with_admins(mut self, admins: &str) -> Self {
+        self.admins = admins
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .collect();
+        self
+    }
+
+    pub fn is_admin(&self, actor: &Actor) -> bool {
+        self.admins.iter().any(|id| *id == actor.user_id)
+    }
+
+    /// In-system messages of this server, published after their transaction committed.
+    pub fn subscribe_messages(&self) -> broadcast::Receiver<Message> {
+        self.message_events.subscribe()
+    }
+
+    pub(crate) fn publish_messages(&self, messages: Vec<Message>) {
+        for message in messages {
+            // No receiver is not an error: nobody is watching.
+            let _ = self.message_events.send(message);
         }
     }
 

@@ -98,7 +98,14 @@ impl Workflow {
         now: i64,
     ) -> Result<(Task, Vec<TaskEvent>)> {
         let (task, record) = tx.lock_task(&req.task_id, instance_id).await?;
-        check_can_complete(&task, actor)?;
+        if req.via == CompletedVia::Escalation {
+            // The scheduler completes a task when its reminders ran out (`complete:<outcome>`).
+            if task.status != TaskStatus::Open {
+                return Err(closed(&task));
+            }
+        } else {
+            check_can_complete(&task, actor)?;
+        }
         let graph = self
             .graph_of(
                 &record.instance.definition_key,
@@ -212,48 +219,101 @@ impl Workflow {
             drop(tx);
             return self.task(task_id).await;
         }
-        let (task, record) = tx.lock_task(task_id, &task.instance_id).await?;
-        if task.assignee != actor.user_id && record.instance.started_by != actor.user_id {
+        let event = self
+            .reassign_in(
+                &mut tx,
+                &Reassignment {
+                    task_id,
+                    instance_id: &task.instance_id,
+                    new_assignee,
+                    actor,
+                    authority: ReassignAuthority::AssigneeOrInitiator,
+                    comment,
+                    via: "api",
+                },
+                now,
+            )
+            .await?;
+        tx.commit().await?;
+        let reassigned = event.task.clone();
+        self.mailer.wake().notify_one();
+        self.publish(vec![event]);
+        Ok(reassigned)
+    }
+
+    /// Hands an open task to another user inside the caller's transaction: the one place every
+    /// hand-over goes through (TaskService.ReassignTask, a `delegate <email>` reply, reminder
+    /// escalation `reassign-manager`), so that each does the same things. Locks the instance
+    /// first, then checks under the lock: the task is open, `r.authority` allows `r.actor`, the
+    /// new assignee is in the directory and is not the current one (`InvalidArgument` on
+    /// `new_assignee`, `PermissionDenied`, `FailedPrecondition`). Then it sets the assignee,
+    /// revokes the task's pending approval contexts (the old token stops working; mail of theirs
+    /// not yet sent is dropped), opens a new approval context and queues its mail to the new
+    /// assignee (when email approval applies), and writes the `task_reassigned` audit event.
+    ///
+    /// Returns the event to publish once the caller has committed; the caller also wakes the
+    /// mailer (`self.mailer.wake()`) after the commit.
+    pub(crate) async fn reassign_in(
+        &self,
+        tx: &mut Tx,
+        r: &Reassignment<'_>,
+        now: i64,
+    ) -> Result<TaskEvent> {
+        let (task, record) = tx.lock_task(r.task_id, r.instance_id).await?;
+        let allowed = match r.authority {
+            ReassignAuthority::System => true,
+            ReassignAuthority::Assignee => task.assignee == r.actor.user_id,
+            ReassignAuthority::AssigneeOrInitiator => {
+                task.assignee == r.actor.user_id || record.instance.started_by == r.actor.user_id
+            }
+        };
+        if !allowed {
+            let who = match r.authority {
+                ReassignAuthority::Assignee => "only they",
+                _ => "only they or the initiator",
+            };
             return Err(Error::PermissionDenied(format!(
-                "task {task_id} is assigned to {}; only they or the initiator may reassign it",
-                task.assignee
+                "task {} is assigned to {}; {who} may reassign it",
+                task.id, task.assignee
             )));
         }
         if task.status != TaskStatus::Open {
             return Err(closed(&task));
         }
-        if new_assignee == task.assignee {
+        if r.new_assignee == task.assignee {
             return Err(Error::invalid(
                 "new_assignee",
-                format!("the task is already assigned to {new_assignee}"),
+                format!("the task is already assigned to {}", r.new_assignee),
             ));
         }
-        if self.store.user(new_assignee).await?.is_none() {
+        if tx.user(r.new_assignee).await?.is_none() {
             return Err(Error::invalid(
                 "new_assignee",
-                format!("{new_assignee:?} is not in the directory (DirectoryService.UpsertUser)"),
+                format!(
+                    "{:?} is not in the directory (DirectoryService.UpsertUser)",
+                    r.new_assignee
+                ),
             ));
         }
-        tx.set_assignee(task_id, new_assignee).await?;
-        // The old assignee's reply token stops working; the new assignee gets a mail of their own.
+        tx.set_assignee(&task.id, r.new_assignee).await?;
         self.mailer
             .close_approvals(
-                &mut tx,
-                task_id,
-                &format!("task reassigned to {new_assignee}"),
+                tx,
+                &task.id,
+                &format!("task reassigned to {}", r.new_assignee),
                 now,
             )
             .await?;
         let graph = self
             .graph_of(&task.definition_key, task.definition_version)
             .await?;
-        let reassigned_task = Task {
-            assignee: new_assignee.to_string(),
+        let reassigned = Task {
+            assignee: r.new_assignee.to_string(),
             ..task.clone()
         };
         let mail_event = self
             .mailer
-            .open_approval(&mut tx, &graph, &record.instance, &reassigned_task, now)
+            .open_approval(tx, &graph, &record.instance, &reassigned, now)
             .await?;
         if let Some(event) = mail_event {
             tx.insert_events(&[event]).await?;
@@ -263,25 +323,55 @@ impl Workflow {
             at: now,
             kind: "task_reassigned".into(),
             activity_id: task.activity_id.clone(),
-            actor: actor.user_id.clone(),
-            detail: json!({"task_id": task_id, "from": task.assignee, "to": new_assignee, "comment": comment}),
+            actor: r.actor.user_id.clone(),
+            detail: json!({
+                "task_id": task.id,
+                "from": task.assignee,
+                "to": r.new_assignee,
+                "comment": r.comment,
+                "via": r.via,
+            }),
         }])
         .await?;
-        tx.commit().await?;
-        let previous_assignee = task.assignee.clone();
-        let reassigned = Task {
-            assignee: new_assignee.to_string(),
-            ..task
-        };
-        self.mailer.wake().notify_one();
-        self.publish(vec![TaskEvent {
+        Ok(TaskEvent {
             kind: TaskEventKind::Reassigned,
-            task: reassigned.clone(),
-            previous_assignee,
+            task: reassigned,
+            previous_assignee: task.assignee,
             at: now,
-        }]);
-        Ok(reassigned)
+        })
     }
+}
+
+/// Who may hand a task on; [`Workflow::reassign_in`] checks it under the instance lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReassignAuthority {
+    /// The assignee or the instance's initiator (TaskService.ReassignTask).
+    AssigneeOrInitiator,
+    /// Only the current assignee (a `delegate <email>` reply by mail).
+    Assignee,
+    /// The server itself, with no caller to check (reminder escalation).
+    #[allow(
+        dead_code,
+        reason = "for reminder escalation (reassign-manager), which is being written"
+    )]
+    System,
+}
+
+/// One hand-over, for [`Workflow::reassign_in`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reassignment<'a> {
+    pub task_id: &'a str,
+    /// The task's instance (it never changes; the caller knows it from reading the task).
+    pub instance_id: &'a str,
+    /// A user id in the directory.
+    pub new_assignee: &'a str,
+    /// Who hands it on: the audit event's actor (an empty user id for the server itself).
+    pub actor: &'a Actor,
+    pub authority: ReassignAuthority,
+    /// Why, in the user's words or the server's (the audit event's comment).
+    pub comment: &'a str,
+    /// How: `api`, `email`, `escalation` (the audit event's detail).
+    pub via: &'a str,
 }
 
 fn check_can_complete(task: &Task, actor: &Actor) -> Result<()> {

@@ -71,6 +71,15 @@ impl TestDb {
         }
     }
 
+    /// The same database for a second server; the first keeps owning (and dropping) it.
+    pub fn reuse(db: &TestDb) -> TestDb {
+        TestDb {
+            url: db.url.clone(),
+            _dir: None,
+            pg_admin: None,
+        }
+    }
+
     /// Drops a PostgreSQL test database (scripts/test also sweeps leftovers of failed runs).
     pub async fn drop_database(&self) {
         if let Some((admin, name)) = &self.pg_admin
@@ -104,6 +113,8 @@ pub struct TestApp {
     pub db: TestDb,
     /// Outgoing mail lands here as .eml files (the file transport).
     pub outbox_dir: tempfile::TempDir,
+    /// The server's use cases, for what no RPC does (e.g. posting a notice to an inbox).
+    pub server_workflow: Arc<replyflow::workflow::Workflow>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -139,13 +150,31 @@ pub fn test_settings(db_url: &str, outbox_dir: &std::path::Path) -> Settings {
 /// Starts the app on an existing database (e.g. one a stopped app left behind, see
 /// [`TestApp::stop_keeping_db`]), with settings changed by `configure`.
 pub async fn spawn_app_on_with(db: TestDb, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on_clock(db, Arc::new(SystemClock), configure).await
+}
+
+/// [`spawn_app_with`] on a clock the test moves (reminder tests run hours in milliseconds).
+pub async fn spawn_app_at(
+    clock: Arc<dyn replyflow::clock::Clock>,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let db = TestDb::new().await;
+    spawn_app_on_clock(db, clock, configure).await
+}
+
+pub async fn spawn_app_on_clock(
+    db: TestDb,
+    clock: Arc<dyn replyflow::clock::Clock>,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let outbox_dir = tempfile::tempdir().expect("outbox dir");
     let mut settings = test_settings(&db.url, outbox_dir.path());
     configure(&mut settings);
-    let app = Application::build(&settings, Arc::new(SystemClock))
+    let app = Application::build(&settings, clock)
         .await
         .expect("building the application");
     let addr = app.local_addr();
+    let server_workflow = app.workflow();
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped());
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -158,6 +187,7 @@ pub async fn spawn_app_on_with(db: TestDb, configure: impl FnOnce(&mut Settings)
         channel,
         db,
         outbox_dir,
+        server_workflow,
         shutdown,
         server,
     }
@@ -208,6 +238,10 @@ impl TestApp {
 
     pub fn tasks(&self) -> pb::task_service_client::TaskServiceClient<Channel> {
         pb::task_service_client::TaskServiceClient::new(self.channel.clone())
+    }
+
+    pub fn reminders(&self) -> pb::reminder_service_client::ReminderServiceClient<Channel> {
+        pb::reminder_service_client::ReminderServiceClient::new(self.channel.clone())
     }
 
     pub fn directory(&self) -> pb::directory_service_client::DirectoryServiceClient<Channel> {

@@ -1,6 +1,6 @@
 //! What generic gRPC tooling sees: health checks, server reflection (v1 and v1alpha, so that both
-//! current and older grpcurl / Postman / language clients can discover the API), the services
-//! whose features land later answering UNIMPLEMENTED, and gRPC-Web over plain HTTP/1.1 so that a
+//! current and older grpcurl / Postman / language clients can discover the API), ReminderService
+//! answering, and gRPC-Web over plain HTTP/1.1 so that a
 //! browser can call the server without a proxy.
 use std::time::Duration;
 
@@ -184,18 +184,20 @@ async fn reflection_v1alpha_lists_every_service_and_serves_their_descriptors() {
     app.stop().await;
 }
 
-/// Documented in the README and the protos: ReminderService is in the contract now and answers
-/// UNIMPLEMENTED until the reminder issue lands.
+/// ReminderService is served: a caller with an empty inbox gets an empty list and a zero badge
+/// (no longer UNIMPLEMENTED).
 #[tokio::test]
-async fn reminder_rpcs_answer_unimplemented_until_their_issue_lands() {
+async fn reminder_service_answers() {
     let app = spawn_app().await;
     let mut reminders =
         pb::reminder_service_client::ReminderServiceClient::new(app.channel.clone());
-    let err = reminders
-        .list_reminders(req(pb::ListRemindersRequest::default(), "admin"))
+    let inbox = reminders
+        .list_messages(req(pb::ListMessagesRequest::default(), "admin"))
         .await
-        .expect_err("ListReminders is not implemented yet");
-    assert_eq!(err.code(), Code::Unimplemented, "ListReminders: {err:?}");
+        .expect("ListMessages is served")
+        .into_inner();
+    assert!(inbox.messages.is_empty());
+    assert_eq!(inbox.unread_count, 0);
     app.stop().await;
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use replyflow::proto::pb;
 
-use crate::helpers::{TestApp, expense_vars, req, spawn_app};
+use crate::helpers::{TestApp, expense_vars, req, spawn_app, spawn_app_with};
 
 /// The approval mail written for the task (file transport), waiting for it.
 async fn approval_mail(app: &TestApp) -> String {
@@ -240,4 +240,454 @@ async fn auto_replies_ambiguity_and_a_broken_token_get_their_verdicts() {
         "manager_approval"
     );
     app.stop().await;
+}
+
+/// The first mail written to the outbox directory that `wanted` accepts, waiting for it.
+async fn mail_where(app: &TestApp, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+    for _ in 0..200 {
+        let found = std::fs::read_dir(app.outbox_dir.path())
+            .expect("outbox dir")
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .find(|m| wanted(m));
+        if let Some(mail) = found {
+            return mail;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {what} was written");
+}
+
+/// Approval mail carries a Reply-To with a token (answers only an In-Reply-To).
+fn is_approval(mail: &str) -> bool {
+    mail.lines().any(|l| l.starts_with("Reply-To: "))
+}
+
+/// The approval mail to `address`.
+async fn approval_mail_to(app: &TestApp, address: &str) -> String {
+    mail_where(app, &format!("approval mail to {address}"), |m| {
+        is_approval(m) && header(m, "To").contains(address)
+    })
+    .await
+}
+
+/// The answer threaded under the reply with Message-ID `reply_id`.
+async fn answer_to(app: &TestApp, reply_id: &str) -> String {
+    let threaded = format!("In-Reply-To: {reply_id}");
+    mail_where(app, &format!("answer to {reply_id}"), |m| {
+        m.contains(&threaded) && m.contains("Auto-Submitted: auto-replied")
+    })
+    .await
+}
+
+/// The answer's text (the file transport writes it as an RFC 822 message, maybe encoded).
+fn text_of(mail: &str) -> String {
+    mail_parser::MessageParser::default()
+        .parse(mail.as_bytes())
+        .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+        .unwrap_or_default()
+}
+
+/// One user task for `${manager}` that may be handed on by mail.
+const DELEGABLE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+                  xmlns:replyflow="https://replyflow.dev/schema/1" id="d" targetNamespace="t">
+  <bpmn:process id="purchase" name="采购申请" isExecutable="true">
+    <bpmn:startEvent id="start"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="approval"/>
+    <bpmn:userTask id="approval" name="采购审批" replyflow:assignee="${manager}"
+                   replyflow:allowDelegate="true"/>
+    <bpmn:sequenceFlow id="f2" sourceRef="approval" targetRef="end"/>
+    <bpmn:endEvent id="end"/>
+  </bpmn:process>
+</bpmn:definitions>
+"#;
+
+async fn add_user_with_alias(app: &TestApp, id: &str, alias: &str) {
+    let message = pb::UpsertUserRequest {
+        user: Some(pb::User {
+            id: id.into(),
+            display_name: id.to_uppercase(),
+            email: format!("{id}@example.com"),
+            email_aliases: vec![alias.into()],
+            locale: "zh-CN".into(),
+            ..Default::default()
+        }),
+    };
+    app.directory()
+        .upsert_user(req(message, "admin"))
+        .await
+        .expect("upsert user");
+}
+
+async fn get_approval(app: &TestApp, task_id: &str) -> pb::ApprovalContext {
+    pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
+        .get_approval(req(
+            pb::GetApprovalRequest {
+                task_id: task_id.into(),
+            },
+            "admin",
+        ))
+        .await
+        .expect("GetApproval")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn a_delegate_reply_hands_the_task_to_the_named_user_who_then_decides_by_mail() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    add_user_with_alias(&app, "bob", "bob.b@corp.example").await;
+    app.deploy_xml(DELEGABLE).await.expect("deploys");
+    let instance = app
+        .start("purchase", serde_json::json!({"manager": "mary"}))
+        .await;
+    let task = instance.open_tasks[0].clone();
+    let original = approval_mail_to(&app, "mary@example.com").await;
+
+    // Handed on to bob by one of his aliases, with a note.
+    let delegated = submit(
+        &app,
+        reply(
+            "mary@example.com",
+            &original,
+            "转交 bob.b@corp.example\r\n他负责这个供应商",
+            "<del1@x>",
+        ),
+    )
+    .await;
+    assert_eq!(
+        delegated.verdict,
+        pb::Verdict::Applied as i32,
+        "{delegated:?}"
+    );
+    assert!(
+        delegated.reason.contains("delegated to bob"),
+        "{}",
+        delegated.reason
+    );
+    assert_eq!(delegated.delegate_to, "bob.b@corp.example");
+    assert!(delegated.answered, "the delegator gets a confirmation");
+    let moved = app.task(&task.id).await;
+    assert_eq!(moved.assignee, "bob");
+    assert_eq!(moved.status, pb::TaskStatus::Open as i32);
+    let events = app.audit_events(&instance.id).await;
+    let reassigned = events
+        .iter()
+        .find(|e| e.kind == "task_reassigned")
+        .expect("a task_reassigned event");
+    assert_eq!(reassigned.actor, "mary");
+    assert_eq!(reassigned.detail["via"], "email");
+    assert_eq!(reassigned.detail["comment"], "他负责这个供应商");
+
+    // The confirmation names bob; the approval now is bob's, with a mail of his own.
+    let confirmation = text_of(&answer_to(&app, "<del1@x>").await);
+    assert!(
+        confirmation.contains("bob") && confirmation.contains("handed on"),
+        "{confirmation}"
+    );
+    let approval = get_approval(&app, &task.id).await;
+    assert_eq!(approval.approver_email, "bob@example.com");
+    assert_eq!(approval.status, pb::ApprovalStatus::Pending as i32);
+    let bobs_mail = approval_mail_to(&app, "bob@example.com").await;
+
+    // Mary's token was used by the hand-over: a second reply of hers decides nothing.
+    let late = submit(
+        &app,
+        reply("mary@example.com", &original, "同意", "<late1@x>"),
+    )
+    .await;
+    assert_eq!(late.verdict, pb::Verdict::AlreadyUsed as i32, "{late:?}");
+    assert!(late.reason.contains("assigned to bob"), "{}", late.reason);
+    assert_eq!(app.task(&task.id).await.status, pb::TaskStatus::Open as i32);
+
+    // Bob decides from his own mail.
+    let decided = submit(
+        &app,
+        reply("bob@example.com", &bobs_mail, "同意", "<bob1@x>"),
+    )
+    .await;
+    assert_eq!(decided.verdict, pb::Verdict::Applied as i32, "{decided:?}");
+    let done = app.task(&task.id).await;
+    assert_eq!(
+        (done.outcome.as_str(), done.completed_by.as_str()),
+        ("approve", "bob")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_delegate_reply_that_cannot_be_honoured_changes_nothing_and_says_why() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.add_user("bob", "").await;
+    app.deploy_xml(DELEGABLE).await.expect("deploys");
+    app.deploy_example("expense.bpmn").await;
+    let delegable = app
+        .start("purchase", serde_json::json!({"manager": "mary"}))
+        .await;
+    let task = delegable.open_tasks[0].clone();
+    let original = approval_mail_to(&app, "mary@example.com").await;
+
+    for (body, id, why) in [
+        (
+            "delegate nobody@example.com",
+            "<r1@x>",
+            "not the address of a registered user",
+        ),
+        ("delegate MARY@example.com", "<r2@x>", "your own address"),
+    ] {
+        let refused = submit(&app, reply("mary@example.com", &original, body, id)).await;
+        assert_eq!(
+            refused.verdict,
+            pb::Verdict::NoDecision as i32,
+            "{refused:?}"
+        );
+        assert!(refused.reason.contains(why), "{body}: {}", refused.reason);
+        assert!(refused.answered, "{body}: the approver is told why");
+        let answer = text_of(&answer_to(&app, id).await);
+        assert!(answer.contains(why), "{answer}");
+    }
+    let unchanged = app.task(&task.id).await;
+    assert_eq!(unchanged.assignee, "mary");
+    assert_eq!(unchanged.status, pb::TaskStatus::Open as i32);
+    let approval = get_approval(&app, &task.id).await;
+    assert_eq!(approval.approver_email, "mary@example.com");
+    assert_eq!(approval.status, pb::ApprovalStatus::Pending as i32);
+    assert!(
+        !app.event_kinds(&delegable.id)
+            .await
+            .contains(&"task_reassigned".to_string())
+    );
+
+    // A task whose definition does not allow it (expense.bpmn has no allowDelegate).
+    let expense = app.start("expense", expense_vars(20000)).await;
+    let expense_task = expense.open_tasks[0].clone();
+    let expense_mail = mail_where(&app, "the expense approval mail", |m| {
+        is_approval(m) && header(m, "To").contains("mary@example.com") && m != original
+    })
+    .await;
+    let refused = submit(
+        &app,
+        reply(
+            "mary@example.com",
+            &expense_mail,
+            "delegate bob@example.com",
+            "<r3@x>",
+        ),
+    )
+    .await;
+    assert_eq!(
+        refused.verdict,
+        pb::Verdict::NoDecision as i32,
+        "{refused:?}"
+    );
+    assert!(
+        refused.reason.contains("allowDelegate"),
+        "{}",
+        refused.reason
+    );
+    assert_eq!(app.task(&expense_task.id).await.assignee, "mary");
+    app.stop().await;
+}
+
+/// A delivery status notification (RFC 3464) for the mail with `message_id`, as Postfix writes
+/// one.
+fn dsn(message_id: &str, recipient: &str, diagnostic: &str) -> Vec<u8> {
+    format!(
+        "From: MAILER-DAEMON@mx.replyflow.test (Mail Delivery System)\r\n\
+         To: approvals@replyflow.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+         Message-ID: <dsn.{recipient}@mx.replyflow.test>\r\nAuto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+         --B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n\
+         --B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.replyflow.test\r\n\r\n\
+         Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+         Diagnostic-Code: smtp; {diagnostic}\r\n\r\n\
+         --B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: approvals@replyflow.test\r\n\
+         To: {recipient}\r\nMessage-ID: {message_id}\r\nSubject: approval\r\n\r\n--B--\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_bounce_marks_the_approval_mail_failed_and_is_never_answered() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let instance = app.start("expense", expense_vars(20000)).await;
+    let task = instance.open_tasks[0].clone();
+    let original = approval_mail(&app).await;
+    let message_id = header(&original, "Message-ID").to_string();
+    // The file transport has written it: the outbox row is sent.
+    let mut approval = get_approval(&app, &task.id).await;
+    for _ in 0..200 {
+        if approval.delivery_status == pb::DeliveryStatus::Sent as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        approval = get_approval(&app, &task.id).await;
+    }
+    assert_eq!(approval.delivery_status, pb::DeliveryStatus::Sent as i32);
+
+    let bounce = submit(
+        &app,
+        dsn(&message_id, "mary@example.com", "550 5.1.1 User unknown"),
+    )
+    .await;
+    assert_eq!(bounce.verdict, pb::Verdict::Bounce as i32, "{bounce:?}");
+    assert!(!bounce.answered, "a bounce is never answered");
+    assert_eq!(bounce.task_id, task.id, "the log row names the task");
+    let bare = message_id.trim_matches(['<', '>']);
+    assert!(
+        bounce.reason.contains(bare) && bounce.reason.contains("550 5.1.1 User unknown"),
+        "{}",
+        bounce.reason
+    );
+    let failed = get_approval(&app, &task.id).await;
+    assert_eq!(
+        failed.delivery_status,
+        pb::DeliveryStatus::PermFailed as i32,
+        "{failed:?}"
+    );
+    assert!(
+        failed.last_error.contains("550 5.1.1 User unknown"),
+        "{}",
+        failed.last_error
+    );
+    // The task itself is untouched: the approver can still decide in the system.
+    assert_eq!(app.task(&task.id).await.status, pb::TaskStatus::Open as i32);
+
+    // The same report again is a copy; one about a mail that is not ours marks nothing.
+    let again = submit(
+        &app,
+        dsn(&message_id, "mary@example.com", "550 5.1.1 User unknown"),
+    )
+    .await;
+    assert_eq!(again.verdict, pb::Verdict::Duplicate as i32, "{again:?}");
+    let foreign = submit(
+        &app,
+        dsn(
+            "<someone-else@elsewhere.test>",
+            "x@elsewhere.test",
+            "550 no",
+        ),
+    )
+    .await;
+    assert_eq!(foreign.verdict, pb::Verdict::Bounce as i32);
+    assert!(
+        foreign.reason.contains("not a sent mail of ours"),
+        "{}",
+        foreign.reason
+    );
+    // No answer went to MAILER-DAEMON.
+    let answers = std::fs::read_dir(app.outbox_dir.path())
+        .expect("outbox dir")
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|m| m.to_lowercase().contains("to: mailer-daemon"))
+        .count();
+    assert_eq!(answers, 0);
+    app.stop().await;
+}
+
+/// `reply` with an Authentication-Results header added on top, as the receiving MTA adds it.
+fn with_auth_results(raw: Vec<u8>, value: &str) -> Vec<u8> {
+    let mut out = format!("Authentication-Results: {value}\r\n").into_bytes();
+    out.extend(raw);
+    out
+}
+
+#[tokio::test]
+async fn with_require_auth_only_a_reply_our_mta_vouches_for_decides() {
+    let app = spawn_app_with(|s| {
+        s.mail.authserv_id = Some("mx.replyflow.test".into());
+        s.mail.require_auth = "dkim".into();
+    })
+    .await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let instance = app.start("expense", expense_vars(20000)).await;
+    let task = instance.open_tasks[0].clone();
+    let original = approval_mail(&app).await;
+
+    let unsigned = submit(&app, reply("mary@example.com", &original, "同意", "<a1@x>")).await;
+    assert_eq!(
+        unsigned.verdict,
+        pb::Verdict::AuthFailed as i32,
+        "{unsigned:?}"
+    );
+    assert!(unsigned.answered, "told politely");
+    assert!(
+        text_of(&answer_to(&app, "<a1@x>").await).contains("could not be verified"),
+        "the answer says why"
+    );
+    // Anyone can write the header: one from another authserv-id is not trusted.
+    let forged = submit(
+        &app,
+        with_auth_results(
+            reply("mary@example.com", &original, "同意", "<a2@x>"),
+            "mx.evil.test; dkim=pass header.d=example.com; dmarc=pass",
+        ),
+    )
+    .await;
+    assert_eq!(forged.verdict, pb::Verdict::AuthFailed as i32, "{forged:?}");
+    let failing = submit(
+        &app,
+        with_auth_results(
+            reply("mary@example.com", &original, "同意", "<a3@x>"),
+            "mx.replyflow.test; dkim=fail header.d=example.com",
+        ),
+    )
+    .await;
+    assert_eq!(failing.verdict, pb::Verdict::AuthFailed as i32);
+    assert!(failing.reason.contains("dkim=fail"), "{}", failing.reason);
+    assert_eq!(app.task(&task.id).await.status, pb::TaskStatus::Open as i32);
+    assert_eq!(
+        get_approval(&app, &task.id).await.status,
+        pb::ApprovalStatus::Pending as i32,
+        "nothing used the token"
+    );
+
+    let vouched = submit(
+        &app,
+        with_auth_results(
+            reply("mary@example.com", &original, "同意", "<a4@x>"),
+            "mx.replyflow.test; dkim=pass (2048-bit key) header.d=example.com header.s=s1",
+        ),
+    )
+    .await;
+    assert_eq!(vouched.verdict, pb::Verdict::Applied as i32, "{vouched:?}");
+    assert_eq!(app.task(&task.id).await.outcome, "approve");
+    app.stop().await;
+}
+
+#[test]
+fn inbound_authentication_settings_are_checked_at_start() {
+    use replyflow::config::Settings;
+    let load = |pairs: &[(&str, &str)]| {
+        Settings::load_from(
+            None,
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let e = format!(
+        "{:#}",
+        load(&[("REPLYFLOW_MAIL_REQUIRE_AUTH", "spf")]).unwrap_err()
+    );
+    assert!(e.contains("mail.require_auth"), "{e}");
+    let e = format!(
+        "{:#}",
+        load(&[("REPLYFLOW_MAIL_REQUIRE_AUTH", "dmarc")]).unwrap_err()
+    );
+    assert!(e.contains("mail.authserv_id"), "{e}");
+    let ok = load(&[
+        ("REPLYFLOW_MAIL_REQUIRE_AUTH", "dmarc"),
+        ("REPLYFLOW_MAIL_AUTHSERV_ID", "mx.example.com"),
+    ])
+    .expect("a valid pair");
+    assert_eq!(ok.mail.require_auth, "dmarc");
 }

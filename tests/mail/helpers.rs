@@ -205,6 +205,7 @@ pub async fn insert_mail(
         last_error: String::new(),
         created_at: now,
         sent_at: None,
+        fallback: String::new(),
     };
     tx.insert_outbox(&mail).await.expect("insert_outbox");
     Queued {

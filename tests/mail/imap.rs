@@ -105,3 +105,51 @@ pub async fn wait_for_message_id(user: &str, id: &str, deadline: Duration) -> Ve
     let _ = session.logout().await;
     messages
 }
+
+/// How many messages in `user`'s `folder` carry header `name` containing `value`, as of now.
+pub async fn count_header(user: &str, folder: &str, name: &str, value: &str) -> usize {
+    let mut session = connect_imaps(user).await;
+    session
+        .select(folder)
+        .await
+        .unwrap_or_else(|e| panic!("SELECT {folder}: {e}"));
+    let n = session
+        .search(format!("HEADER {name} \"{value}\""))
+        .await
+        .expect("SEARCH HEADER")
+        .len();
+    let _ = session.logout().await;
+    n
+}
+
+/// Waits (polling, at most `deadline`) until `user`'s INBOX holds a message whose header `name`
+/// contains `value`; returns the first such message, raw.
+pub async fn wait_for_header(user: &str, name: &str, value: &str, deadline: Duration) -> Vec<u8> {
+    let mut session = connect_imaps(user).await;
+    let until = Instant::now() + deadline;
+    let seq = loop {
+        session.select("INBOX").await.expect("SELECT INBOX");
+        let found = session
+            .search(format!("HEADER {name} \"{value}\""))
+            .await
+            .expect("SEARCH HEADER");
+        if let Some(seq) = found.into_iter().min() {
+            break seq;
+        }
+        assert!(
+            Instant::now() < until,
+            "no message with {name}: {value} in {user}'s INBOX after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let fetches: Vec<_> = session
+        .fetch(seq.to_string(), "BODY.PEEK[]")
+        .await
+        .expect("FETCH")
+        .try_collect()
+        .await
+        .expect("FETCH responses");
+    let raw = fetches[0].body().expect("the message's bytes").to_vec();
+    let _ = session.logout().await;
+    raw
+}

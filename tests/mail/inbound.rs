@@ -24,10 +24,10 @@ use crate::{
     imap::{connect_imaps, wait_for_message_id},
 };
 
-const DEADLINE: Duration = Duration::from_secs(20);
-const PROCESSED: &str = "replyflow-processed";
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const PROCESSED: &str = "replyflow-processed";
 
-async fn add_user(app: &MailApp, id: &str, email: &str) {
+pub(crate) async fn add_user(app: &MailApp, id: &str, email: &str) {
     let message = pb::UpsertUserRequest {
         user: Some(pb::User {
             id: id.into(),
@@ -44,7 +44,7 @@ async fn add_user(app: &MailApp, id: &str, email: &str) {
 }
 
 /// mary (manager) and fred (finance) with their test-stack addresses, and examples/expense.bpmn.
-async fn setup(app: &MailApp) {
+pub(crate) async fn setup(app: &MailApp) {
     let env = mail_env();
     add_user(app, "mary", &env.address("mary")).await;
     add_user(app, "fred", &env.address("fred")).await;
@@ -63,7 +63,7 @@ async fn setup(app: &MailApp) {
 }
 
 /// Starts an expense with mary as the manager; returns her task.
-async fn start_expense(app: &MailApp) -> pb::Task {
+pub(crate) async fn start_expense(app: &MailApp) -> pb::Task {
     let Value::Object(variables) = json!({
         "manager": "mary", "finance": "fred", "amount": 20000, "reason": "RustConf 2026",
     }) else {
@@ -85,7 +85,7 @@ async fn start_expense(app: &MailApp) -> pb::Task {
     instance.open_tasks[0].clone()
 }
 
-async fn get_task(app: &MailApp, task_id: &str) -> pb::Task {
+pub(crate) async fn get_task(app: &MailApp, task_id: &str) -> pb::Task {
     app.tasks()
         .get_task(req(
             pb::GetTaskRequest {
@@ -98,7 +98,7 @@ async fn get_task(app: &MailApp, task_id: &str) -> pb::Task {
         .into_inner()
 }
 
-async fn get_approval(app: &MailApp, task_id: &str) -> pb::ApprovalContext {
+pub(crate) async fn get_approval(app: &MailApp, task_id: &str) -> pb::ApprovalContext {
     app.approvals()
         .get_approval(req(
             pb::GetApprovalRequest {
@@ -112,7 +112,7 @@ async fn get_approval(app: &MailApp, task_id: &str) -> pb::ApprovalContext {
 }
 
 /// The approval mail as the server wrote it (its outbox row), without waiting for delivery.
-async fn approval_mail_from_outbox(app: &MailApp, task_id: &str) -> ApprovalMail {
+pub(crate) async fn approval_mail_from_outbox(app: &MailApp, task_id: &str) -> ApprovalMail {
     let approval = get_approval(app, task_id).await;
     let store = app.store().await;
     let rows = store
@@ -129,7 +129,11 @@ async fn approval_mail_from_outbox(app: &MailApp, task_id: &str) -> ApprovalMail
 }
 
 /// Polls GetTask until the task is no longer open (at most `deadline`).
-async fn wait_until_decided(app: &MailApp, task_id: &str, deadline: Duration) -> pb::Task {
+pub(crate) async fn wait_until_decided(
+    app: &MailApp,
+    task_id: &str,
+    deadline: Duration,
+) -> pb::Task {
     let until = Instant::now() + deadline;
     loop {
         let task = get_task(app, task_id).await;
@@ -144,7 +148,7 @@ async fn wait_until_decided(app: &MailApp, task_id: &str, deadline: Duration) ->
     }
 }
 
-async fn inbound_log(app: &MailApp, task_id: &str) -> Vec<pb::InboundEmail> {
+pub(crate) async fn inbound_log(app: &MailApp, task_id: &str) -> Vec<pb::InboundEmail> {
     app.approvals()
         .list_inbound_emails(req(
             pb::ListInboundEmailsRequest {
@@ -160,7 +164,7 @@ async fn inbound_log(app: &MailApp, task_id: &str) -> Vec<pb::InboundEmail> {
         .emails
 }
 
-fn imaps_source() -> InboundSource {
+pub(crate) fn imaps_source() -> InboundSource {
     let env = mail_env();
     InboundSource::from_url(&format!(
         "imaps://approvals%40{}:{}@localhost:{}/INBOX",
@@ -169,7 +173,7 @@ fn imaps_source() -> InboundSource {
     .expect("the IMAPS URL parses")
 }
 
-fn imap_worker(app: &MailApp) -> InboundWorker {
+pub(crate) fn imap_worker(app: &MailApp) -> InboundWorker {
     InboundWorker::new(
         app.engine.clone(),
         imaps_source(),
@@ -179,20 +183,20 @@ fn imap_worker(app: &MailApp) -> InboundWorker {
 }
 
 /// A running reader and how to stop it (before the app, or on its own).
-struct Running {
+pub(crate) struct Running {
     stop: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Running {
-    fn start(app: &MailApp, worker: InboundWorker) -> Self {
+    pub(crate) fn start(app: &MailApp, worker: InboundWorker) -> Self {
         let stop = app.shutdown_token().child_token();
         let tracker = TaskTracker::new();
         worker.spawn(stop.clone(), &tracker);
         Self { stop, tracker }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         self.tracker.close();
         tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
@@ -202,7 +206,7 @@ impl Running {
 }
 
 /// How many messages in approvals@'s `folder` carry Message-ID `id`.
-async fn count_in_folder(folder: &str, id: &str) -> usize {
+pub(crate) async fn count_in_folder(folder: &str, id: &str) -> usize {
     let mut session = connect_imaps("approvals").await;
     session.select(folder).await.expect("SELECT");
     let id = id.trim_matches(|c| c == '<' || c == '>');

@@ -12,6 +12,8 @@ mod imap;
 
 mod approval;
 mod bench;
+mod crash;
 mod delivery;
 mod inbound;
 mod outage;
+mod verdicts;

@@ -307,6 +307,23 @@ case("return_tuihui_without_return", single(headers("Re: " + SUBJ_ZH), "退回\n
 case("button_prefilled_return", single(headers("Re: " + SUBJ_ZH, to=f"approvals@example.com"), "退回修改\n\n" + TOKEN_LINE + "\n"), "decision", "return", "", outcomes="approve,reject,return", token_source="body")
 case("button_prefilled_approve_en", single(headers("Re: " + SUBJ_EN, to="approvals@example.com"), "Approve\n\nLooks good to me.\n\n" + TOKEN_LINE + "\n", cte="7bit" if False else "base64"), "decision", "approve", "Looks good to me.", token_source="body")
 
+# ---- negations around the word (appended: earlier cases keep their Message-IDs)
+case("neg_tongyi_buliao", single(headers("Re: " + SUBJ_ZH), "同意不了，预算超标\n\n" + q(ORIG_ZH)), "decision", "reject", "预算超标")
+case("neg_pizhun_buliao_gb18030", single(headers("回复：" + SUBJ_ZH, charset="gb18030"), "批准不了\n材料不全\n\n------------------ 原始邮件 ------------------\n发件人: \"审批助手\"<approvals@example.com>;\n发送时间: 2026年11月21日(星期六) 上午10:00\n收件人: \"马丽\"<mary@example.com>;\n\n" + ORIG_ZH, charset="gb18030"), "decision", "reject", "材料不全")
+case("neg_buneng_tongyi", single(headers("Re: " + SUBJ_ZH), "不能同意，发票不全\n\n" + q(ORIG_ZH)), "decision", "reject", "发票不全")
+case("neg_meifa_pizhun", single(headers("Re: " + SUBJ_ZH), "没法批准\n\n发自我的iPhone\n\n> 在 2026年11月21日，10:00，审批助手 <approvals@example.com> 写道：\n" + q(ORIG_ZH)), "decision", "reject", "")
+case("neg_cant_approve_iphone", single(headers("Re: " + SUBJ_EN), "Can\u2019t approve - receipts missing\n\nSent from my iPhone\n\n> On Nov 21, 2026, at 10:00 AM, replyflow <approvals@example.com> wrote:\n" + q(ORIG_EN), cte="7bit"), "decision", "reject", "receipts missing")
+case("neg_wont_approve", single(headers("Re: " + SUBJ_EN), "I won't approve this trip.\n\nOn Sat, Nov 21, 2026 at 10:00 AM replyflow <approvals@example.com> wrote:\n" + q(ORIG_EN), cte="7bit"), "decision", "reject", "this trip.")
+b = "bnd_dsn_02"
+dsn2 = (f"From: MAILER-DAEMON@mx.example.com (Mail Delivery System)\nTo: approvals@example.com\nSubject: Delivery Status Notification (Failure)\n"
+        f"Date: Sat, 21 Nov 2026 10:00:07 +0800\nMessage-ID: <dsn.2@mx.example.com>\nMIME-Version: 1.0\n"
+        f"Content-Type: multipart/report; report-type=delivery-status; boundary=\"{b}\"\n\n"
+        f"--{b}\nContent-Type: text/plain; charset=utf-8\n\nDelivery to the following recipient failed permanently:\n\n     zhang.wei@example.com\n\n"
+        f"--{b}\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n\nFinal-Recipient: rfc822; zhang.wei@example.com\nAction: failed\nStatus: 5.2.2\n"
+        f"Diagnostic-Code: smtp; 552 5.2.2 The email account that you tried to reach is over quota\n\n"
+        f"--{b}\nContent-Type: message/rfc822\n\nFrom: approvals@example.com\nTo: zhang.wei@example.com\nMessage-ID: {MSGID}\nSubject: Approval needed\nContent-Type: text/plain\n\nAn approval is waiting.\n\n--{b}--\n")
+case("bounce_dsn_rfc822", dsn2.encode(), "bounce", None, "")
+
 with open(os.path.join(HERE, "cases.json"), "w", encoding="utf-8") as f:
     json.dump(CASES, f, ensure_ascii=False, indent=1)
     f.write("\n")

@@ -1,0 +1,106 @@
+//! ListReminders and RemindNow: the reminders themselves.
+use tonic::{Request, Response, Status};
+
+use super::{
+    auth::actor,
+    convert::{self, timestamp},
+};
+use crate::{
+    error::Error,
+    proto::pb,
+    store::{PageRequest, reminders::ReminderFilter},
+    workflow::{
+        Workflow,
+        reminders::{RemindNow, ReminderView},
+    },
+};
+
+fn reminder_pb(view: &ReminderView) -> pb::Reminder {
+    let r = &view.reminder;
+    let at = |ms: i64| if ms == 0 { None } else { timestamp(ms) };
+    pb::Reminder {
+        id: r.id.clone(),
+        process_instance_id: r.instance_id.clone(),
+        start_activity_id: r.start_activity.clone(),
+        end_activity_id: r.end_activity.clone(),
+        reminder_type: r.reminder_type.clone(),
+        state: convert::reminder_state(r.state) as i32,
+        sent_count: i32::try_from(r.sent_count).unwrap_or(i32::MAX),
+        next_fire_at: r.next_fire_at.and_then(timestamp),
+        group_id: r.group_id.clone(),
+        created_at: timestamp(r.created_at),
+        last_fired_at: at(r.last_fired_at),
+        finished_at: at(r.finished_at),
+        count: i32::try_from(r.count).unwrap_or(i32::MAX),
+        interval: convert::iso_duration(r.interval_ms),
+        escalation: r.escalation.clone(),
+        escalated: r.escalated,
+        task_ids: view.tasks.iter().map(|t| t.id.clone()).collect(),
+        recipients: view.tasks.iter().map(|t| t.assignee.clone()).collect(),
+    }
+}
+
+pub(super) async fn list_reminders(
+    workflow: &Workflow,
+    request: Request<pb::ListRemindersRequest>,
+) -> Result<Response<pb::ListRemindersResponse>, Status> {
+    actor(&request)?;
+    let req = request.into_inner();
+    let page = PageRequest::new(req.page_size, req.page_token)?;
+    let mut filter = ReminderFilter {
+        instance_id: req.process_instance_id,
+        recipient: req.recipient,
+        state: convert::reminder_state_filter(req.state)?,
+        reminder_type: req.reminder_type,
+        ..ReminderFilter::default()
+    };
+    if !req.task_id.is_empty() {
+        // Reminders chasing a task: those of its instance that end at its activity.
+        let task = workflow.task(&req.task_id).await?;
+        if !filter.instance_id.is_empty() && filter.instance_id != task.instance_id {
+            return Err(Error::invalid(
+                "task_id",
+                "the task belongs to another process instance than process_instance_id",
+            )
+            .into());
+        }
+        filter.instance_id = task.instance_id;
+        filter.end_activity = task.activity_id;
+    }
+    let page = workflow.list_reminders(&filter, &page).await?;
+    Ok(Response::new(pb::ListRemindersResponse {
+        reminders: page.items.iter().map(reminder_pb).collect(),
+        next_page_token: page.next_page_token,
+    }))
+}
+
+pub(super) async fn remind_now(
+    workflow: &Workflow,
+    request: Request<pb::RemindNowRequest>,
+) -> Result<Response<pb::RemindNowResponse>, Status> {
+    let actor = actor(&request)?;
+    let req = request.into_inner();
+    let channels = convert::channels_from_pb(&req.channels, "channels")?;
+    let done = workflow
+        .remind_now(
+            &actor,
+            RemindNow {
+                task_id: req.task_id,
+                message: req.message,
+                request_id: req.request_id,
+                channels,
+            },
+        )
+        .await?;
+    Ok(Response::new(pb::RemindNowResponse {
+        task_id: done.task_id,
+        recipient: done.recipient,
+        channels: done
+            .channels
+            .iter()
+            .map(|c| convert::channel(*c) as i32)
+            .collect(),
+        inbox_message_id: done.inbox_message_id,
+        sent_at: timestamp(done.sent_at),
+    }))
+}

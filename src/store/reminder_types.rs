@@ -1,0 +1,84 @@
+//! Server-wide reminder types (UpsertReminderType).
+use sqlx::{Any, Row, any::AnyRow};
+
+use super::{Store, Tx};
+use crate::{
+    error::{Error, Result},
+    model::{Channel, ReminderType},
+};
+
+const TYPE_BY_ID: &str = "SELECT id, count, interval_ms, channels, escalation, updated_at \
+    FROM reminder_types WHERE id = $1";
+
+pub(super) fn channels_text(channels: &[Channel]) -> String {
+    channels
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(super) fn parse_channels(text: &str) -> Result<Vec<Channel>> {
+    text.split(',')
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            Channel::parse(c).ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!("corrupt row: unknown channel {c:?}"))
+            })
+        })
+        .collect()
+}
+
+pub(super) fn reminder_type(row: &AnyRow) -> Result<ReminderType> {
+    let channels: String = row.try_get("channels")?;
+    Ok(ReminderType {
+        id: row.try_get("id")?,
+        count: row.try_get("count")?,
+        interval_ms: row.try_get("interval_ms")?,
+        channels: parse_channels(&channels)?,
+        escalation: row.try_get("escalation")?,
+        source: "server".into(),
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl Tx {
+    /// A server-wide reminder type by id.
+    pub async fn server_reminder_type(&mut self, id: &str) -> Result<Option<ReminderType>> {
+        let row = sqlx::query::<Any>(TYPE_BY_ID)
+            .bind(id)
+            .fetch_optional(&mut *self.inner)
+            .await?;
+        row.as_ref().map(reminder_type).transpose()
+    }
+}
+
+impl Store {
+    /// Creates or replaces a server-wide reminder type (one statement: nothing to roll back).
+    pub async fn upsert_reminder_type(&self, t: &ReminderType) -> Result<()> {
+        sqlx::query::<Any>(
+            "INSERT INTO reminder_types (id, count, interval_ms, channels, escalation, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET count = excluded.count, interval_ms = excluded.interval_ms, \
+             channels = excluded.channels, escalation = excluded.escalation, updated_at = excluded.updated_at",
+        )
+        .bind(&t.id)
+        .bind(t.count)
+        .bind(t.interval_ms)
+        .bind(channels_text(&t.channels))
+        .bind(&t.escalation)
+        .bind(t.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A server-wide reminder type by id, outside any transaction.
+    pub async fn reminder_type(&self, id: &str) -> Result<Option<ReminderType>> {
+        let row = sqlx::query::<Any>(TYPE_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(reminder_type).transpose()
+    }
+}

@@ -1,0 +1,312 @@
+//! Server-wide reminder types (UpsertReminderType): a client's type is parsed into a
+//! [`ReminderType`] here, every field checked the way ReminderService's contract names it, so the
+//! scheduler never meets a zero interval, an unknown channel or an escalation it cannot run.
+use super::Workflow;
+use crate::{
+    engine::definition::iso_duration_secs,
+    error::{Error, Result},
+    model::{Channel, ReminderType},
+};
+
+/// At most this many reminders per type (the contract's 1..100).
+const MAX_COUNT: i64 = 100;
+/// The longest interval accepted. The contract sets no upper bound; this one keeps
+/// `next_fire_at` arithmetic far from overflow while allowing anything an OA would chase with.
+const MAX_INTERVAL_SECS: u64 = 366 * 86_400;
+
+/// A reminder type as a client sent it, before it is checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReminderTypeInput {
+    pub id: String,
+    pub count: i64,
+    /// ISO 8601 as written; may be empty when `interval_secs` is given.
+    pub interval: String,
+    /// The `interval_duration` alternative, in whole seconds, when the client set it.
+    pub interval_secs: Option<i64>,
+    /// In fallback order; duplicates are dropped (the first position wins).
+    pub channels: Vec<Channel>,
+    pub escalation: String,
+}
+
+/// What runs when a reminder's count is used up (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EscalationPolicy {
+    None,
+    NotifyManager,
+    Notify(String),
+    ReassignManager,
+    Complete(String),
+}
+
+impl EscalationPolicy {
+    /// Reads a policy as written ("" means none). A user or outcome id is only checked for
+    /// shape here; whether the user exists is the caller's question.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let named = |rest: &str, what: &str| {
+            if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err(format!(
+                    "'{text}': the {what} id is missing or contains spaces"
+                ))
+            } else {
+                Ok(rest.to_string())
+            }
+        };
+        match text {
+            "" | "none" => Ok(Self::None),
+            "notify-manager" => Ok(Self::NotifyManager),
+            "reassign-manager" => Ok(Self::ReassignManager),
+            _ => {
+                if let Some(user) = text.strip_prefix("notify:") {
+                    named(user, "user").map(Self::Notify)
+                } else if let Some(outcome) = text.strip_prefix("complete:") {
+                    named(outcome, "outcome").map(Self::Complete)
+                } else {
+                    Err(format!(
+                        "'{text}' is not one of notify-manager, notify:<user id>, \
+                         reassign-manager, complete:<outcome id>, none"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The policy as stored and shown.
+    pub fn as_text(&self) -> String {
+        match self {
+            Self::None => "none".into(),
+            Self::NotifyManager => "notify-manager".into(),
+            Self::Notify(user) => format!("notify:{user}"),
+            Self::ReassignManager => "reassign-manager".into(),
+            Self::Complete(outcome) => format!("complete:{outcome}"),
+        }
+    }
+}
+
+/// An interval in milliseconds as ISO 8601 ("PT4H", "P1DT30M", "P2W"). Stored intervals are
+/// whole seconds, so this is exact; weeks only when nothing else is needed, since ISO 8601 does
+/// not combine W with other units.
+pub fn interval_text(interval_ms: i64) -> String {
+    let secs = interval_ms.max(0) / 1000;
+    if secs == 0 {
+        return "PT0S".into();
+    }
+    if secs % 604_800 == 0 {
+        return format!("P{}W", secs / 604_800);
+    }
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (hours, minutes, seconds) = (rest / 3_600, rest % 3_600 / 60, rest % 60);
+    let mut text = String::from("P");
+    if days > 0 {
+        text.push_str(&format!("{days}D"));
+    }
+    if rest > 0 {
+        text.push('T');
+        for (amount, unit) in [(hours, 'H'), (minutes, 'M'), (seconds, 'S')] {
+            if amount > 0 {
+                text.push_str(&format!("{amount}{unit}"));
+            }
+        }
+    }
+    text
+}
+
+fn check_id(id: &str) -> Result<()> {
+    let field = "reminder_type.id";
+    if id.is_empty() {
+        return Err(Error::invalid(field, "required"));
+    }
+    if id.len() > 64 {
+        return Err(Error::invalid(field, "at most 64 characters"));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{bad:?} is not allowed: use letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_interval(text: &str, secs: Option<i64>) -> Result<i64> {
+    let field = "reminder_type.interval";
+    let text = text.trim();
+    let from_text = if text.is_empty() {
+        None
+    } else {
+        Some(iso_duration_secs(text).map_err(|reason| Error::invalid(field, reason))?)
+    };
+    let from_duration = match secs {
+        None => None,
+        Some(secs) => Some(
+            u64::try_from(secs)
+                .map_err(|_| Error::invalid(field, "interval_duration must not be negative"))?,
+        ),
+    };
+    let secs = match (from_text, from_duration) {
+        (None, None) => {
+            return Err(Error::invalid(
+                field,
+                "required: an ISO 8601 duration such as PT4H (or interval_duration)",
+            ));
+        }
+        (Some(a), Some(b)) if a != b => {
+            return Err(Error::invalid(
+                field,
+                format!("'{text}' is {a} s but interval_duration is {b} s"),
+            ));
+        }
+        (Some(s), _) | (None, Some(s)) => s,
+    };
+    if secs < 1 {
+        return Err(Error::invalid(field, "must be at least one second (PT1S)"));
+    }
+    if secs > MAX_INTERVAL_SECS {
+        return Err(Error::invalid(field, "must be at most 366 days (P366D)"));
+    }
+    // At most 366 days in milliseconds: far inside i64.
+    i64::try_from(secs * 1000).map_err(|_| Error::invalid(field, "too long"))
+}
+
+fn dedup_channels(channels: &[Channel]) -> Result<Vec<Channel>> {
+    let mut unique = Vec::with_capacity(channels.len());
+    for channel in channels {
+        if !unique.contains(channel) {
+            unique.push(*channel);
+        }
+    }
+    if unique.is_empty() {
+        return Err(Error::invalid(
+            "reminder_type.channels",
+            "at least one of CHANNEL_INBOX, CHANNEL_EMAIL, CHANNEL_SMS",
+        ));
+    }
+    Ok(unique)
+}
+
+impl Workflow {
+    /// Creates or replaces a server-wide reminder type. Reminders already armed keep the count,
+    /// interval, channels and escalation they were armed with (they carry copies).
+    pub async fn upsert_reminder_type(&self, input: ReminderTypeInput) -> Result<ReminderType> {
+        check_id(&input.id)?;
+        if !(1..=MAX_COUNT).contains(&input.count) {
+            return Err(Error::invalid(
+                "reminder_type.count",
+                format!("must be 1 to {MAX_COUNT}, not {}", input.count),
+            ));
+        }
+        let interval_ms = check_interval(&input.interval, input.interval_secs)?;
+        let channels = dedup_channels(&input.channels)?;
+        let escalation = EscalationPolicy::parse(&input.escalation)
+            .map_err(|reason| Error::invalid("reminder_type.escalation", reason))?;
+        if let EscalationPolicy::Notify(user) = &escalation
+            && self.store.user(user).await?.is_none()
+        {
+            return Err(Error::invalid(
+                "reminder_type.escalation",
+                format!("notify:{user} names an unknown user"),
+            ));
+        }
+        let reminder_type = ReminderType {
+            id: input.id,
+            count: input.count,
+            interval_ms,
+            channels,
+            escalation: escalation.as_text(),
+            source: "server".into(),
+            updated_at: self.now(),
+        };
+        self.store.upsert_reminder_type(&reminder_type).await?;
+        Ok(reminder_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escalation_policies_parse_and_print_back() {
+        for text in [
+            "none",
+            "notify-manager",
+            "reassign-manager",
+            "notify:ceo",
+            "complete:approve",
+        ] {
+            assert_eq!(EscalationPolicy::parse(text).unwrap().as_text(), text);
+        }
+        assert_eq!(EscalationPolicy::parse("").unwrap(), EscalationPolicy::None);
+        assert_eq!(
+            EscalationPolicy::parse(" notify:ceo ").unwrap(),
+            EscalationPolicy::Notify("ceo".into())
+        );
+        for bad in [
+            "notify:",
+            "complete:",
+            "notify:a b",
+            "escalate",
+            "notify-boss",
+        ] {
+            assert!(EscalationPolicy::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn intervals_print_as_iso_8601() {
+        assert_eq!(interval_text(1_000), "PT1S");
+        assert_eq!(interval_text(14_400_000), "PT4H");
+        assert_eq!(interval_text(86_400_000), "P1D");
+        assert_eq!(interval_text(93_600_000), "P1DT2H");
+        assert_eq!(interval_text(5_430_000), "PT1H30M30S");
+        assert_eq!(interval_text(1_209_600_000), "P2W");
+        for text in [
+            "PT1S",
+            "PT4H",
+            "P1D",
+            "P1DT2H",
+            "PT1H30M30S",
+            "P2W",
+            "P3DT5M",
+        ] {
+            let ms = i64::try_from(iso_duration_secs(text).unwrap() * 1000).unwrap();
+            assert_eq!(interval_text(ms), text, "round trip");
+        }
+    }
+
+    #[test]
+    fn intervals_are_checked_and_name_the_field() {
+        assert_eq!(check_interval("PT4H", None).unwrap(), 14_400_000);
+        assert_eq!(check_interval("", Some(2)).unwrap(), 2_000);
+        assert_eq!(check_interval("PT1M", Some(60)).unwrap(), 60_000);
+        for (text, secs) in [
+            ("", None),
+            ("PT0S", None),
+            ("P1M", None),
+            ("P1Y", None),
+            ("4 hours", None),
+            ("PT1M", Some(61)),
+            ("", Some(0)),
+            ("", Some(-5)),
+            ("P400D", None),
+        ] {
+            let err = check_interval(text, secs).unwrap_err();
+            assert!(
+                err.to_string().starts_with("reminder_type.interval:"),
+                "{text:?} {secs:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(check_id("urgent-2.v_1").is_ok());
+        for bad in ["", "has space", "催办", &"x".repeat(65)] {
+            let err = check_id(bad).unwrap_err();
+            assert!(err.to_string().starts_with("reminder_type.id:"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,815 @@
+//! Reminders (催办) through the real server: armed and stopped by transitions, fired by the
+//! scheduler on a clock the tests move (a 3 × PT4H reminder with escalation runs in
+//! milliseconds), escalated once, sent by hand, listed. The cron job is set to a far-away time in
+//! most tests so that the test decides when a tick happens; one test lets the real cron run.
+use std::sync::Arc;
+
+use replyflow::{clock::ManualClock, model::ReminderState};
+use serde_json::json;
+use tonic::Code;
+
+use crate::helpers::{TestApp, req, spawn_app_at, spawn_app_with};
+use replyflow::proto::pb;
+
+const HOUR: i64 = 3_600_000;
+const T0: i64 = 1_800_000_000_000;
+
+/// A definition whose tasks are chased by `t` (count, interval, channels, escalation), with
+/// `body` as the process content.
+fn definition(key: &str, reminder: &str, body: &str) -> String {
+    format!(
+        r#"<definitions xmlns="http://www.omg.org/spec/BPMN/20100524/MODEL"
+             xmlns:replyflow="https://replyflow.dev/schema/1">
+           <process id="{key}" name="催办测试" isExecutable="true">
+             <extensionElements><replyflow:reminderType id="t" {reminder}/></extensionElements>
+             {body}
+           </process></definitions>"#
+    )
+}
+
+fn task(id: &str, assignee: &str) -> String {
+    format!(
+        r#"<userTask id="{id}" name="{id} approval" replyflow:assignee="{assignee}" replyflow:reminderType="t"/>"#
+    )
+}
+
+fn flow(from: &str, to: &str) -> String {
+    format!(r#"<sequenceFlow id="{from}_{to}" sourceRef="{from}" targetRef="{to}"/>"#)
+}
+
+fn one_task(key: &str, reminder: &str) -> String {
+    definition(
+        key,
+        reminder,
+        &format!(
+            r#"<startEvent id="s"/>{}<endEvent id="e"/>{}{}"#,
+            task("a1", "alice"),
+            flow("s", "a1"),
+            flow("a1", "e")
+        ),
+    )
+}
+
+/// An app on a manual clock at T0 whose cron job never ticks by itself.
+async fn app_at(clock: &Arc<ManualClock>) -> TestApp {
+    let clock: Arc<dyn replyflow::clock::Clock> = clock.clone();
+    let app = spawn_app_at(clock, |s| {
+        s.reminders.schedule = "0 0 0 1 1 *".into();
+        s.security.admins = "root".into();
+    })
+    .await;
+    app.add_user("boss", "").await;
+    app.add_user("alice", "boss").await;
+    app.add_user("bob", "boss").await;
+    app.add_user("ceo", "").await;
+    app
+}
+
+async fn fire(app: &TestApp) {
+    app.server_workflow
+        .fire_due_reminders(500)
+        .await
+        .expect("firing due reminders");
+}
+
+async fn reminders_of(app: &TestApp, instance_id: &str) -> Vec<pb::Reminder> {
+    app.reminders()
+        .list_reminders(req(
+            pb::ListRemindersRequest {
+                process_instance_id: instance_id.into(),
+                ..Default::default()
+            },
+            "alice",
+        ))
+        .await
+        .expect("ListReminders")
+        .into_inner()
+        .reminders
+}
+
+async fn messages_of(app: &TestApp, user: &str) -> Vec<pb::Message> {
+    app.reminders()
+        .list_messages(req(pb::ListMessagesRequest::default(), user))
+        .await
+        .expect("ListMessages")
+        .into_inner()
+        .messages
+}
+
+fn state(r: &pb::Reminder) -> pb::ReminderState {
+    pb::ReminderState::try_from(r.state).unwrap_or(pb::ReminderState::Unspecified)
+}
+
+fn edge(r: &pb::Reminder) -> (String, String) {
+    (r.start_activity_id.clone(), r.end_activity_id.clone())
+}
+
+#[tokio::test]
+async fn a_3_x_pt4h_reminder_runs_out_and_escalates_to_the_manager_once() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.deploy_xml(&one_task(
+        "urgent",
+        r#"count="3" interval="PT4H" channels="inbox,email" escalation="notify-manager""#,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("urgent", json!({})).await;
+
+    let armed = reminders_of(&app, &instance.id).await;
+    assert_eq!(armed.len(), 1);
+    assert_eq!(edge(&armed[0]), ("s".into(), "a1".into()));
+    assert_eq!(state(&armed[0]), pb::ReminderState::New);
+    assert_eq!(armed[0].count, 3);
+    assert_eq!(armed[0].interval, "PT4H");
+    assert_eq!(armed[0].recipients, vec!["alice"]);
+
+    // Not due yet: nothing happens.
+    clock.advance(4 * HOUR - 1);
+    fire(&app).await;
+    assert_eq!(
+        state(&reminders_of(&app, &instance.id).await[0]),
+        pb::ReminderState::New
+    );
+
+    let expected = [
+        (1, pb::ReminderState::Reminded),
+        (2, pb::ReminderState::Reminded),
+        (3, pb::ReminderState::RemindCompleted),
+    ];
+    for (sent, expected_state) in expected {
+        clock.advance(if sent == 1 { 1 } else { 4 * HOUR });
+        fire(&app).await;
+        let r = &reminders_of(&app, &instance.id).await[0];
+        assert_eq!((r.sent_count, state(r)), (sent, expected_state));
+    }
+    let inbox = messages_of(&app, "alice").await;
+    assert_eq!(inbox.len(), 3, "one in-system message per reminder");
+    assert!(
+        inbox
+            .iter()
+            .all(|m| m.kind == pb::MessageKind::Reminder as i32)
+    );
+    assert!(
+        inbox[0].title.contains("a1 approval"),
+        "{:?}",
+        inbox[0].title
+    );
+    // Each reminder also queued a mail carrying the task's reply token.
+    let store = app.store().await;
+    let reminder_mail: i64 = sqlx::query_scalar::<sqlx::Any, i64>(
+        "SELECT COUNT(*) FROM outbox WHERE kind = 'reminder' AND recipient = 'alice@example.com'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("count reminder mail");
+    assert_eq!(reminder_mail, 3);
+
+    // One more interval with the task still open: RemindFailed, the manager is told, once.
+    clock.advance(4 * HOUR);
+    fire(&app).await;
+    clock.advance(4 * HOUR);
+    fire(&app).await;
+    let r = &reminders_of(&app, &instance.id).await[0];
+    assert_eq!(state(r), pb::ReminderState::RemindFailed);
+    assert!(r.escalated);
+    assert!(r.next_fire_at.is_none());
+    let boss = messages_of(&app, "boss").await;
+    assert_eq!(boss.len(), 1, "escalation runs exactly once: {boss:?}");
+    assert_eq!(boss[0].kind, pb::MessageKind::Escalation as i32);
+
+    let kinds = app.event_kinds(&instance.id).await;
+    for kind in [
+        "reminder_new",
+        "reminder_reminded",
+        "reminder_remind_completed",
+        "reminder_remind_failed",
+        "reminder_escalated",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "{kind} missing from {kinds:?}"
+        );
+    }
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "reminder_escalated").count(),
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn completing_stops_reminders_before_and_after_they_fired() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    let body = format!(
+        r#"<startEvent id="s"/>{}{}<endEvent id="e"/>{}{}{}"#,
+        task("a1", "alice"),
+        task("a2", "bob"),
+        flow("s", "a1"),
+        flow("a1", "a2"),
+        flow("a2", "e")
+    );
+    app.deploy_xml(&definition(
+        "seq",
+        r#"count="2" interval="PT1H" channels="inbox""#,
+        &body,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("seq", json!({})).await;
+    let a1 = instance.open_tasks[0].clone();
+    app.complete(&a1, "approve").await.expect("complete a1");
+    clock.advance(HOUR);
+    fire(&app).await;
+    let a2 = app
+        .tasks_of(&instance.id)
+        .await
+        .into_iter()
+        .find(|t| t.activity_id == "a2");
+    let a2 = a2.expect("a2 open");
+    app.complete(&a2, "approve").await.expect("complete a2");
+
+    let all = reminders_of(&app, &instance.id).await;
+    let states: Vec<_> = all.iter().map(|r| (edge(r), state(r))).collect();
+    assert_eq!(
+        states,
+        vec![
+            (
+                ("s".into(), "a1".into()),
+                pb::ReminderState::FinishedBeforeRemind
+            ),
+            (
+                ("a1".into(), "a2".into()),
+                pb::ReminderState::FinishedAfterRemind
+            ),
+        ]
+    );
+    assert!(
+        all.iter()
+            .all(|r| r.finished_at.is_some() && r.next_fire_at.is_none())
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_the_instance_cancels_its_reminders() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.deploy_xml(&one_task(
+        "c",
+        r#"count="1" interval="PT1H" channels="inbox""#,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("c", json!({})).await;
+    app.cancel_as(&instance.id, "initiator")
+        .await
+        .expect("cancel");
+    let r = &reminders_of(&app, &instance.id).await[0];
+    assert_eq!(state(r), pb::ReminderState::Cancelled);
+    clock.advance(2 * HOUR);
+    fire(&app).await;
+    assert!(
+        messages_of(&app, "alice").await.is_empty(),
+        "a cancelled reminder never fires"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reminder_waiting_at_a_parallel_join_chases_the_other_branch() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    let body = format!(
+        r#"<startEvent id="s"/><parallelGateway id="split"/>{}{}<parallelGateway id="join"/>{}<endEvent id="e"/>
+           {}{}{}{}{}{}{}"#,
+        task("a1", "alice"),
+        task("a2", "bob"),
+        task("a3", "boss"),
+        flow("s", "split"),
+        flow("split", "a1"),
+        flow("split", "a2"),
+        flow("a1", "join"),
+        flow("a2", "join"),
+        flow("join", "a3"),
+        flow("a3", "e")
+    );
+    app.deploy_xml(&definition(
+        "pj",
+        r#"count="2" interval="PT1H" channels="inbox""#,
+        &body,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("pj", json!({})).await;
+    let a1 = instance
+        .open_tasks
+        .iter()
+        .find(|t| t.activity_id == "a1")
+        .cloned();
+    app.complete(&a1.expect("a1"), "approve").await.expect("a1");
+    let waiting = reminders_of(&app, &instance.id).await;
+    let to_a3 = waiting
+        .iter()
+        .find(|r| edge(r) == ("a1".into(), "a3".into()));
+    let to_a3 = to_a3.expect("(a1→a3) armed when a1 reached the join");
+    assert_eq!(
+        to_a3.recipients,
+        vec!["bob"],
+        "it chases the branch the join waits for"
+    );
+    clock.advance(HOUR);
+    fire(&app).await;
+    let bob = messages_of(&app, "bob").await;
+    assert_eq!(bob.len(), 2, "(s→a2) and (a1→a3) both remind bob: {bob:?}");
+
+    let a2 = app
+        .tasks_of(&instance.id)
+        .await
+        .into_iter()
+        .find(|t| t.activity_id == "a2");
+    app.complete(&a2.expect("a2"), "approve").await.expect("a2");
+    let after = reminders_of(&app, &instance.id).await;
+    let into_a3: Vec<_> = after.iter().filter(|r| r.end_activity_id == "a3").collect();
+    assert_eq!(into_a3.len(), 2, "one edge per incoming branch: {after:?}");
+    assert!(into_a3.iter().all(|r| r.recipients == vec!["boss"]));
+
+    let a3 = app
+        .tasks_of(&instance.id)
+        .await
+        .into_iter()
+        .find(|t| t.activity_id == "a3");
+    app.complete(&a3.expect("a3"), "approve").await.expect("a3");
+    let done = reminders_of(&app, &instance.id).await;
+    assert!(
+        done.iter()
+            .filter(|r| r.end_activity_id == "a3")
+            .all(|r| state(r) == pb::ReminderState::FinishedAfterRemind
+                || state(r) == pb::ReminderState::FinishedBeforeRemind),
+        "{done:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_decided_deferred_choice_stops_the_whole_group() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    let body = format!(
+        r#"<startEvent id="s"/><exclusiveGateway id="x"/>{}{}<endEvent id="e"/>{}{}{}{}{}"#,
+        task("a2", "alice"),
+        task("a3", "bob"),
+        flow("s", "x"),
+        flow("x", "a2"),
+        flow("x", "a3"),
+        flow("a2", "e"),
+        flow("a3", "e")
+    );
+    app.deploy_xml(&definition(
+        "dc",
+        r#"count="2" interval="PT1H" channels="inbox""#,
+        &body,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("dc", json!({})).await;
+    let armed = reminders_of(&app, &instance.id).await;
+    assert_eq!(armed.len(), 2);
+    assert!(!armed[0].group_id.is_empty());
+    assert_eq!(armed[0].group_id, armed[1].group_id);
+    let a3 = instance
+        .open_tasks
+        .iter()
+        .find(|t| t.activity_id == "a3")
+        .cloned();
+    app.complete(&a3.expect("a3"), "approve").await.expect("a3");
+    let stopped = reminders_of(&app, &instance.id).await;
+    assert!(
+        stopped
+            .iter()
+            .all(|r| state(r) == pb::ReminderState::FinishedBeforeRemind),
+        "{stopped:?}"
+    );
+    app.stop().await;
+}
+
+/// Runs one task's reminder out (count 1, PT1H) under `escalation`; returns the app and instance.
+async fn run_out(escalation: &str) -> (Arc<ManualClock>, TestApp, pb::ProcessInstance) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.deploy_xml(&one_task(
+        "esc",
+        &format!(r#"count="1" interval="PT1H" channels="inbox" escalation="{escalation}""#),
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("esc", json!({})).await;
+    clock.advance(HOUR);
+    fire(&app).await;
+    clock.advance(HOUR);
+    fire(&app).await;
+    // Escalation runs once: later ticks find nothing due.
+    clock.advance(5 * HOUR);
+    fire(&app).await;
+    (clock, app, instance)
+}
+
+#[tokio::test]
+async fn escalation_reassign_manager_hands_the_task_to_the_manager() {
+    let (_clock, app, instance) = run_out("reassign-manager").await;
+    let task = app.task(&instance.open_tasks[0].id).await;
+    assert_eq!(task.assignee, "boss");
+    assert_eq!(task.status, pb::TaskStatus::Open as i32);
+    let kinds = app.event_kinds(&instance.id).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "task_reassigned").count(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn escalation_complete_decides_the_task_with_the_default_outcome() {
+    let (_clock, app, instance) = run_out("complete:approve").await;
+    let task = app.task(&instance.open_tasks[0].id).await;
+    assert_eq!(task.status, pb::TaskStatus::Completed as i32);
+    assert_eq!(task.outcome, "approve");
+    assert_eq!(task.completed_via, pb::CompletedVia::Escalation as i32);
+    assert_eq!(
+        app.instance(&instance.id).await.status,
+        pb::InstanceStatus::Completed as i32
+    );
+    let r = &reminders_of(&app, &instance.id).await[0];
+    assert_eq!(
+        state(r),
+        pb::ReminderState::RemindFailed,
+        "the failed state stays"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn escalation_notify_user_tells_that_user() {
+    let (_clock, app, instance) = run_out("notify:ceo").await;
+    let ceo = messages_of(&app, "ceo").await;
+    assert_eq!(ceo.len(), 1);
+    assert_eq!(ceo[0].task_id, instance.open_tasks[0].id);
+    assert!(messages_of(&app, "boss").await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn escalation_none_only_marks_the_reminder_failed() {
+    let (_clock, app, instance) = run_out("none").await;
+    let r = &reminders_of(&app, &instance.id).await[0];
+    assert_eq!(state(r), pb::ReminderState::RemindFailed);
+    assert!(!r.escalated);
+    assert!(messages_of(&app, "boss").await.is_empty());
+    assert_eq!(app.task(&instance.open_tasks[0].id).await.assignee, "alice");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn after_downtime_a_reminder_fires_once_not_once_per_missed_interval() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.deploy_xml(&one_task(
+        "late",
+        r#"count="5" interval="PT1H" channels="inbox""#,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("late", json!({})).await;
+    clock.advance(30 * HOUR);
+    fire(&app).await;
+    fire(&app).await;
+    let r = &reminders_of(&app, &instance.id).await[0];
+    assert_eq!(r.sent_count, 1);
+    let next = r
+        .next_fire_at
+        .as_ref()
+        .map(|t| t.seconds * 1000)
+        .unwrap_or_default();
+    assert_eq!(
+        next,
+        T0 + 31 * HOUR,
+        "the next one is an interval after the catch-up"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sms_to_a_user_without_phone_falls_back_to_the_next_channel() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.deploy_xml(&one_task(
+        "sms",
+        r#"count="1" interval="PT1H" channels="sms,inbox""#,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("sms", json!({})).await;
+    clock.advance(HOUR);
+    fire(&app).await;
+    let inbox = messages_of(&app, "alice").await;
+    assert_eq!(
+        inbox.len(),
+        2,
+        "the inbox copy and the fallback for the SMS: {inbox:?}"
+    );
+    assert!(
+        inbox
+            .iter()
+            .any(|m| m.body.contains("sms reminder could not be delivered"))
+    );
+    let events = app.audit_events(&instance.id).await;
+    let fallback = events
+        .iter()
+        .find(|e| e.kind == "reminder_channel_fallback");
+    let fallback = fallback.expect("the fallback is an audit event");
+    assert_eq!(fallback.detail["failed"], "sms");
+    assert_eq!(fallback.detail["fallback"], "inbox");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn remind_now_is_for_the_initiator_or_an_admin_and_rate_limited() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.deploy_xml(&one_task(
+        "m",
+        r#"count="1" interval="PT1H" channels="inbox""#,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("m", json!({})).await;
+    let task_id = instance.open_tasks[0].id.clone();
+    let remind = |user: &str, request_id: &str| {
+        let mut client = app.reminders();
+        let request = req(
+            pb::RemindNowRequest {
+                task_id: task_id.clone(),
+                message: "请今天处理".into(),
+                request_id: request_id.into(),
+                channels: vec![],
+            },
+            user,
+        );
+        async move { client.remind_now(request).await }
+    };
+    let denied = remind("bob", "")
+        .await
+        .expect_err("bob is neither initiator nor admin");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let sent = remind("initiator", "r1")
+        .await
+        .expect("initiator reminds")
+        .into_inner();
+    assert_eq!(sent.recipient, "alice");
+    assert_eq!(sent.channels, vec![pb::Channel::Inbox as i32]);
+    assert!(!sent.inbox_message_id.is_empty());
+    let again = remind("initiator", "r1")
+        .await
+        .expect("same request id")
+        .into_inner();
+    assert_eq!(
+        again.inbox_message_id, sent.inbox_message_id,
+        "a retry sends nothing more"
+    );
+    assert_eq!(messages_of(&app, "alice").await.len(), 1);
+
+    let limited = remind("root", "").await.expect_err("rate limited per task");
+    assert_eq!(limited.code(), Code::FailedPrecondition);
+    assert!(
+        limited.message().contains("next may be sent from"),
+        "{}",
+        limited.message()
+    );
+    clock.advance(11 * 60_000);
+    remind("root", "")
+        .await
+        .expect("an admin may, once the interval passed");
+    let inbox = messages_of(&app, "alice").await;
+    assert_eq!(inbox.len(), 2);
+    assert!(
+        inbox
+            .iter()
+            .all(|m| m.kind == pb::MessageKind::ManualReminder as i32)
+    );
+    assert!(inbox[0].body.contains("请今天处理"));
+    // The automatic reminder's count and schedule are untouched.
+    let r = &reminders_of(&app, &instance.id).await[0];
+    assert_eq!((r.sent_count, state(r)), (0, pb::ReminderState::New));
+
+    let bad = app
+        .reminders()
+        .remind_now(req(
+            pb::RemindNowRequest {
+                task_id: task_id.clone(),
+                channels: vec![pb::Channel::Sms as i32],
+                ..Default::default()
+            },
+            "root",
+        ))
+        .await
+        .expect_err("alice has no phone");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("channels"), "{}", bad.message());
+
+    app.complete(&instance.open_tasks[0], "approve")
+        .await
+        .expect("complete");
+    clock.advance(HOUR);
+    let closed = remind("root", "").await.expect_err("closed task");
+    assert_eq!(closed.code(), Code::FailedPrecondition);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn list_reminders_filters_by_task_recipient_and_state() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.deploy_xml(&one_task(
+        "l",
+        r#"count="2" interval="PT1H" channels="inbox""#,
+    ))
+    .await
+    .expect("deploy");
+    let first = app.start("l", json!({})).await;
+    let _second = app.start("l", json!({})).await;
+    let list = |filter: pb::ListRemindersRequest| {
+        let mut client = app.reminders();
+        async move {
+            client
+                .list_reminders(req(filter, "alice"))
+                .await
+                .map(|r| r.into_inner().reminders)
+        }
+    };
+    let by_task = list(pb::ListRemindersRequest {
+        task_id: first.open_tasks[0].id.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("by task");
+    assert_eq!(by_task.len(), 1);
+    assert_eq!(by_task[0].process_instance_id, first.id);
+    let by_recipient = list(pb::ListRemindersRequest {
+        recipient: "alice".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("by recipient");
+    assert_eq!(by_recipient.len(), 2);
+    assert!(
+        list(pb::ListRemindersRequest {
+            recipient: "bob".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("bob")
+        .is_empty()
+    );
+    let reminded = list(pb::ListRemindersRequest {
+        state: pb::ReminderState::Reminded as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("by state");
+    assert!(reminded.is_empty());
+    let paged = list(pb::ListRemindersRequest {
+        page_size: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("page");
+    assert_eq!(paged.len(), 1);
+    let bad = list(pb::ListRemindersRequest {
+        state: 99,
+        ..Default::default()
+    })
+    .await
+    .expect_err("unknown state");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_schedulers_on_one_database_fire_each_reminder_once() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.deploy_xml(&one_task(
+        "two",
+        r#"count="3" interval="PT1H" channels="inbox""#,
+    ))
+    .await
+    .expect("deploy");
+    for _ in 0..40 {
+        app.start("two", json!({})).await;
+    }
+    // A second server on the same database, on the same clock.
+    let db = crate::helpers::TestDb::reuse(&app.db);
+    let shared: Arc<dyn replyflow::clock::Clock> = clock.clone();
+    let other = crate::helpers::spawn_app_on_clock(db, shared, |s| {
+        s.reminders.schedule = "0 0 0 1 1 *".into();
+    })
+    .await;
+    clock.advance(HOUR);
+    let (a, b) = tokio::join!(
+        app.server_workflow.fire_due_reminders(7),
+        other.server_workflow.fire_due_reminders(7),
+    );
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    // Drain what is left in small batches from both.
+    for _ in 0..10 {
+        let (x, y) = tokio::join!(
+            app.server_workflow.fire_due_reminders(7),
+            other.server_workflow.fire_due_reminders(7),
+        );
+        x.expect("first");
+        y.expect("second");
+    }
+    assert!(a.reminded + b.reminded <= 40);
+    let store = app.store().await;
+    let sent: Vec<i64> = sqlx::query_scalar::<sqlx::Any, i64>("SELECT sent_count FROM reminders")
+        .fetch_all(store.pool())
+        .await
+        .expect("sent counts");
+    assert_eq!(sent.len(), 40);
+    assert!(
+        sent.iter().all(|n| *n == 1),
+        "each reminder fired exactly once: {sent:?}"
+    );
+    let messages: i64 = sqlx::query_scalar::<sqlx::Any, i64>("SELECT COUNT(*) FROM messages")
+        .fetch_one(store.pool())
+        .await
+        .expect("messages");
+    assert_eq!(messages, 40);
+    other.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_due_query_reads_the_due_index_not_every_armed_reminder() {
+    let app = spawn_app_with(|_| {}).await;
+    let store = app.store().await;
+    // 20,000 armed reminders, 100 of them due, and fresh statistics: the planner's real choice.
+    sqlx::query::<sqlx::Any>(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+         INSERT INTO reminders (id, instance_id, definition_key, start_activity, end_activity, via_join, \
+         group_id, reminder_type, count, interval_ms, channels, escalation, state, sent_count, next_fire_at, \
+         escalated, created_at, first_fired_at, last_fired_at, finished_at) \
+         SELECT 'r' || i, 'i' || i, 'k', 's', 'a', '', '', 't', 3, 1000, 'inbox', 'none', 'new', 0, \
+         CASE WHEN i <= 100 THEN $1 - i ELSE $1 + 1000000 + i END, 0, 0, 0, 0, 0 FROM n",
+    )
+    .bind(T0)
+    .execute(store.pool())
+    .await
+    .expect("arming 20,000 reminders");
+    sqlx::query::<sqlx::Any>("ANALYZE reminders")
+        .execute(store.pool())
+        .await
+        .expect("analyze");
+    let plan = store
+        .explain_due_query(T0)
+        .await
+        .expect("explain")
+        .join("\n");
+    println!("due query plan on {}:\n{plan}", crate::helpers::backend());
+    assert!(plan.contains("reminders_due"), "plan: {plan}");
+    assert!(
+        !plan.contains("SCAN reminders\n") && !plan.contains("Seq Scan"),
+        "plan: {plan}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_cron_scheduler_fires_a_due_reminder_by_itself() {
+    // Real clock, the default schedule (every second), a one-second interval.
+    let app = spawn_app_with(|_| {}).await;
+    app.add_user("alice", "").await;
+    app.deploy_xml(&one_task(
+        "cron",
+        r#"count="1" interval="PT1S" channels="inbox""#,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("cron", json!({})).await;
+    let mut fired = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let r = &reminders_of(&app, &instance.id).await[0];
+        if ReminderState::parse(match state(r) {
+            pb::ReminderState::RemindCompleted => "remind_completed",
+            _ => "",
+        })
+        .is_some()
+        {
+            fired = true;
+            break;
+        }
+    }
+    assert!(fired, "the cron job fired the reminder within 10 s");
+    assert_eq!(messages_of(&app, "alice").await.len(), 1);
+    app.stop().await;
+}
