@@ -9,7 +9,7 @@ use crate::{
     engine::definition::{NodeKind, ProcessDefinition, ReminderTypeDecl, UserTaskSpec},
     error::{Error, Result},
     model::{
-        Channel, CompletedVia, Definition, InstanceStatus, ReminderState, Task, TaskEvent,
+        CompletedVia, Definition, InstanceStatus, ReminderState, Task, TaskEvent,
         TaskEventKind, TaskStatus, User,
     },
     proto::pb,
@@ -444,65 +444,4 @@ pub fn reminder_state_filter(value: i32) -> Result<Option<ReminderState>> {
         }
     };
     Ok(Some(state))
-}
-
-pub fn channel(channel: Channel) -> pb::Channel {
-    match channel {
-        Channel::Inbox => pb::Channel::Inbox,
-        Channel::Email => pb::Channel::Email,
-        Channel::Sms => pb::Channel::Sms,
-    }
-}
-
-/// Channels of a request, in order; UNSPECIFIED or unknown values are refused naming `field`.
-pub fn channels_from_pb(values: &[i32], field: &str) -> Result<Vec<Channel>> {
-    values
-        .iter()
-        .map(|value| match pb::Channel::try_from(*value) {
-            Ok(pb::Channel::Inbox) => Ok(Channel::Inbox),
-            Ok(pb::Channel::Email) => Ok(Channel::Email),
-            Ok(pb::Channel::Sms) => Ok(Channel::Sms),
-            _ => Err(Error::invalid(
-                field,
-                format!("{value} is not a channel (INBOX, EMAIL or SMS)"),
-            )),
-        })
-        .collect()
-}
-
-/// Milliseconds as an ISO 8601 duration ("PT4H", "P1DT30M", "PT1S").
-pub fn iso_duration(ms: i64) -> String {
-    let secs = ms.max(0) / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (hours, minutes, seconds) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    let mut text = String::from("P");
-    if days > 0 {
-        text.push_str(&format!("{days}D"));
-    }
-    if rest > 0 || days == 0 {
-        text.push('T');
-        for (n, unit) in [(hours, 'H'), (minutes, 'M'), (seconds, 'S')] {
-            if n > 0 {
-                text.push_str(&format!("{n}{unit}"));
-            }
-        }
-        if rest == 0 {
-            text.push_str("0S");
-        }
-    }
-    text
-}
-
-#[cfg(test)]
-mod duration_tests {
-    use super::iso_duration;
-
-    #[test]
-    fn durations_read_like_the_definitions() {
-        assert_eq!(iso_duration(4 * 3_600_000), "PT4H");
-        assert_eq!(iso_duration(1000), "PT1S");
-        assert_eq!(iso_duration(86_400_000), "P1D");
-        assert_eq!(iso_duration(86_400_000 + 30 * 60_000), "P1DT30M");
-        assert_eq!(iso_duration(0), "PT0S");
-    }
 }

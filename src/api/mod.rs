@@ -66,6 +66,7 @@ pub async fn serve(
         "replyflow.v1.TaskService",
         "replyflow.v1.DirectoryService",
         "replyflow.v1.ApprovalService",
+        "replyflow.v1.ReminderService",
     ] {
         health_reporter
             .set_service_status(name, tonic_health::ServingStatus::Serving)

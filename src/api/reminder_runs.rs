@@ -4,6 +4,7 @@ use tonic::{Request, Response, Status};
 use super::{
     auth::actor,
     convert::{self, timestamp},
+    reminder::{channel_from_pb, channel_pb},
 };
 use crate::{
     error::Error,
@@ -11,6 +12,7 @@ use crate::{
     store::{PageRequest, reminders::ReminderFilter},
     workflow::{
         Workflow,
+        reminder_types::interval_text,
         reminders::{RemindNow, ReminderView},
     },
 };
@@ -32,7 +34,7 @@ fn reminder_pb(view: &ReminderView) -> pb::Reminder {
         last_fired_at: at(r.last_fired_at),
         finished_at: at(r.finished_at),
         count: i32::try_from(r.count).unwrap_or(i32::MAX),
-        interval: convert::iso_duration(r.interval_ms),
+        interval: interval_text(r.interval_ms),
         escalation: r.escalation.clone(),
         escalated: r.escalated,
         task_ids: view.tasks.iter().map(|t| t.id.clone()).collect(),
@@ -80,7 +82,11 @@ pub(super) async fn remind_now(
 ) -> Result<Response<pb::RemindNowResponse>, Status> {
     let actor = actor(&request)?;
     let req = request.into_inner();
-    let channels = convert::channels_from_pb(&req.channels, "channels")?;
+    let channels = req
+        .channels
+        .iter()
+        .map(|c| channel_from_pb(*c, "channels"))
+        .collect::<Result<Vec<_>, _>>()?;
     let done = workflow
         .remind_now(
             &actor,
@@ -98,7 +104,7 @@ pub(super) async fn remind_now(
         channels: done
             .channels
             .iter()
-            .map(|c| convert::channel(*c) as i32)
+            .map(|c| channel_pb(*c) as i32)
             .collect(),
         inbox_message_id: done.inbox_message_id,
         sent_at: timestamp(done.sent_at),

@@ -1,6 +1,7 @@
 //! The command line: `serve` (the default), `migrate`, `check FILE...`, `ctl ...` (a small client
 //! over the generated stubs) and `bench` (the load tool). Each subcommand lives in its own file.
 mod bench;
+mod bench_reminders;
 mod check;
 mod ctl;
 mod reply_check;
@@ -40,6 +41,9 @@ enum Command {
     /// Load test: run N two-level expense instances over gRPC with C concurrent clients and print
     /// instances/s and per-RPC latency (in-process server unless --addr is given).
     Bench(bench::BenchArgs),
+    /// Reminder scheduler load test: arm --armed reminders of which --due are due, run one tick
+    /// to the inbox channel, print its duration and reminders fired per second.
+    BenchReminders(bench_reminders::BenchRemindersArgs),
     /// Show how a reply email would be read (kind, outcome, comment, correlation, explanation)
     /// as one JSON object, without side effects.
     ReplyCheck {
@@ -78,6 +82,7 @@ pub fn main() -> ExitCode {
             Command::Migrate(args) => serve::migrate(cli.config.as_deref(), args).await,
             Command::Ctl(args) => ctl::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchReminders(args) => bench_reminders::run(args).await,
             Command::Check { .. } | Command::ReplyCheck { .. } => Ok(()),
         }
     });

@@ -55,6 +55,40 @@ fn placeholders(first: usize, n: usize) -> String {
 }
 
 impl Tx {
+    /// Inserts messages, 100 to a statement (a scheduler batch writes hundreds at once).
+    pub async fn insert_messages(&mut self, messages: &[Message]) -> Result<()> {
+        for chunk in messages.chunks(100) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let n = i * 10;
+                    let params: Vec<String> = (n + 1..=n + 10).map(|p| format!("${p}")).collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO messages (id, user_id, kind, title, body, task_id, instance_id, sender, read_at, created_at) \
+                 VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query::<Any>(sqlx::AssertSqlSafe(sql));
+            for m in chunk {
+                query = query
+                    .bind(m.id.clone())
+                    .bind(m.user_id.clone())
+                    .bind(m.kind.as_str())
+                    .bind(m.title.clone())
+                    .bind(m.body.clone())
+                    .bind(m.task_id.clone())
+                    .bind(m.instance_id.clone())
+                    .bind(m.sender.clone())
+                    .bind(m.read_at.unwrap_or(0))
+                    .bind(m.created_at);
+            }
+            query.execute(&mut *self.inner).await?;
+        }
+        Ok(())
+    }
+
     pub async fn insert_message(&mut self, m: &Message) -> Result<()> {
         sqlx::query::<Any>(
             "INSERT INTO messages (id, user_id, kind, title, body, task_id, instance_id, sender, read_at, created_at) \

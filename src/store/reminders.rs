@@ -149,6 +149,45 @@ impl Tx {
         Ok(())
     }
 
+    /// Writes the reminders a batch fired (state, count and times), 100 to a statement: one
+    /// UPDATE ... FROM (VALUES ...) instead of a round trip per reminder.
+    pub async fn save_fired_reminders(&mut self, fired: &[Reminder]) -> Result<()> {
+        for chunk in fired.chunks(100) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let n = i * 6;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5,
+                        n + 6
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "UPDATE reminders SET state = v.column2, sent_count = v.column3, next_fire_at = v.column4, \
+                 first_fired_at = v.column5, last_fired_at = v.column6 \
+                 FROM (VALUES {}) AS v WHERE reminders.id = v.column1",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+            for r in chunk {
+                query = query
+                    .bind(r.id.clone())
+                    .bind(r.state.as_str())
+                    .bind(r.sent_count)
+                    .bind(r.next_fire_at)
+                    .bind(r.first_fired_at)
+                    .bind(r.last_fired_at);
+            }
+            query.execute(&mut *self.inner).await?;
+        }
+        Ok(())
+    }
+
     /// Claims up to `limit` reminders due at `now` for this transaction. The claim is a write,
     /// so on SQLite it takes the write lock before anything is read; on PostgreSQL the rows are
     /// locked and a second server skips them (`SKIP LOCKED`) instead of firing them again. The

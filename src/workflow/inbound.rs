@@ -811,7 +811,7 @@ pub fn header_block(raw: &[u8]) -> &[u8] {
 /// A size for people: `10 MiB`, `10.5 MiB`.
 fn mib(bytes: u64) -> String {
     const MIB: u64 = 1024 * 1024;
-    if bytes % MIB == 0 {
+    if bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{:.1} MiB", bytes as f64 / MIB as f64)

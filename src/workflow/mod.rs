@@ -98,7 +98,7 @@ impl Workflow {
     }
 
     pub fn is_admin(&self, actor: &Actor) -> bool {
-        self.admins.iter().any(|id| *id == actor.user_id)
+        self.admins.contains(&actor.user_id)
     }
 
     /// In-system messages of this server, published after their transaction committed.

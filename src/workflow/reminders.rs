@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{
     Actor, Workflow, check_request_id, fingerprint, instances::engine_tasks, new_id,
-    tasks::CompleteTask,
+    tasks::{CompleteTask, ReassignAuthority, Reassignment},
 };
 use crate::{
     engine::{
@@ -230,6 +230,7 @@ impl Workflow {
                 .await?;
             report.fallbacks += 1;
         }
+        tx.insert_messages(&out.messages).await?;
         tx.insert_events(&out.events).await?;
         tx.commit().await?;
         self.publish(out.task_events);
@@ -264,6 +265,7 @@ impl Workflow {
         // An escalation that completes or reassigns a task moves its instance on inside this
         // transaction; later reminders of that instance are re-read before they are acted on.
         let mut moved: HashSet<String> = HashSet::new();
+        let mut fired: Vec<Reminder> = Vec::new();
         let no_tasks = Vec::new();
         for mut r in due {
             if moved.contains(&r.instance_id) {
@@ -278,6 +280,11 @@ impl Workflow {
                 }
             }
             let Some(record) = instances.get(&r.instance_id) else {
+                // Its instance is gone: stop it, or it would be due forever.
+                r.state = ReminderState::Cancelled;
+                r.next_fire_at = None;
+                r.finished_at = now;
+                tx.save_reminder(&r).await?;
                 continue;
             };
             let instance = &record.instance;
@@ -318,7 +325,7 @@ impl Workflow {
                         r.first_fired_at = now;
                     }
                     r.last_fired_at = now;
-                    tx.save_reminder(&r).await?;
+                    fired.push(r.clone());
                     let mut recipients = Vec::new();
                     for task in &chased {
                         let Some(user) = users.get(&task.assignee) else {
@@ -357,6 +364,8 @@ impl Workflow {
                     report.reminded += 1;
                 }
                 Step::Fail => {
+                    // An escalation may run transitions that read this instance's reminders.
+                    tx.save_fired_reminders(&std::mem::take(&mut fired)).await?;
                     r.state = ReminderState::RemindFailed;
                     r.next_fire_at = None;
                     r.finished_at = now;
@@ -380,6 +389,7 @@ impl Workflow {
                 }
             }
         }
+        tx.save_fired_reminders(&fired).await?;
         Ok(())
     }
 
@@ -410,10 +420,18 @@ impl Workflow {
                 },
                 "reassign-manager" => match manager_of(tx, &task.assignee).await? {
                     Some(manager) => {
-                        let event = self
-                            .escalation_reassign(tx, instance, graph, task, &manager.id, now, out)
-                            .await?;
-                        out.task_events.push(event);
+                        let actor = Actor::new(SYSTEM);
+                        let handed_on = Reassignment {
+                            task_id: &task.id,
+                            instance_id: &instance.id,
+                            new_assignee: &manager.id,
+                            actor: &actor,
+                            authority: ReassignAuthority::System,
+                            comment: "reminders ran out",
+                            via: "escalation",
+                        };
+                        out.task_events
+                            .push(self.reassign_in(tx, &handed_on, now).await?);
                         out.queued_mail = true;
                         changed = true;
                         Ok(json!({"reassigned_to": manager.id}))
@@ -478,52 +496,6 @@ impl Workflow {
             });
         }
         Ok(changed)
-    }
-
-    /// Hands a task whose reminders ran out to the assignee's manager.
-    // TODO(lead): replace with the shared in-transaction reassign once it lands.
-    #[allow(clippy::too_many_arguments)]
-    async fn escalation_reassign(
-        &self,
-        tx: &mut Tx,
-        instance: &Instance,
-        graph: &ProcessDefinition,
-        task: &Task,
-        to: &str,
-        now: i64,
-        out: &mut Outputs,
-    ) -> Result<TaskEvent> {
-        tx.lock_instance(&instance.id).await?;
-        tx.set_assignee(&task.id, to).await?;
-        self.mailer
-            .close_approvals(tx, &task.id, &format!("task reassigned to {to}"), now)
-            .await?;
-        let reassigned = Task {
-            assignee: to.to_string(),
-            ..task.clone()
-        };
-        if let Some(event) = self
-            .mailer
-            .open_approval(tx, graph, instance, &reassigned, now)
-            .await?
-        {
-            out.events.push(event);
-        }
-        out.events.push(Event {
-            instance_id: instance.id.clone(),
-            at: now,
-            kind: "task_reassigned".into(),
-            activity_id: task.activity_id.clone(),
-            actor: SYSTEM.into(),
-            detail: json!({"task_id": task.id, "from": task.assignee, "to": to,
-                           "comment": "reminders ran out"}),
-        });
-        Ok(TaskEvent {
-            kind: crate::model::TaskEventKind::Reassigned,
-            task: reassigned,
-            previous_assignee: task.assignee.clone(),
-            at: now,
-        })
     }
 
     /// An escalation notice to a manager or a named user, in the inbox.
@@ -688,7 +660,7 @@ impl Workflow {
                     read_at: None,
                     created_at: now,
                 };
-                tx.insert_message(&message).await?;
+                // Written in bulk with the batch's other messages (flush_messages).
                 out.messages.push(message);
                 Ok(Ok(()))
             }
@@ -971,6 +943,7 @@ impl Workflow {
             detail: json!({"task_id": task.id, "recipient": user.id, "channels": used_names,
                            "message": req.message, "manual_reminder_id": id}),
         });
+        tx.insert_messages(&out.messages).await?;
         tx.insert_events(&out.events).await?;
         tx.commit().await?;
         self.publish_messages(out.messages);

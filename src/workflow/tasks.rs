@@ -350,10 +350,6 @@ pub(crate) enum ReassignAuthority {
     /// Only the current assignee (a `delegate <email>` reply by mail).
     Assignee,
     /// The server itself, with no caller to check (reminder escalation).
-    #[allow(
-        dead_code,
-        reason = "for reminder escalation (reassign-manager), which is being written"
-    )]
     System,
 }
 

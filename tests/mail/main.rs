@@ -16,4 +16,5 @@ mod crash;
 mod delivery;
 mod inbound;
 mod outage;
+mod oversized;
 mod verdicts;
