@@ -80,17 +80,15 @@ impl Application {
         let addr = listener.local_addr()?;
         let inbound_source =
             InboundSource::from_url(settings.mail.inbound.expose()).context("mail.inbound")?;
-        let manual_interval_ms = crate::engine::definition::iso_duration_secs(
-            &settings.reminders.manual_interval,
-        )
-        .map_err(|e| anyhow::anyhow!("reminders.manual_interval: {e}"))
-        .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000)?;
-        let workflow =
-            Arc::new(
-                Workflow::new(store, clock, mailer)
-                    .with_admins(&settings.security.admins)
-                    .with_manual_interval_ms(manual_interval_ms),
-            );
+        let manual_interval_ms =
+            crate::engine::definition::iso_duration_secs(&settings.reminders.manual_interval)
+                .map_err(|e| anyhow::anyhow!("reminders.manual_interval: {e}"))
+                .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000)?;
+        let workflow = Arc::new(
+            Workflow::new(store, clock, mailer)
+                .with_admins(&settings.security.admins)
+                .with_manual_interval_ms(manual_interval_ms),
+        );
         let reminders = ReminderScheduler::new(
             workflow.clone(),
             &settings.reminders.schedule,
@@ -140,7 +138,9 @@ impl Application {
         if let Some(inbound) = self.inbound {
             inbound.spawn(shutdown.clone(), &self.tracker);
         }
-        self.reminders.spawn(shutdown.clone(), &self.tracker).await?;
+        self.reminders
+            .spawn(shutdown.clone(), &self.tracker)
+            .await?;
         let result = api::serve(self.listener, self.workflow.clone(), shutdown.clone()).await;
         shutdown.cancel();
         self.tracker.close();

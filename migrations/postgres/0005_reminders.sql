@@ -81,3 +81,7 @@ CREATE TABLE outbox_fallbacks (
     error TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );
+
+-- The polite-answer rate limit counts a sender's recent answers; without this it read the whole
+-- outbox (mail bodies included) for every reply.
+CREATE INDEX outbox_by_recipient ON outbox (recipient, kind, created_at);

@@ -9,8 +9,8 @@ use crate::{
     engine::definition::{NodeKind, ProcessDefinition, ReminderTypeDecl, UserTaskSpec},
     error::{Error, Result},
     model::{
-        CompletedVia, Definition, InstanceStatus, ReminderState, Task, TaskEvent,
-        TaskEventKind, TaskStatus, User,
+        CompletedVia, Definition, InstanceStatus, ReminderState, Task, TaskEvent, TaskEventKind,
+        TaskStatus, User,
     },
     proto::pb,
     workflow::InstanceView,
@@ -369,6 +369,38 @@ fn activities(graph: &ProcessDefinition) -> Vec<pb::Activity> {
         .collect()
 }
 
+pub fn reminder_state(state: ReminderState) -> pb::ReminderState {
+    match state {
+        ReminderState::New => pb::ReminderState::New,
+        ReminderState::Reminded => pb::ReminderState::Reminded,
+        ReminderState::RemindCompleted => pb::ReminderState::RemindCompleted,
+        ReminderState::RemindFailed => pb::ReminderState::RemindFailed,
+        ReminderState::FinishedBeforeRemind => pb::ReminderState::FinishedBeforeRemind,
+        ReminderState::FinishedAfterRemind => pb::ReminderState::FinishedAfterRemind,
+        ReminderState::Cancelled => pb::ReminderState::Cancelled,
+    }
+}
+
+pub fn reminder_state_filter(value: i32) -> Result<Option<ReminderState>> {
+    let state = match pb::ReminderState::try_from(value) {
+        Ok(pb::ReminderState::Unspecified) => return Ok(None),
+        Ok(pb::ReminderState::New) => ReminderState::New,
+        Ok(pb::ReminderState::Reminded) => ReminderState::Reminded,
+        Ok(pb::ReminderState::RemindCompleted) => ReminderState::RemindCompleted,
+        Ok(pb::ReminderState::RemindFailed) => ReminderState::RemindFailed,
+        Ok(pb::ReminderState::FinishedBeforeRemind) => ReminderState::FinishedBeforeRemind,
+        Ok(pb::ReminderState::FinishedAfterRemind) => ReminderState::FinishedAfterRemind,
+        Ok(pb::ReminderState::Cancelled) => ReminderState::Cancelled,
+        Err(_) => {
+            return Err(Error::invalid(
+                "state",
+                format!("unknown ReminderState {value}"),
+            ));
+        }
+    };
+    Ok(Some(state))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,36 +444,4 @@ mod tests {
         let ts = timestamp(-1).unwrap();
         assert_eq!((ts.seconds, ts.nanos), (-1, 999_000_000));
     }
-}
-
-pub fn reminder_state(state: ReminderState) -> pb::ReminderState {
-    match state {
-        ReminderState::New => pb::ReminderState::New,
-        ReminderState::Reminded => pb::ReminderState::Reminded,
-        ReminderState::RemindCompleted => pb::ReminderState::RemindCompleted,
-        ReminderState::RemindFailed => pb::ReminderState::RemindFailed,
-        ReminderState::FinishedBeforeRemind => pb::ReminderState::FinishedBeforeRemind,
-        ReminderState::FinishedAfterRemind => pb::ReminderState::FinishedAfterRemind,
-        ReminderState::Cancelled => pb::ReminderState::Cancelled,
-    }
-}
-
-pub fn reminder_state_filter(value: i32) -> Result<Option<ReminderState>> {
-    let state = match pb::ReminderState::try_from(value) {
-        Ok(pb::ReminderState::Unspecified) => return Ok(None),
-        Ok(pb::ReminderState::New) => ReminderState::New,
-        Ok(pb::ReminderState::Reminded) => ReminderState::Reminded,
-        Ok(pb::ReminderState::RemindCompleted) => ReminderState::RemindCompleted,
-        Ok(pb::ReminderState::RemindFailed) => ReminderState::RemindFailed,
-        Ok(pb::ReminderState::FinishedBeforeRemind) => ReminderState::FinishedBeforeRemind,
-        Ok(pb::ReminderState::FinishedAfterRemind) => ReminderState::FinishedAfterRemind,
-        Ok(pb::ReminderState::Cancelled) => ReminderState::Cancelled,
-        Err(_) => {
-            return Err(Error::invalid(
-                "state",
-                format!("unknown ReminderState {value}"),
-            ));
-        }
-    };
-    Ok(Some(state))
 }

@@ -7,9 +7,9 @@ pub mod auth;
 pub mod convert;
 mod directory;
 mod live_stream;
-pub mod status;
 mod reminder;
 mod reminder_runs;
+pub mod status;
 mod tasks;
 mod workflow;
 
@@ -57,8 +57,7 @@ pub async fn serve(
     let approval_service = pb::approval_service_server::ApprovalServiceServer::new(
         approval::ApprovalApi::new(workflow.clone()),
     );
-    let reminder_service =
-        pb::reminder_service_server::ReminderServiceServer::new(
+    let reminder_service = pb::reminder_service_server::ReminderServiceServer::new(
         reminder::ReminderApi::new(workflow.clone(), shutdown.clone()),
     );
     for name in [

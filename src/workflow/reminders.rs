@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    Actor, Workflow, check_request_id, fingerprint, instances::engine_tasks, new_id,
+    Actor, Workflow, check_request_id, fingerprint,
+    instances::engine_tasks,
+    new_id,
     tasks::{CompleteTask, ReassignAuthority, Reassignment},
 };
 use crate::{

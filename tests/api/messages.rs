@@ -421,7 +421,7 @@ async fn only_admins_read_or_mark_other_peoples_messages() {
     )
     .await
     .expect("mary names herself");
-    assert_eq!(ids(&own.messages), [marys.id.clone()]);
+    assert_eq!(ids(&own.messages), std::slice::from_ref(&marys.id));
 
     let seen = list(
         &app,
@@ -433,7 +433,7 @@ async fn only_admins_read_or_mark_other_peoples_messages() {
     )
     .await
     .expect("an admin reads mary's messages");
-    assert_eq!(ids(&seen.messages), [marys.id.clone()]);
+    assert_eq!(ids(&seen.messages), std::slice::from_ref(&marys.id));
     let done = mark(
         &app,
         "boss",

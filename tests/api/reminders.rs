@@ -813,3 +813,62 @@ async fn the_cron_scheduler_fires_a_due_reminder_by_itself() {
     assert_eq!(messages_of(&app, "alice").await.len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn replying_to_a_reminder_mail_decides_the_task() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.deploy_xml(&one_task(
+        "mail",
+        r#"count="2" interval="PT1H" channels="email""#,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("mail", json!({})).await;
+    clock.advance(HOUR);
+    fire(&app).await;
+    let store = app.store().await;
+    let body: Vec<u8> =
+        sqlx::query_scalar::<sqlx::Any, Vec<u8>>("SELECT body FROM outbox WHERE kind = 'reminder'")
+            .fetch_one(store.pool())
+            .await
+            .expect("the reminder mail is in the outbox");
+    let reminder = String::from_utf8_lossy(&body).to_string();
+    let header = |name: &str| {
+        reminder
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in the reminder mail"))
+            .to_string()
+    };
+    let reply_to = header("Reply-To");
+    let reply_to = reply_to
+        .rsplit_once('<')
+        .map(|(_, a)| a.trim_end_matches('>').to_string())
+        .unwrap_or(reply_to);
+    let message_id = header("Message-ID");
+    let raw = format!(
+        "From: alice@example.com\r\nTo: {reply_to}\r\nSubject: Re: reminder\r\n\
+         Message-ID: <reply-to-reminder@example.com>\r\nIn-Reply-To: {message_id}\r\n\
+         Date: Sat, 21 Nov 2026 10:00:00 +0800\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n同意\r\n"
+    );
+    let verdict = pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
+        .submit_inbound_email(req(
+            pb::SubmitInboundEmailRequest {
+                raw: raw.into_bytes(),
+                ..Default::default()
+            },
+            "mta",
+        ))
+        .await
+        .expect("submit")
+        .into_inner();
+    assert_eq!(verdict.verdict, pb::Verdict::Applied as i32, "{verdict:?}");
+    let task = app.task(&instance.open_tasks[0].id).await;
+    assert_eq!(task.outcome, "approve");
+    assert_eq!(task.completed_via, pb::CompletedVia::Email as i32);
+    let r = &reminders_of(&app, &instance.id).await[0];
+    assert_eq!(state(r), pb::ReminderState::FinishedAfterRemind);
+    app.stop().await;
+}
