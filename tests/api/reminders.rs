@@ -872,3 +872,84 @@ async fn replying_to_a_reminder_mail_decides_the_task() {
     assert_eq!(state(r), pb::ReminderState::FinishedAfterRemind);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_sms_the_gateway_cannot_take_falls_back_to_the_next_channel_later() {
+    // No gateway configured: the outbox fails the SMS for good, which queues its fallback; the
+    // next scheduler pass sends it on the next channel of the type and records the fallback.
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.directory()
+        .upsert_user(req(
+            pb::UpsertUserRequest {
+                user: Some(pb::User {
+                    id: "alice".into(),
+                    display_name: "Alice".into(),
+                    email: "alice@example.com".into(),
+                    phone: "+8613800000000".into(),
+                    manager_id: "boss".into(),
+                    locale: "zh-CN".into(),
+                    ..Default::default()
+                }),
+            },
+            "admin",
+        ))
+        .await
+        .expect("alice with a phone");
+    app.deploy_xml(&one_task(
+        "sms2",
+        r#"count="1" interval="PT1H" channels="sms,inbox""#,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("sms2", json!({})).await;
+    clock.advance(HOUR);
+    fire(&app).await;
+    assert_eq!(
+        messages_of(&app, "alice").await.len(),
+        1,
+        "the inbox copy at once"
+    );
+    let store = app.store().await;
+    let mut failed = false;
+    for _ in 0..100 {
+        let status: Option<String> =
+            sqlx::query_scalar::<sqlx::Any, String>("SELECT status FROM outbox WHERE kind = 'sms'")
+                .fetch_optional(store.pool())
+                .await
+                .expect("sms row");
+        if status.as_deref() == Some("perm_failed") {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(failed, "the outbox worker failed the SMS for good");
+    fire(&app).await;
+    let inbox = messages_of(&app, "alice").await;
+    assert_eq!(inbox.len(), 2, "the fallback copy: {inbox:?}");
+    assert!(
+        inbox.iter().any(|m| m.body.contains("短信未能送达")),
+        "{inbox:?}"
+    );
+    let events = app.audit_events(&instance.id).await;
+    let fallback = events
+        .iter()
+        .find(|e| e.kind == "reminder_channel_fallback")
+        .expect("the fallback is an audit event");
+    assert_eq!(fallback.detail["failed"], "sms");
+    assert_eq!(fallback.detail["fallback"], "inbox");
+    assert!(
+        fallback.detail["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no SMS gateway configured")),
+        "{fallback:?}"
+    );
+    fire(&app).await;
+    assert_eq!(
+        messages_of(&app, "alice").await.len(),
+        2,
+        "a fallback is taken once"
+    );
+    app.stop().await;
+}
