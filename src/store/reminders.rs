@@ -149,6 +149,19 @@ impl Tx {
         Ok(())
     }
 
+    /// PostgreSQL: this transaction gives up (and rolls back) rather than wait long for a row
+    /// lock. The scheduler holds its claimed reminders while an escalation locks an instance; a
+    /// completion of that instance holds the instance and waits for those reminders. Rather than
+    /// let that end in a deadlock, the scheduler yields and retries at its next tick.
+    pub async fn yield_on_lock_waits(&mut self, backend: Backend) -> Result<()> {
+        if backend == Backend::Postgres {
+            sqlx::query::<Any>("SET LOCAL lock_timeout = '200ms'")
+                .execute(&mut *self.inner)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Writes the reminders a batch fired (state, count and times), 100 to a statement: one
     /// UPDATE ... FROM (VALUES ...) instead of a round trip per reminder.
     pub async fn save_fired_reminders(&mut self, fired: &[Reminder]) -> Result<()> {

@@ -318,6 +318,13 @@ impl Workflow {
         }
         match context.status {
             ApprovalStatus::Used => return Ok(Some(self.already_handled(context).await?)),
+            // A context is revoked when its task closes too (withdrawn, cancelled, decided
+            // through the API): then the approver is told what became of the task.
+            ApprovalStatus::Revoked
+                if self.task(&context.task_id).await?.status != TaskStatus::Open =>
+            {
+                return Ok(Some(self.already_handled(context).await?));
+            }
             ApprovalStatus::Revoked => {
                 return Ok(Some(judged(
                     Verdict::Revoked,

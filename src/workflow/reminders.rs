@@ -216,6 +216,7 @@ impl Workflow {
     pub async fn fire_due_reminders(&self, limit: i64) -> Result<FireReport> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
+        tx.yield_on_lock_waits(self.store.backend()).await?;
         let due = tx
             .claim_due_reminders(self.store.backend(), now, limit)
             .await?;

@@ -320,12 +320,12 @@ async fn a_reply_to_a_task_withdrawn_by_the_deferred_choice_decides_nothing() {
     let (reply_id, raw) = gmail_reply("玛丽", &mary, &original, "驳回，天数太多", "");
     send_via_postfix(&mary, &original.reply_to, &raw).await;
     let row = wait_for_verdict(&app, &marys.id, &reply_id).await;
-    // The withdrawn task revoked its approval context (README "Approval mail"), and the
-    // revocation is what the reply meets first.
-    assert_eq!(row.verdict, pb::Verdict::Revoked as i32, "{row:?}");
+    // The withdrawn task also revoked its approval context; the approver is told what became
+    // of the task, not merely that the mail was withdrawn.
+    assert_eq!(row.verdict, pb::Verdict::TaskClosed as i32, "{row:?}");
     assert!(row.reason.contains("withdrawn"), "{row:?}");
     let text = answer_to("mary", &reply_id).await;
-    assert!(text.contains("这封审批邮件已被撤回"), "{text}");
+    assert!(text.contains("这项审批已经处理过了"), "{text}");
     let after = get_task(&app, &marys.id).await;
     assert_eq!(after.status, pb::TaskStatus::Withdrawn as i32, "{after:?}");
     assert!(after.outcome.is_empty(), "{after:?}");
