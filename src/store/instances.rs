@@ -313,23 +313,9 @@ impl Tx {
     /// Appends audit events with one statement per 100 events (SQLite allows 32766 parameters).
     pub async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
         for chunk in events.chunks(100) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let n = i * 6;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${})",
-                        n + 1,
-                        n + 2,
-                        n + 3,
-                        n + 4,
-                        n + 5,
-                        n + 6
-                    )
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO events (instance_id, at, kind, activity_id, actor, detail) VALUES {}",
-                rows.join(", ")
+                super::values_rows(chunk.len(), 6)
             );
             let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
             for e in chunk {

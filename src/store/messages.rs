@@ -9,6 +9,7 @@ use sqlx::{Any, AssertSqlSafe, Row, any::AnyRow};
 use super::{
     Store, Tx,
     paging::{Filter, PageRequest, decode_token, hex},
+    placeholders, values_rows,
 };
 use crate::{
     error::{Error, Result},
@@ -47,28 +48,14 @@ fn message(row: &AnyRow) -> Result<Message> {
 }
 
 /// `$first, $first+1, ...` for an `IN (...)` list of `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Tx {
     /// Inserts messages, 100 to a statement (a scheduler batch writes hundreds at once).
     pub async fn insert_messages(&mut self, messages: &[Message]) -> Result<()> {
         for chunk in messages.chunks(100) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let n = i * 10;
-                    let params: Vec<String> = (n + 1..=n + 10).map(|p| format!("${p}")).collect();
-                    format!("({})", params.join(", "))
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO messages (id, user_id, kind, title, body, task_id, instance_id, sender, read_at, created_at) \
                  VALUES {}",
-                rows.join(", ")
+                values_rows(chunk.len(), 10)
             );
             let mut query = sqlx::query::<Any>(sqlx::AssertSqlSafe(sql));
             for m in chunk {

@@ -163,6 +163,23 @@ impl Store {
     }
 }
 
+/// `$first, $first+1, …` for `n` parameters (an IN list, or one VALUES row).
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, …, $c), ($c+1, …), …` for `rows` rows of `columns` parameters: one multi-row statement
+/// instead of a round trip per row.
+pub(super) fn values_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders(row * columns + 1, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One database transaction. Dropped without [`Tx::commit`], it rolls back.
 #[derive(Debug)]
 pub struct Tx {

@@ -10,8 +10,10 @@ use super::{
     Backend, Store, Tx,
     instances::InstanceRecord,
     paging::{Filter, Order, PageRequest},
+    placeholders,
     reminder_types::{channels_text, parse_channels},
     rows::{self, TASK_COLUMNS, USER_COLUMNS},
+    values_rows,
 };
 use crate::{
     error::{Error, Result},
@@ -56,14 +58,6 @@ fn reminder(row: &AnyRow) -> Result<Reminder> {
         last_fired_at: row.try_get("last_fired_at")?,
         finished_at: row.try_get("finished_at")?,
     })
-}
-
-/// `$first, $first+1, ...` for an IN list of `n` parameters.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A RemindNow as recorded.
@@ -166,25 +160,11 @@ impl Tx {
     /// UPDATE ... FROM (VALUES ...) instead of a round trip per reminder.
     pub async fn save_fired_reminders(&mut self, fired: &[Reminder]) -> Result<()> {
         for chunk in fired.chunks(100) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let n = i * 6;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${})",
-                        n + 1,
-                        n + 2,
-                        n + 3,
-                        n + 4,
-                        n + 5,
-                        n + 6
-                    )
-                })
-                .collect();
             let sql = format!(
                 "UPDATE reminders SET state = v.column2, sent_count = v.column3, next_fire_at = v.column4, \
                  first_fired_at = v.column5, last_fired_at = v.column6 \
                  FROM (VALUES {}) AS v WHERE reminders.id = v.column1",
-                rows.join(", ")
+                values_rows(chunk.len(), 6)
             );
             let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
             for r in chunk {
