@@ -48,6 +48,35 @@ fn inbound(row: &AnyRow) -> Result<InboundEmail> {
 }
 
 impl Tx {
+    /// Opens the savepoint `name` inside this transaction: what is written after it can be
+    /// undone alone ([`Tx::rollback_to_savepoint`]) while the rest of the transaction stays.
+    /// A batch of received mail commits once, each mail in a savepoint of its own. `name` is one
+    /// of the caller's constants, never input.
+    pub async fn savepoint(&mut self, name: &'static str) -> Result<()> {
+        self.savepoint_statement("SAVEPOINT", name).await
+    }
+
+    /// Keeps what was written since the savepoint `name` (as part of the transaction) and ends
+    /// the savepoint.
+    pub async fn release_savepoint(&mut self, name: &'static str) -> Result<()> {
+        self.savepoint_statement("RELEASE SAVEPOINT", name).await
+    }
+
+    /// Undoes what was written since the savepoint `name`, which stays open. On PostgreSQL this
+    /// also clears a failed statement's abort of the transaction.
+    pub async fn rollback_to_savepoint(&mut self, name: &'static str) -> Result<()> {
+        self.savepoint_statement("ROLLBACK TO SAVEPOINT", name)
+            .await
+    }
+
+    async fn savepoint_statement(&mut self, verb: &str, name: &'static str) -> Result<()> {
+        debug_assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        sqlx::query::<Any>(AssertSqlSafe(format!("{verb} {name}")))
+            .execute(&mut *self.inner)
+            .await?;
+        Ok(())
+    }
+
     /// Claims a key (Message-ID or content hash) for `inbound_id`; the id that holds it otherwise.
     pub async fn claim_inbound(&mut self, key: &str, inbound_id: &str) -> Result<Option<String>> {
         let done = sqlx::query::<Any>(

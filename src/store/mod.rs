@@ -22,7 +22,7 @@ pub mod reminders;
 mod rows;
 pub mod users;
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
@@ -47,6 +47,10 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer. Transactions queue here, in order, instead of meeting
+    /// SQLITE_BUSY and polling in SQLite's busy handler (whose sleeps grow to 100 ms and made
+    /// the tail latency of concurrent writes). None on PostgreSQL, which locks rows.
+    writer: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// How the database is opened; the URL itself may hold a password and is never logged.
@@ -108,7 +112,12 @@ impl Store {
             .connect_with(connect)
             .await
             .context("connecting to the database")?;
-        Ok(Self { pool, backend })
+        let writer = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Self {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     /// The pool itself, for tests and tools that inspect tables directly.
@@ -128,9 +137,16 @@ impl Store {
         .context("running migrations")
     }
 
+    /// A transaction; on SQLite it first waits its turn as the one writer (see `writer`).
+    /// Never begin a second one while holding one: on SQLite that waits forever.
     pub async fn begin(&self) -> Result<Tx> {
+        let turn = match &self.writer {
+            Some(writer) => Some(writer.clone().lock_owned().await),
+            None => None,
+        };
         Ok(Tx {
             inner: self.pool.begin().await?,
+            _turn: turn,
         })
     }
 
@@ -184,6 +200,9 @@ pub(super) fn values_rows(rows: usize, columns: usize) -> String {
 #[derive(Debug)]
 pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
+    /// Held until commit or drop (SQLite's writer turn). Declared after `inner`, so it is
+    /// released after the transaction ends.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Tx {

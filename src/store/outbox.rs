@@ -154,7 +154,7 @@ impl Store {
     /// Records several delivery outcomes in one transaction (one fsync for the lot); the sent
     /// ones, nearly all of them, in one statement.
     pub async fn record_deliveries(&self, outcomes: &[DeliveryOutcome], now: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let sent: Vec<(&str, &str)> = outcomes
             .iter()
             .filter_map(|o| match &o.delivery {
@@ -178,7 +178,7 @@ impl Store {
             for (id, reply) in &sent {
                 query = query.bind(*id).bind(*reply);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut *tx.inner).await?;
         }
         for outcome in outcomes {
             let (status, next, error) = match &outcome.delivery {
@@ -194,10 +194,10 @@ impl Store {
             .bind(status.as_str())
             .bind(next)
             .bind(error)
-            .execute(&mut *tx)
+            .execute(&mut *tx.inner)
             .await?;
             if status == OutboxStatus::PermFailed {
-                queue_fallback(&mut tx, &outcome.outbox_id, error, now).await?;
+                queue_fallback(&mut tx.inner, &outcome.outbox_id, error, now).await?;
             }
         }
         tx.commit().await?;

@@ -24,7 +24,7 @@ impl Store {
     pub async fn upsert_user(&self, user: &User, now: i64) -> Result<Option<AddressTaken>> {
         let aliases = serde_json::to_string(&user.email_aliases)
             .map_err(|e| crate::error::Error::Internal(e.into()))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query::<Any>(
             "INSERT INTO users (id, display_name, email, email_aliases, phone, manager_id, locale, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -40,11 +40,11 @@ impl Store {
         .bind(&user.manager_id)
         .bind(&user.locale)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *tx.inner)
         .await?;
         sqlx::query::<Any>("DELETE FROM user_emails WHERE user_id = $1")
             .bind(&user.id)
-            .execute(&mut *tx)
+            .execute(&mut *tx.inner)
             .await?;
         let mut addresses: Vec<String> = std::iter::once(&user.email)
             .chain(&user.email_aliases)
@@ -59,14 +59,14 @@ impl Store {
             )
             .bind(&address)
             .bind(&user.id)
-            .execute(&mut *tx)
+            .execute(&mut *tx.inner)
             .await?;
             if inserted.rows_affected() == 0 {
                 let owner = sqlx::query_scalar::<Any, String>(
                     "SELECT user_id FROM user_emails WHERE address = $1",
                 )
                 .bind(&address)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *tx.inner)
                 .await?;
                 return Ok(Some(AddressTaken { address, owner }));
             }

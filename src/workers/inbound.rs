@@ -1,10 +1,13 @@
-//! The reply readers: bring received mail to [`Workflow::ingest`], the one ingestion function
-//! (DESIGN §5), from a Maildir directory or an IMAP mailbox (`mail.inbound`, DESIGN §9).
+//! The reply readers: bring received mail to [`Workflow::ingest_batch`], the one ingestion
+//! function (DESIGN §5), from a Maildir directory or an IMAP mailbox (`mail.inbound`, DESIGN §9).
 //!
-//! Exactly once: a message is ingested first and moved out of the way (to the processed folder)
-//! after. Ingestion is idempotent by Message-ID and content hash, so a crash between the two only
-//! means the message is read again on the next pass, answered DUPLICATE without any effect, and
-//! then moved.
+//! Exactly once: a batch of messages (one IMAP FETCH, or up to [`FETCH_BATCH`] Maildir files) is
+//! ingested first, in one transaction, and moved out of the way (to the processed folder) after
+//! its commit. Ingestion is idempotent by Message-ID and content hash, so a crash between the two
+//! only means the batch is read again on the next pass, logged DUPLICATE without any effect, and
+//! then moved; a crash before the commit applied nothing of the batch. A message whose
+//! ingestion fails (an error, not a verdict) is left where it is, the rest of its batch is moved,
+//! and the pass ends with the error: the next one (after the backoff) reads it again.
 //!
 //! - **Maildir**: every file in `DIR/new` and `DIR/cur` is read, ingested and renamed into
 //!   `DIR/.<processed_folder>/cur/` (a Maildir++ sub-folder). The loop polls every second.
@@ -46,7 +49,7 @@ use crate::{
     store::imap_state::ImapState,
     workflow::{
         Workflow,
-        inbound::{MAX_HEADER_BYTES, MAX_INBOUND_BYTES, header_block},
+        inbound::{MAX_HEADER_BYTES, MAX_INBOUND_BYTES, ReceivedMail, header_block},
     },
 };
 
@@ -315,6 +318,7 @@ impl InboundWorker {
         // Maildir names start with the delivery time: roughly delivery order.
         files.sort();
         let mut ingested = 0;
+        let mut batch = MaildirBatch::default();
         for (name, path) in files {
             let target = processed.join("cur").join(processed_name(&name));
             let size = match tokio::fs::metadata(&path).await {
@@ -324,6 +328,8 @@ impl InboundWorker {
                 Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
             };
             if size > MAX_INBOUND_BYTES as u64 {
+                // What is pending first, so files are handled in order.
+                ingested += self.maildir_batch(&mut batch).await?;
                 let header = match read_head(&path).await {
                     Ok(head) => head,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -340,35 +346,77 @@ impl InboundWorker {
                     "inbound mail larger than the limit: only its header was read (too_large)"
                 );
                 ingested += 1;
-            } else {
-                let raw = match tokio::fs::read(&path).await {
-                    Ok(raw) => raw,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-                };
-                let delivered_to = delivered_to(&raw);
-                let record = self
-                    .workflow
-                    .ingest(&raw, delivered_to.as_deref(), "maildir")
-                    .await
-                    .with_context(|| format!("ingesting {}", path.display()))?;
-                tracing::info!(
-                    file = %name, inbound_id = %record.id, message_id = %record.message_id,
-                    verdict = ?record.verdict, "inbound mail ingested (maildir)"
-                );
-                ingested += 1;
+                move_file(&path, &target).await?;
+                continue;
             }
-            match tokio::fs::rename(&path, &target).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            if !batch.files.is_empty()
+                && (batch.files.len() >= FETCH_BATCH || batch.bytes + size > FETCH_BATCH_BYTES)
+            {
+                ingested += self.maildir_batch(&mut batch).await?;
+            }
+            let raw = match tokio::fs::read(&path).await {
+                Ok(raw) => raw,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            batch.bytes += size;
+            batch.files.push(MaildirFile {
+                name,
+                path,
+                target,
+                raw,
+            });
+        }
+        ingested += self.maildir_batch(&mut batch).await?;
+        Ok(ingested)
+    }
+
+    /// Ingests the pending files in one transaction, then moves those committed to the
+    /// processed folder. A file whose ingestion failed stays (the next pass reads it again);
+    /// the first such error returns after the others were moved.
+    async fn maildir_batch(&self, batch: &mut MaildirBatch) -> anyhow::Result<usize> {
+        let files = std::mem::take(&mut batch.files);
+        batch.bytes = 0;
+        if files.is_empty() {
+            return Ok(0);
+        }
+        let recipients: Vec<Option<String>> = files.iter().map(|f| delivered_to(&f.raw)).collect();
+        let mails: Vec<ReceivedMail<'_>> = files
+            .iter()
+            .zip(&recipients)
+            .map(|(f, to)| ReceivedMail {
+                raw: &f.raw,
+                delivered_to: to.as_deref(),
+                transport: "maildir",
+            })
+            .collect();
+        let results = self.workflow.ingest_batch(&mails).await;
+        let mut ingested = 0;
+        let mut failure = None;
+        for (file, result) in files.iter().zip(results) {
+            match result {
+                Ok(record) => {
+                    tracing::info!(
+                        file = %file.name, inbound_id = %record.id, message_id = %record.message_id,
+                        verdict = ?record.verdict, "inbound mail ingested (maildir)"
+                    );
+                    ingested += 1;
+                    move_file(&file.path, &file.target).await?;
+                }
                 Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("moving {} to {}", path.display(), target.display())
-                    });
+                    if failure.is_none() {
+                        failure = Some(
+                            anyhow::Error::from(e)
+                                .context(format!("ingesting {}", file.path.display())),
+                        );
+                    }
                 }
             }
         }
-        Ok(ingested)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(ingested),
+        }
     }
 
     // ------------------------------------------------------------------------ IMAP
@@ -658,8 +706,9 @@ impl InboundWorker {
         Ok(1)
     }
 
-    /// Fetches, ingests, moves and records one batch of UIDs (ascending). When an ingestion
-    /// fails, what was ingested before it is still moved and recorded, then the error returns.
+    /// Fetches, ingests (one transaction), moves and records one batch of UIDs (ascending). When
+    /// a message's ingestion fails, the rest is still moved, the last UID recorded stays below
+    /// the first failed one (so the next pass reads it again), then the error returns.
     async fn imap_batch(
         &self,
         session: &mut ImapSession,
@@ -686,15 +735,22 @@ impl InboundWorker {
             .filter_map(|f| Some((f.uid?, f.body()?)))
             .collect();
         bodies.sort_by_key(|(uid, _)| *uid);
+        let recipients: Vec<Option<String>> =
+            bodies.iter().map(|(_, raw)| delivered_to(raw)).collect();
+        let mails: Vec<ReceivedMail<'_>> = bodies
+            .iter()
+            .zip(&recipients)
+            .map(|((_, raw), to)| ReceivedMail {
+                raw,
+                delivered_to: to.as_deref(),
+                transport: "imap",
+            })
+            .collect();
+        let results = self.workflow.ingest_batch(&mails).await;
         let mut done: Vec<u32> = Vec::new();
-        let mut failure = None;
-        for (uid, raw) in bodies {
-            let delivered_to = delivered_to(raw);
-            match self
-                .workflow
-                .ingest(raw, delivered_to.as_deref(), "imap")
-                .await
-            {
+        let mut failure: Option<(u32, anyhow::Error)> = None;
+        for (&(uid, _), result) in bodies.iter().zip(results) {
+            match result {
                 Ok(record) => {
                     tracing::info!(
                         mailbox = %conn.key, uid, inbound_id = %record.id,
@@ -704,29 +760,39 @@ impl InboundWorker {
                     done.push(uid);
                 }
                 Err(e) => {
-                    failure = Some(anyhow::Error::from(e).context(format!("ingesting UID {uid}")));
-                    break;
+                    if failure.is_none() {
+                        failure = Some((
+                            uid,
+                            anyhow::Error::from(e).context(format!("ingesting UID {uid}")),
+                        ));
+                    }
                 }
             }
         }
-        if failure.is_none() {
-            // UIDs that vanished between the two FETCHes (expunged by another client) count
-            // as handled.
-            done = uids.to_vec();
-        }
+        // Handled: every UID below the first failure (UIDs that vanished between the two
+        // FETCHes, expunged by another client, count as handled); without one, the whole batch.
+        let last = match &failure {
+            Some((failed, _)) => i64::from(*failed) - 1,
+            None => {
+                done = uids.to_vec();
+                uids.iter().max().map_or(0, |&uid| i64::from(uid))
+            }
+        };
         let n = done.len();
-        if let Some(&last) = done.iter().max() {
+        if !done.is_empty() {
             failpoint("inbound-before-move");
             self.imap_move(session, conn, &uid_set(&done), false)
                 .await?;
-            state.last_uid = state.last_uid.max(i64::from(last));
+        }
+        if last > state.last_uid {
+            state.last_uid = last;
             self.workflow
                 .store()
                 .save_imap_state(&conn.key, *state)
                 .await?;
         }
         match failure {
-            Some(e) => Err(e),
+            Some((_, e)) => Err(e),
             None => Ok(n),
         }
     }
@@ -783,6 +849,33 @@ impl InboundWorker {
         }
         drain_unsolicited(session);
         Ok(())
+    }
+}
+
+/// Maildir files read and waiting to be ingested together.
+#[derive(Debug, Default)]
+struct MaildirBatch {
+    files: Vec<MaildirFile>,
+    bytes: u64,
+}
+
+#[derive(Debug)]
+struct MaildirFile {
+    name: String,
+    path: PathBuf,
+    /// Where it goes once ingested.
+    target: PathBuf,
+    raw: Vec<u8>,
+}
+
+/// Moves an ingested file into the processed folder; one already gone is fine.
+async fn move_file(path: &Path, target: &Path) -> anyhow::Result<()> {
+    match tokio::fs::rename(path, target).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => {
+            Err(e).with_context(|| format!("moving {} to {}", path.display(), target.display()))
+        }
     }
 }
 

@@ -8,6 +8,23 @@
 //! The same holds for the other effects a mail can have: a `delegate <email>` reply hands the
 //! task on ([`Workflow::reassign_in`]) and a bounce marks the returned mail failed, each in the
 //! transaction of its log row. A mail over [`MAX_INBOUND_BYTES`] is judged by its header alone.
+//!
+//! Mails are ingested in batches ([`Workflow::ingest_batch`]; the readers hand over what one
+//! IMAP FETCH or one Maildir scan brought, the RPC a batch of one): ONE transaction for the
+//! batch, so that a backlog costs one commit (one fsync) per batch instead of one per mail, and
+//! each mail inside a savepoint of its own, so that a mail whose ingestion fails (an error, not
+//! a verdict) is undone alone while the others are kept. A mail's result is `Ok` only once its
+//! batch committed. The checks only read, committed state outside the transaction, and run a
+//! few mails ahead of the writes; a mail about an instance that an earlier mail changed after
+//! its checks began commits that change and is judged again: exactly as if it had come alone,
+//! after the earlier one. The writes keep their own guards (claims, the context's one use, the
+//! instance lock). Task events are published and the mailer woken after the commit.
+use std::{
+    collections::{HashMap, HashSet},
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use futures_util::future::join_all;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -23,8 +40,10 @@ use crate::{
         token::{self, TokenError},
     },
     model::{
-        ApprovalContext, ApprovalStatus, CompletedVia, InboundEmail, TaskStatus, User, Verdict,
+        ApprovalContext, ApprovalStatus, CompletedVia, InboundEmail, Task, TaskEvent, TaskStatus,
+        User, Verdict,
     },
+    store::Tx,
 };
 
 /// Larger mails are not read: only their header is, for the log and the answer (no approval
@@ -59,26 +78,232 @@ fn judged(verdict: Verdict, reason: impl Into<String>) -> Judgement {
     }
 }
 
-/// What an accepted reply does, in the transaction that records it.
+/// One received mail, as a transport hands it to [`Workflow::ingest_batch`].
 #[derive(Debug, Clone, Copy)]
-enum Effect<'a> {
-    Decide { outcome: &'a str, comment: &'a str },
-    Delegate { to: &'a User, comment: &'a str },
+pub struct ReceivedMail<'a> {
+    pub raw: &'a [u8],
+    /// The envelope recipient (plus address) when the transport knows it.
+    pub delivered_to: Option<&'a str>,
+    /// `imap`, `maildir`, `rpc`: kept in the log row.
+    pub transport: &'a str,
 }
 
+/// The savepoint each mail of a batch is written under (one at a time).
+const MAIL_SAVEPOINT: &str = "rf_mail";
+
+/// Mails being ingested together: the open transaction, and what happens once it commits.
+#[derive(Debug, Default)]
+struct Batch {
+    tx: Option<Tx>,
+    /// The current mail has opened its savepoint in `tx`.
+    in_mail: bool,
+    /// What the current mail does once committed (dropped when it is undone).
+    mail: MailEffects,
+    /// Instances changed in the open transaction.
+    touched: HashSet<String>,
+    published: Vec<TaskEvent>,
+    wake_mailer: bool,
+    results: Vec<Result<InboundEmail>>,
+    /// Indices of `results` written in the open transaction: `Ok` until its commit fails.
+    uncommitted: Vec<usize>,
+}
+
+/// The effects of one mail that wait for the commit.
+#[derive(Debug, Default)]
+struct MailEffects {
+    published: Vec<TaskEvent>,
+    wake_mailer: bool,
+    /// The instance the mail changed.
+    touched: Option<String>,
+}
+
+impl Batch {
+    /// Drops the open transaction (it rolls back): every mail written in it fails with `why`.
+    fn abandon(&mut self, why: &Error) {
+        self.tx = None;
+        self.in_mail = false;
+        self.mail = MailEffects::default();
+        self.touched.clear();
+        self.published.clear();
+        self.wake_mailer = false;
+        for i in self.uncommitted.drain(..) {
+            if let Some(slot) = self.results.get_mut(i) {
+                *slot = Err(Error::Internal(anyhow::anyhow!(
+                    "rolled back with its batch: {why:#}"
+                )));
+            }
+        }
+    }
+}
+
+/// What an accepted reply does, in the transaction that records it.
+#[derive(Debug, Clone)]
+enum Effect {
+    Decide { outcome: String, comment: String },
+    Delegate { to: User, comment: String },
+}
+
+/// The result of every check (committed state only): what to write for one mail.
+#[derive(Debug)]
+struct Plan {
+    /// The log row so far; `instance_id` names the instance the mail is about, if any.
+    record: InboundEmail,
+    action: Action,
+    facts: AnswerFacts,
+}
+
+impl Plan {
+    fn new(record: InboundEmail, action: Action) -> Self {
+        Self {
+            record,
+            action,
+            facts: AnswerFacts::default(),
+        }
+    }
+
+    /// The task as the checks read it (spares the answer reading it again).
+    fn with_task(mut self, task: Task) -> Self {
+        self.facts.task = Some(task);
+        self
+    }
+}
+
+#[derive(Debug)]
+enum Action {
+    /// A verdict that changes nothing else.
+    Record(Judgement),
+    /// Boxed: far larger than the other plans.
+    Apply(Box<(ApprovalContext, Effect)>),
+    /// A bounce that names sent mail of ours as failed.
+    Bounce(BounceReport),
+}
+
+/// What the answer to a mail says about its sender and task, read with the checks.
+#[derive(Debug, Default)]
+struct AnswerFacts {
+    locale: String,
+    task: Option<Task>,
+}
+
+/// Outcome of [`Workflow::verify`].
+#[derive(Debug)]
+enum Verified {
+    Refused(Judgement),
+    /// Every check passed; the task as read.
+    Open(Box<Task>),
+}
+
+/// Mails judged at once ahead of the writes (on other connections of the pool).
+const JUDGED_AT_ONCE: usize = 4;
+
+/// At most this many mails per transaction: a PostgreSQL backend caches 64 subtransaction ids,
+/// one per written savepoint; beyond that every snapshot in the database gets slower.
+const MAX_MAILS_PER_TRANSACTION: usize = 50;
+
 impl Workflow {
-    /// Records and, when it decides a task, applies one received mail. `delivered_to`: the
-    /// envelope recipient (plus address) when the transport knows it.
+    /// Records and, when it decides a task, applies one received mail (a batch of one).
+    /// `delivered_to`: the envelope recipient (plus address) when the transport knows it.
     pub async fn ingest(
         &self,
         raw: &[u8],
         delivered_to: Option<&str>,
         transport: &str,
     ) -> Result<InboundEmail> {
+        let mail = ReceivedMail {
+            raw,
+            delivered_to,
+            transport,
+        };
+        single(self.ingest_batch(&[mail]).await)
+    }
+
+    /// Records and applies received mails in order, in one transaction (see the module
+    /// documentation): one result per mail, `Ok` when it was committed with its effect, `Err`
+    /// when it was not (nothing of it was applied: it can be ingested again).
+    pub async fn ingest_batch(&self, mails: &[ReceivedMail<'_>]) -> Vec<Result<InboundEmail>> {
+        // What only reads (the checks) runs ahead, several mails at once on other connections
+        // of the pool, while the writes follow in order in the batch's transaction. A plan
+        // remembers how many mails were committed when its reading began: one read before the
+        // commit of an earlier mail that changed its instance is judged again.
+        let committed = AtomicUsize::new(0);
+        let (plans_tx, mut plans_rx) =
+            tokio::sync::mpsc::channel::<(usize, Result<Plan>)>(JUDGED_AT_ONCE * 2);
+        let judging = async {
+            for chunk in mails.chunks(JUDGED_AT_ONCE) {
+                let since = committed.load(Ordering::Acquire);
+                let plans = join_all(chunk.iter().map(|mail| self.judge_with_facts(mail))).await;
+                for plan in plans {
+                    if plans_tx.send((since, plan)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let writing = async {
+            let mut batch = Batch::default();
+            // The instances changed so far, each with the index of the last mail that did.
+            let mut changed: HashMap<String, usize> = HashMap::new();
+            for (i, mail) in mails.iter().enumerate() {
+                if batch.uncommitted.len() >= MAX_MAILS_PER_TRANSACTION {
+                    self.commit_batch(&mut batch).await;
+                    committed.store(batch.results.len(), Ordering::Release);
+                }
+                let (since, plan) = match plans_rx.recv().await {
+                    Some(judged) => judged,
+                    None => (i, self.judge_with_facts(mail).await),
+                };
+                let stale = plan.as_ref().is_ok_and(|plan| {
+                    changed
+                        .get(&plan.record.instance_id)
+                        .is_some_and(|&by| by >= since)
+                });
+                let plan = if stale {
+                    // Read before an earlier mail's change of its instance was committed:
+                    // commit it, then judge this mail again, as if it had come alone after it.
+                    self.commit_batch(&mut batch).await;
+                    committed.store(batch.results.len(), Ordering::Release);
+                    self.judge_with_facts(mail).await
+                } else {
+                    plan
+                };
+                let result = match plan {
+                    Ok(plan) => self.write(&mut batch, plan).await,
+                    Err(e) => Err(e),
+                };
+                let instance = batch.mail.touched.clone();
+                self.end_mail(&mut batch, result).await;
+                if let Some(instance) = instance
+                    && batch.touched.contains(&instance)
+                {
+                    changed.insert(instance, i);
+                }
+            }
+            self.commit_batch(&mut batch).await;
+            batch
+        };
+        let ((), batch) = tokio::join!(judging, writing);
+        batch.results
+    }
+
+    async fn judge_with_facts(&self, mail: &ReceivedMail<'_>) -> Result<Plan> {
+        let mut plan = self.judge(mail).await?;
+        plan.facts = self
+            .answer_facts(&plan.record, plan.facts.task.take())
+            .await?;
+        Ok(plan)
+    }
+
+    /// Everything about one mail that only reads (committed state): what to write.
+    async fn judge(&self, mail: &ReceivedMail<'_>) -> Result<Plan> {
+        let ReceivedMail {
+            raw,
+            delivered_to,
+            transport,
+        } = *mail;
         if raw.len() > MAX_INBOUND_BYTES {
             let size = u64::try_from(raw.len()).unwrap_or(u64::MAX);
             return self
-                .ingest_too_large(header_block(raw), size, delivered_to, transport)
+                .judge_too_large(header_block(raw), size, delivered_to, transport)
                 .await;
         }
         let mut record = new_record(raw, raw.len() as u64, transport, self.now());
@@ -91,37 +316,37 @@ impl Workflow {
         record.subject = subject_of(raw);
         match first.kind {
             ReplyKind::AutoReply => {
-                return self
-                    .record(
-                        record,
-                        judged(Verdict::AutoReply, "an automatic reply: logged and ignored"),
-                    )
-                    .await;
+                return Ok(Plan::new(
+                    record,
+                    Action::Record(judged(
+                        Verdict::AutoReply,
+                        "an automatic reply: logged and ignored",
+                    )),
+                ));
             }
             ReplyKind::Bounce => {
                 let report = first.bounce.clone().unwrap_or_default();
-                return self.apply_bounce(record, &report).await;
+                return self.judge_bounce(record, report).await;
             }
             ReplyKind::Unparseable => {
-                return self
-                    .record(
-                        record,
-                        judged(Verdict::Unparseable, "no readable text in the message"),
-                    )
-                    .await;
+                return Ok(Plan::new(
+                    record,
+                    Action::Record(judged(
+                        Verdict::Unparseable,
+                        "no readable text in the message",
+                    )),
+                ));
             }
             _ => {}
         }
         let Some(found) = self.correlate(&first.correlation).await? else {
-            return self
-                .record(
-                    record,
-                    judged(
-                        Verdict::UnknownToken,
-                        "no reply token, Message-ID or subject tag of ours was found",
-                    ),
-                )
-                .await;
+            return Ok(Plan::new(
+                record,
+                Action::Record(judged(
+                    Verdict::UnknownToken,
+                    "no reply token, Message-ID or subject tag of ours was found",
+                )),
+            ));
         };
         record.context_id = found.context.id.clone();
         record.task_id = found.context.task_id.clone();
@@ -132,14 +357,19 @@ impl Workflow {
             &first.correlation.authentication_results,
             &first.correlation.from,
         ) {
-            return self.record(record, judged(Verdict::AuthFailed, why)).await;
+            return Ok(Plan::new(
+                record,
+                Action::Record(judged(Verdict::AuthFailed, why)),
+            ));
         }
         let now = self.now();
-        if let Some(judgement) = self.verify(&found, &first.correlation, now).await? {
-            return self.record(record, judgement).await;
-        }
+        let task = match self.verify(&found, &first.correlation, now).await? {
+            Verified::Refused(judgement) => {
+                return Ok(Plan::new(record, Action::Record(judgement)));
+            }
+            Verified::Open(task) => *task,
+        };
         // Read again with the outcomes the task really has.
-        let task = self.task(&found.context.task_id).await?;
         let graph = self
             .graph_of(&task.definition_key, task.definition_version)
             .await?;
@@ -156,49 +386,44 @@ impl Workflow {
         describe(&mut record, &reading);
         match (reading.kind, reading.outcome.as_deref()) {
             (ReplyKind::Decision, Some(outcome)) => {
-                self.apply(
-                    record,
-                    &found.context,
-                    Effect::Decide {
-                        outcome,
-                        comment: &reading.comment,
-                    },
+                let effect = Effect::Decide {
+                    outcome: outcome.to_string(),
+                    comment: reading.comment.clone(),
+                };
+                Ok(
+                    Plan::new(record, Action::Apply(Box::new((found.context, effect))))
+                        .with_task(task),
                 )
-                .await
             }
             (ReplyKind::Ambiguous, _) => {
                 let named = reading.ambiguous.join(", ");
-                self.record(
+                Ok(Plan::new(
                     record,
-                    judged(
+                    Action::Record(judged(
                         Verdict::Ambiguous,
                         format!("the reply names several outcomes: {named}"),
-                    ),
-                )
-                .await
+                    )),
+                ))
             }
             (ReplyKind::Delegate, _) => {
                 let allowed = spec.is_some_and(|s| s.allow_delegate);
-                self.delegate(record, &found.context, allowed, &reading)
+                self.judge_delegate(record, found.context, allowed, &reading)
                     .await
             }
-            _ => {
-                self.record(
-                    record,
-                    judged(
-                        Verdict::NoDecision,
-                        "no decision on the first line of the reply",
-                    ),
-                )
-                .await
-            }
+            _ => Ok(Plan::new(
+                record,
+                Action::Record(judged(
+                    Verdict::NoDecision,
+                    "no decision on the first line of the reply",
+                )),
+            )),
         }
     }
 
     /// Records a mail over [`MAX_INBOUND_BYTES`] as `too_large`, read from its header alone
     /// (`header`: the bytes up to the blank line; the body is never fetched), and tells the
     /// sender the limit. `size`: the whole mail's. The content hash that makes a re-fetch a
-    /// duplicate is the header's.
+    /// duplicate is the header's. A batch of one.
     pub async fn ingest_too_large(
         &self,
         header: &[u8],
@@ -206,6 +431,32 @@ impl Workflow {
         delivered_to: Option<&str>,
         transport: &str,
     ) -> Result<InboundEmail> {
+        let mut batch = Batch::default();
+        let result = match self
+            .judge_too_large(header, size, delivered_to, transport)
+            .await
+        {
+            Ok(mut plan) => match self.answer_facts(&plan.record, None).await {
+                Ok(facts) => {
+                    plan.facts = facts;
+                    self.write(&mut batch, plan).await
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        self.end_mail(&mut batch, result).await;
+        self.commit_batch(&mut batch).await;
+        single(batch.results)
+    }
+
+    async fn judge_too_large(
+        &self,
+        header: &[u8],
+        size: u64,
+        delivered_to: Option<&str>,
+        transport: &str,
+    ) -> Result<Plan> {
         let header = &header[..header.len().min(MAX_HEADER_BYTES)];
         let mut record = new_record(header, size, transport, self.now());
         let reading = reply::read_reply(
@@ -233,7 +484,7 @@ impl Workflow {
         );
         // An out-of-office or a bounce this large is still a robot's: never answered.
         judgement.silent = matches!(reading.kind, ReplyKind::AutoReply | ReplyKind::Bounce);
-        self.record(record, judgement).await
+        Ok(Plan::new(record, Action::Record(judgement)))
     }
 
     async fn correlate(&self, c: &Correlation) -> Result<Option<Correlated>> {
@@ -275,16 +526,11 @@ impl Workflow {
         Ok(None)
     }
 
-    /// Every check of DESIGN §5 but the reading itself; `None` when all pass.
-    async fn verify(
-        &self,
-        found: &Correlated,
-        c: &Correlation,
-        now: i64,
-    ) -> Result<Option<Judgement>> {
+    /// Every check of DESIGN §5 but the reading itself.
+    async fn verify(&self, found: &Correlated, c: &Correlation, now: i64) -> Result<Verified> {
         let context = &found.context;
         let Some(parts) = &found.token else {
-            return Ok(Some(judged(
+            return Ok(Verified::Refused(judged(
                 Verdict::UnknownToken,
                 format!(
                     "found through {} but the reply token is missing: reply to the approval mail and keep its last line",
@@ -300,7 +546,7 @@ impl Workflow {
         ) {
             Ok(()) => {}
             Err(TokenError::UnknownKey | TokenError::BadSignature) => {
-                return Ok(Some(judged(
+                return Ok(Verified::Refused(judged(
                     Verdict::BadSignature,
                     "the reply token's signature does not match",
                 )));
@@ -308,7 +554,7 @@ impl Workflow {
         }
         let sender = self.store.user_by_address(&c.from).await?;
         if sender.as_ref().is_none_or(|u| u.id != context.approver) {
-            return Ok(Some(judged(
+            return Ok(Verified::Refused(judged(
                 Verdict::SenderMismatch,
                 format!(
                     "{} is not the approver's address or one of their aliases",
@@ -317,27 +563,32 @@ impl Workflow {
             )));
         }
         match context.status {
-            ApprovalStatus::Used => return Ok(Some(self.already_handled(context).await?)),
+            ApprovalStatus::Used => {
+                return Ok(Verified::Refused(self.already_handled(context).await?));
+            }
             // A context is revoked when its task closes too (withdrawn, cancelled, decided
             // through the API): then the approver is told what became of the task.
             ApprovalStatus::Revoked
                 if self.task(&context.task_id).await?.status != TaskStatus::Open =>
             {
-                return Ok(Some(self.already_handled(context).await?));
+                return Ok(Verified::Refused(self.already_handled(context).await?));
             }
             ApprovalStatus::Revoked => {
-                return Ok(Some(judged(
+                return Ok(Verified::Refused(judged(
                     Verdict::Revoked,
                     format!("the approval was revoked: {}", context.revoke_reason),
                 )));
             }
             ApprovalStatus::Expired => {
-                return Ok(Some(judged(Verdict::Expired, "the approval has expired")));
+                return Ok(Verified::Refused(judged(
+                    Verdict::Expired,
+                    "the approval has expired",
+                )));
             }
             ApprovalStatus::Pending => {}
         }
         if context.valid_until <= now {
-            return Ok(Some(judged(
+            return Ok(Verified::Refused(judged(
                 Verdict::Expired,
                 format!(
                     "replies were accepted until {}",
@@ -347,9 +598,9 @@ impl Workflow {
         }
         let task = self.task(&context.task_id).await?;
         if task.status != TaskStatus::Open || task.assignee != context.approver {
-            return Ok(Some(self.already_handled(context).await?));
+            return Ok(Verified::Refused(self.already_handled(context).await?));
         }
-        Ok(None)
+        Ok(Verified::Open(Box::new(task)))
     }
 
     async fn already_handled(&self, context: &ApprovalContext) -> Result<Judgement> {
@@ -374,79 +625,76 @@ impl Workflow {
 
     /// A `delegate <email>` reply whose checks passed: refused with a reason (nothing changes)
     /// unless the task allows it and the address is another registered user's.
-    async fn delegate(
+    async fn judge_delegate(
         &self,
         record: InboundEmail,
-        context: &ApprovalContext,
+        context: ApprovalContext,
         allowed: bool,
         reading: &ReplyReading,
-    ) -> Result<InboundEmail> {
+    ) -> Result<Plan> {
         let address = reading.delegate_to.clone().unwrap_or_default();
         if !allowed {
-            return self
-                .record(
-                    record,
-                    judged(
-                        Verdict::NoDecision,
-                        format!(
-                            "this task cannot be handed on by mail (its process does not allow it: replyflow:allowDelegate); it was not delegated to {address}"
-                        ),
+            return Ok(Plan::new(
+                record,
+                Action::Record(judged(
+                    Verdict::NoDecision,
+                    format!(
+                        "this task cannot be handed on by mail (its process does not allow it: replyflow:allowDelegate); it was not delegated to {address}"
                     ),
-                )
-                .await;
+                )),
+            ));
         }
         let Some(user) = self.store.user_by_address(&address).await? else {
-            return self
-                .record(
-                    record,
-                    judged(
-                        Verdict::NoDecision,
-                        format!(
-                            "{address} is not the address of a registered user: the task was not delegated"
-                        ),
+            return Ok(Plan::new(
+                record,
+                Action::Record(judged(
+                    Verdict::NoDecision,
+                    format!(
+                        "{address} is not the address of a registered user: the task was not delegated"
                     ),
-                )
-                .await;
+                )),
+            ));
         };
         if user.id == context.approver {
-            return self
-                .record(
-                    record,
-                    judged(
-                        Verdict::NoDecision,
-                        format!(
-                            "{address} is your own address: the task is already yours, nothing was delegated"
-                        ),
+            return Ok(Plan::new(
+                record,
+                Action::Record(judged(
+                    Verdict::NoDecision,
+                    format!(
+                        "{address} is your own address: the task is already yours, nothing was delegated"
                     ),
-                )
-                .await;
+                )),
+            ));
         }
-        self.apply(
+        let effect = Effect::Delegate {
+            to: user,
+            comment: reading.comment.clone(),
+        };
+        Ok(Plan::new(
             record,
-            context,
-            Effect::Delegate {
-                to: &user,
-                comment: &reading.comment,
-            },
-        )
-        .await
+            Action::Apply(Box::new((context, effect))),
+        ))
     }
 
     /// The effect (a decision or a hand-over), the context's one use, the log row, the answer and
     /// the claims: one transaction.
     async fn apply(
         &self,
+        batch: &mut Batch,
         mut record: InboundEmail,
+        facts: &AnswerFacts,
         context: &ApprovalContext,
-        effect: Effect<'_>,
+        effect: &Effect,
     ) -> Result<InboundEmail> {
         let now = self.now();
-        let mut tx = self.store.begin().await?;
-        if let Some(first) = self.claim(&mut tx, &record).await? {
-            drop(tx);
+        let tx = self.mail_tx(batch).await?;
+        if let Some(first) = self.claim(tx, &record).await? {
+            self.undo_mail(batch).await?;
             return self
                 .record(
+                    batch,
                     record,
+                    facts,
                     judged(Verdict::Duplicate, format!("already received as {first}")),
                 )
                 .await;
@@ -455,9 +703,9 @@ impl Workflow {
             .close_approval(&context.id, ApprovalStatus::Used, "", now)
             .await?
         {
-            drop(tx);
+            self.undo_mail(batch).await?;
             let judgement = self.already_handled(context).await?;
-            return self.record(record, judgement).await;
+            return self.record(batch, record, facts, judgement).await;
         }
         let actor = Actor::new(context.approver.clone());
         let done = match effect {
@@ -470,7 +718,7 @@ impl Workflow {
                     request_id: String::new(),
                     via: CompletedVia::Email,
                 };
-                self.complete_in(&mut tx, &actor, &context.instance_id, &request, now)
+                self.complete_in(tx, &actor, &context.instance_id, &request, now)
                     .await
                     .map(|(_, published)| {
                         record.outcome = outcome.to_string();
@@ -488,55 +736,50 @@ impl Workflow {
                     comment,
                     via: "email",
                 };
-                self.reassign_in(&mut tx, &reassignment, now)
-                    .await
-                    .map(|event| {
-                        record.comment = comment.to_string();
-                        let name = if to.display_name.is_empty() {
-                            String::new()
-                        } else {
-                            format!("{}, ", to.display_name)
-                        };
-                        (
-                            format!("task delegated to {} ({name}{})", to.id, to.email),
-                            vec![event],
-                        )
-                    })
+                self.reassign_in(tx, &reassignment, now).await.map(|event| {
+                    record.comment = comment.to_string();
+                    let name = if to.display_name.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}, ", to.display_name)
+                    };
+                    (
+                        format!("task delegated to {} ({name}{})", to.id, to.email),
+                        vec![event],
+                    )
+                })
             }
         };
         match done {
             Ok((reason, published)) => {
                 record.verdict = Verdict::Applied;
                 record.reason = reason;
-                record.answered = self.answer(&mut tx, &record, now).await?;
+                record.answered = self.answer(tx, &record, facts, now).await?;
                 tx.insert_inbound(&record).await?;
-                tx.commit().await?;
-                tracing::info!(inbound = %record.id, task = %context.task_id, reason = %record.reason, "reply applied");
-                self.publish(published);
-                self.mailer.wake().notify_one();
+                batch.mail = MailEffects {
+                    published,
+                    wake_mailer: true,
+                    touched: Some(context.instance_id.clone()),
+                };
                 Ok(record)
             }
             Err(Error::FailedPrecondition(_) | Error::PermissionDenied(_)) => {
-                drop(tx);
+                self.undo_mail(batch).await?;
                 let judgement = self.already_handled(context).await?;
-                self.record(record, judgement).await
+                self.record(batch, record, facts, judgement).await
             }
             Err(Error::InvalidArgument { reason, .. }) => {
-                drop(tx);
-                self.record(record, judged(Verdict::NoDecision, reason))
+                self.undo_mail(batch).await?;
+                self.record(batch, record, facts, judged(Verdict::NoDecision, reason))
                     .await
             }
             Err(other) => Err(other),
         }
     }
 
-    /// A bounce: every sent mail it names is marked failed for good (its reminder fallback
-    /// queued) in the transaction of the log row. Never answered.
-    async fn apply_bounce(
-        &self,
-        mut record: InboundEmail,
-        report: &BounceReport,
-    ) -> Result<InboundEmail> {
+    /// A bounce: tied to the approval it names; one without a failure or without a mail named
+    /// is only logged.
+    async fn judge_bounce(&self, mut record: InboundEmail, report: BounceReport) -> Result<Plan> {
         for id in &report.original_message_ids {
             if let Some(context_id) = our_context_id(id)
                 && let Some(context) = self.store.approval_context(&context_id).await?
@@ -547,16 +790,7 @@ impl Workflow {
                 break;
             }
         }
-        let diagnostic = if report.diagnostic.is_empty() {
-            "no diagnostic given".to_string()
-        } else {
-            report.diagnostic.clone()
-        };
-        let to = if report.recipient.is_empty() {
-            String::new()
-        } else {
-            format!(" to {}", report.recipient)
-        };
+        let (diagnostic, to) = bounce_words(&report);
         if !report.failed || report.original_message_ids.is_empty() {
             let reason = if report.original_message_ids.is_empty() {
                 format!("a delivery status notification that names no mail of ours ({diagnostic})")
@@ -566,15 +800,33 @@ impl Workflow {
                     report.original_message_ids.join(">, <")
                 )
             };
-            return self.record(record, judged(Verdict::Bounce, reason)).await;
+            return Ok(Plan::new(
+                record,
+                Action::Record(judged(Verdict::Bounce, reason)),
+            ));
         }
+        Ok(Plan::new(record, Action::Bounce(report)))
+    }
+
+    /// A bounce of a sent mail: every sent mail it names is marked failed for good (its
+    /// reminder fallback queued) in the transaction of the log row. Never answered.
+    async fn write_bounce(
+        &self,
+        batch: &mut Batch,
+        mut record: InboundEmail,
+        facts: &AnswerFacts,
+        report: &BounceReport,
+    ) -> Result<InboundEmail> {
+        let (diagnostic, to) = bounce_words(report);
         let now = self.now();
-        let mut tx = self.store.begin().await?;
-        if let Some(first) = self.claim(&mut tx, &record).await? {
-            drop(tx);
+        let tx = self.mail_tx(batch).await?;
+        if let Some(first) = self.claim(tx, &record).await? {
+            self.undo_mail(batch).await?;
             return self
                 .record(
+                    batch,
                     record,
+                    facts,
                     judged(Verdict::Duplicate, format!("already received as {first}")),
                 )
                 .await;
@@ -605,21 +857,14 @@ impl Workflow {
         };
         record.answered = false;
         tx.insert_inbound(&record).await?;
-        tx.commit().await?;
-        if failed.is_empty() {
-            tracing::info!(inbound = %record.id, reason = %record.reason, "bounce recorded");
-        } else {
-            tracing::warn!(inbound = %record.id, reason = %record.reason, "outbound mail bounced");
+        if !failed.is_empty() && !record.instance_id.is_empty() {
+            batch.mail.touched = Some(record.instance_id.clone());
         }
         Ok(record)
     }
 
     /// Claims the mail's Message-ID and content hash; the id of an earlier copy if one holds them.
-    async fn claim(
-        &self,
-        tx: &mut crate::store::Tx,
-        record: &InboundEmail,
-    ) -> Result<Option<String>> {
+    async fn claim(&self, tx: &mut Tx, record: &InboundEmail) -> Result<Option<String>> {
         if !record.message_id.is_empty()
             && let Some(first) = tx
                 .claim_inbound(&format!("mid:{}", record.message_id), &record.id)
@@ -632,24 +877,167 @@ impl Workflow {
     }
 
     /// Writes a verdict that changes nothing else (a copy seen before becomes `duplicate`).
-    async fn record(&self, mut record: InboundEmail, judgement: Judgement) -> Result<InboundEmail> {
+    async fn record(
+        &self,
+        batch: &mut Batch,
+        mut record: InboundEmail,
+        facts: &AnswerFacts,
+        judgement: Judgement,
+    ) -> Result<InboundEmail> {
         record.verdict = judgement.verdict;
         record.reason = judgement.reason;
-        let mut tx = self.store.begin().await?;
+        let now = self.now();
+        let tx = self.mail_tx(batch).await?;
         if record.verdict != Verdict::Duplicate
-            && let Some(first) = self.claim(&mut tx, &record).await?
+            && let Some(first) = self.claim(tx, &record).await?
         {
             record.verdict = Verdict::Duplicate;
             record.reason = format!("already received as {first}");
         }
-        record.answered = !judgement.silent && self.answer(&mut tx, &record, self.now()).await?;
+        record.answered = !judgement.silent && self.answer(tx, &record, facts, now).await?;
         tx.insert_inbound(&record).await?;
-        tx.commit().await?;
-        if record.answered {
-            self.mailer.wake().notify_one();
-        }
-        tracing::info!(inbound = %record.id, verdict = record.verdict.as_str(), reason = %record.reason, "reply recorded");
+        batch.mail.wake_mailer |= record.answered;
         Ok(record)
+    }
+
+    /// Writes what [`Workflow::judge`] decided, in the batch's transaction.
+    async fn write(&self, batch: &mut Batch, plan: Plan) -> Result<InboundEmail> {
+        let Plan {
+            record,
+            action,
+            facts,
+        } = plan;
+        match action {
+            Action::Record(judgement) => self.record(batch, record, &facts, judgement).await,
+            Action::Apply(accepted) => {
+                let (context, effect) = &*accepted;
+                self.apply(batch, record, &facts, context, effect).await
+            }
+            Action::Bounce(report) => self.write_bounce(batch, record, &facts, &report).await,
+        }
+    }
+
+    /// The batch's transaction with the current mail's savepoint open (both opened on first
+    /// use).
+    async fn mail_tx<'b>(&self, batch: &'b mut Batch) -> Result<&'b mut Tx> {
+        if batch.tx.is_none() {
+            batch.tx = Some(self.store.begin().await?);
+            batch.in_mail = false;
+        }
+        if !batch.in_mail {
+            let opened = match batch.tx.as_mut() {
+                Some(tx) => tx.savepoint(MAIL_SAVEPOINT).await,
+                None => Ok(()),
+            };
+            if let Err(e) = opened {
+                batch.abandon(&e);
+                return Err(e);
+            }
+            batch.in_mail = true;
+        }
+        batch
+            .tx
+            .as_mut()
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("the batch has no transaction")))
+    }
+
+    /// Undoes what the current mail wrote so far; its savepoint stays open for what it writes
+    /// instead (its verdict).
+    async fn undo_mail(&self, batch: &mut Batch) -> Result<()> {
+        if batch.in_mail
+            && let Some(tx) = batch.tx.as_mut()
+        {
+            tx.rollback_to_savepoint(MAIL_SAVEPOINT).await?;
+        }
+        batch.mail = MailEffects::default();
+        Ok(())
+    }
+
+    /// Ends the current mail: kept (savepoint released, its effects wait for the commit) or, on
+    /// an error, undone alone. A savepoint that cannot be ended abandons the transaction.
+    async fn end_mail(&self, batch: &mut Batch, result: Result<InboundEmail>) {
+        let effects = std::mem::take(&mut batch.mail);
+        let opened = std::mem::replace(&mut batch.in_mail, false);
+        let mut result = result;
+        if opened && let Some(tx) = batch.tx.as_mut() {
+            let ended = if result.is_ok() {
+                tx.release_savepoint(MAIL_SAVEPOINT).await
+            } else {
+                match tx.rollback_to_savepoint(MAIL_SAVEPOINT).await {
+                    Ok(()) => tx.release_savepoint(MAIL_SAVEPOINT).await,
+                    Err(e) => Err(e),
+                }
+            };
+            if let Err(e) = ended {
+                tracing::error!(error = %format!("{e:#}"), "ending a received mail's savepoint failed: its batch is rolled back");
+                batch.abandon(&e);
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        if let Err(e) = &result {
+            tracing::error!(error = %format!("{e:#}"), "ingesting a received mail failed: it was undone, the rest of its batch is kept");
+        } else if opened && batch.tx.is_some() {
+            batch.uncommitted.push(batch.results.len());
+            batch.published.extend(effects.published);
+            batch.wake_mailer |= effects.wake_mailer;
+            batch.touched.extend(effects.touched);
+        }
+        batch.results.push(result);
+    }
+
+    /// Commits the open transaction; then logs its mails, publishes their task events and wakes
+    /// the mailer. A failed commit fails every mail written in it.
+    async fn commit_batch(&self, batch: &mut Batch) {
+        let Some(tx) = batch.tx.take() else {
+            return;
+        };
+        batch.in_mail = false;
+        batch.touched.clear();
+        let published = std::mem::take(&mut batch.published);
+        let wake = std::mem::take(&mut batch.wake_mailer);
+        match tx.commit().await {
+            Ok(()) => {
+                for i in batch.uncommitted.drain(..) {
+                    if let Some(Ok(record)) = batch.results.get(i) {
+                        log_committed(record);
+                    }
+                }
+                self.publish(published);
+                if wake {
+                    self.mailer.wake().notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), mails = batch.uncommitted.len(), "committing a batch of received mail failed: none of it was applied");
+                batch.abandon(&e);
+            }
+        }
+    }
+}
+
+/// The one result of a batch of one.
+fn single(mut results: Vec<Result<InboundEmail>>) -> Result<InboundEmail> {
+    results.pop().unwrap_or_else(|| {
+        Err(Error::Internal(anyhow::anyhow!(
+            "a batch of one mail gave no result"
+        )))
+    })
+}
+
+/// The log line of a received mail, once its batch committed.
+fn log_committed(record: &InboundEmail) {
+    match record.verdict {
+        Verdict::Applied => {
+            tracing::info!(inbound = %record.id, task = %record.task_id, reason = %record.reason, "reply applied");
+        }
+        Verdict::Bounce if record.reason.ends_with("; marked failed") => {
+            tracing::warn!(inbound = %record.id, reason = %record.reason, "outbound mail bounced");
+        }
+        verdict => {
+            tracing::info!(inbound = %record.id, verdict = verdict.as_str(), reason = %record.reason, "reply recorded");
+        }
     }
 }
 
@@ -661,8 +1049,9 @@ impl Workflow {
     /// answered), a copy, or its sender was answered too often lately. Whether it queued one.
     async fn answer(
         &self,
-        tx: &mut crate::store::Tx,
+        tx: &mut Tx,
         record: &InboundEmail,
+        facts: &AnswerFacts,
         now: i64,
     ) -> Result<bool> {
         let sender = record.sender.to_lowercase();
@@ -687,18 +1076,11 @@ impl Workflow {
             tracing::warn!(inbound = %record.id, "not answering: too many answers to this sender in the last hour");
             return Ok(false);
         }
-        let locale = self
-            .store
-            .user_by_address(&sender)
-            .await?
-            .map(|u| u.locale)
-            .unwrap_or_default();
+        let locale = facts.locale.clone();
         let mut task_name = String::new();
         let mut outcomes = Vec::new();
         let mut outcome_label = record.outcome.clone();
-        if !record.task_id.is_empty()
-            && let Ok(task) = self.task(&record.task_id).await
-        {
+        if let Some(task) = &facts.task {
             task_name = task.name.clone();
             if let Ok(graph) = self
                 .graph_of(&task.definition_key, task.definition_version)
@@ -752,6 +1134,44 @@ impl Workflow {
         tx.insert_outbox(&outbox).await?;
         Ok(true)
     }
+}
+
+impl Workflow {
+    /// What an answer to `record` needs to read: its sender's locale and its task (`task` when
+    /// the checks read it already). Nothing for mail that is never answered.
+    async fn answer_facts(&self, record: &InboundEmail, task: Option<Task>) -> Result<AnswerFacts> {
+        let sender = record.sender.to_lowercase();
+        if !sender.contains('@') {
+            return Ok(AnswerFacts::default());
+        }
+        let locale = self
+            .store
+            .user_by_address(&sender)
+            .await?
+            .map(|u| u.locale)
+            .unwrap_or_default();
+        let task = match task {
+            Some(task) => Some(task),
+            None if !record.task_id.is_empty() => self.task(&record.task_id).await.ok(),
+            None => None,
+        };
+        Ok(AnswerFacts { locale, task })
+    }
+}
+
+/// A bounce's diagnostic and ` to RECIPIENT`, for its log row.
+fn bounce_words(report: &BounceReport) -> (String, String) {
+    let diagnostic = if report.diagnostic.is_empty() {
+        "no diagnostic given".to_string()
+    } else {
+        report.diagnostic.clone()
+    };
+    let to = if report.recipient.is_empty() {
+        String::new()
+    } else {
+        format!(" to {}", report.recipient)
+    };
+    (diagnostic, to)
 }
 
 /// What the answer says: the verdict, told apart for a hand-over by mail (done or refused).

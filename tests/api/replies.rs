@@ -2,7 +2,13 @@
 //! server wrote is answered the way a mail client would, and every reply gets its verdict.
 use std::time::Duration;
 
-use replyflow::proto::pb;
+use replyflow::{
+    model::Verdict,
+    proto::pb,
+    store::{PageRequest, inbound::InboundFilter},
+    workflow::inbound::ReceivedMail,
+};
+use serde_json::json;
 
 use crate::helpers::{TestApp, expense_vars, req, spawn_app, spawn_app_with};
 
@@ -12,6 +18,8 @@ async fn approval_mail(app: &TestApp) -> String {
         let mail = std::fs::read_dir(app.outbox_dir.path())
             .expect("outbox dir")
             .filter_map(Result::ok)
+            // Not the file transport's temporary files (`.NAME.tmp`, renamed once written).
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| std::fs::read_to_string(e.path()).ok())
             .next();
         if let Some(mail) = mail {
@@ -174,6 +182,8 @@ async fn a_reply_decides_the_task_once_and_forgeries_and_copies_decide_nothing()
         confirmation = std::fs::read_dir(app.outbox_dir.path())
             .expect("outbox dir")
             .filter_map(Result::ok)
+            // Not the file transport's temporary files (`.NAME.tmp`, renamed once written).
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| std::fs::read_to_string(e.path()).ok())
             .find(|m| m.contains("In-Reply-To: <ok1@x>"));
         if confirmation.is_some() {
@@ -248,6 +258,8 @@ async fn mail_where(app: &TestApp, what: &str, wanted: impl Fn(&str) -> bool) ->
         let found = std::fs::read_dir(app.outbox_dir.path())
             .expect("outbox dir")
             .filter_map(Result::ok)
+            // Not the file transport's temporary files (`.NAME.tmp`, renamed once written).
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| std::fs::read_to_string(e.path()).ok())
             .find(|m| wanted(m));
         if let Some(mail) = found {
@@ -690,4 +702,124 @@ fn inbound_authentication_settings_are_checked_at_start() {
     ])
     .expect("a valid pair");
     assert_eq!(ok.mail.require_auth, "dmarc");
+}
+
+/// A mail whose ingestion fails with an error (not a verdict): here a database trigger refuses
+/// its log row, after its claims and its decision were written.
+async fn refuse_inbound_rows_mentioning_boom(app: &TestApp) {
+    let pool = app.store().await.pool().clone();
+    let statements: &[&'static str] = if crate::helpers::backend() == "postgres" {
+        &[
+            "CREATE FUNCTION rf_test_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.message_id LIKE '%boom%' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER rf_test_boom BEFORE INSERT ON inbound_emails \
+             FOR EACH ROW EXECUTE FUNCTION rf_test_boom()",
+        ]
+    } else {
+        &[
+            "CREATE TRIGGER rf_test_boom BEFORE INSERT ON inbound_emails \
+           WHEN NEW.message_id LIKE '%boom%' BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        ]
+    };
+    for statement in statements {
+        sqlx::query::<sqlx::Any>(*statement)
+            .execute(&pool)
+            .await
+            .expect("creating the test trigger");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_replies_is_judged_in_order_and_a_failing_one_is_undone_alone() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.add_user("ann", "").await;
+    app.deploy_xml(DELEGABLE).await.expect("deploy");
+    let marys = app.start("purchase", json!({"manager": "mary"})).await;
+    let anns = app.start("purchase", json!({"manager": "ann"})).await;
+    let (marys_task, anns_task) = (&marys.open_tasks[0], &anns.open_tasks[0]);
+    let to_mary = approval_mail_to(&app, "mary@example.com").await;
+    let to_ann = approval_mail_to(&app, "ann@example.com").await;
+    refuse_inbound_rows_mentioning_boom(&app).await;
+
+    let approve = reply("mary@example.com", &to_mary, "同意", "<b1@x>");
+    let second_thoughts = reply("mary@example.com", &to_mary, "驳回", "<b2@x>");
+    let failing = reply("ann@example.com", &to_ann, "同意", "<boom@x>");
+    let stray =
+        b"From: bob@example.com\r\nSubject: hello\r\nMessage-ID: <b3@x>\r\n\r\nhi\r\n".to_vec();
+    let batch: Vec<ReceivedMail<'_>> = [&approve, &second_thoughts, &approve, &failing, &stray]
+        .into_iter()
+        .map(|raw| ReceivedMail {
+            raw,
+            delivered_to: None,
+            transport: "rpc",
+        })
+        .collect();
+    let results = app.server_workflow.ingest_batch(&batch).await;
+
+    let verdicts: Vec<Option<Verdict>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|m| m.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            Some(Verdict::Applied),
+            // The same transaction, yet judged after the first reply's effect: its one use is
+            // spent and the task is decided.
+            Some(Verdict::AlreadyUsed),
+            Some(Verdict::Duplicate),
+            None,
+            Some(Verdict::UnknownToken),
+        ],
+        "{results:?}"
+    );
+    let error = format!("{:#}", results[3].as_ref().expect_err("the failing mail"));
+    assert!(error.contains("boom"), "{error}");
+    let decided = app.task(&marys_task.id).await;
+    assert_eq!(
+        (decided.status, decided.outcome.as_str()),
+        (pb::TaskStatus::Completed as i32, "approve")
+    );
+    // The failing mail left nothing: its task is open, it has no log row, its claims are gone.
+    assert_eq!(
+        app.task(&anns_task.id).await.status,
+        pb::TaskStatus::Open as i32
+    );
+    let store = app.store().await;
+    let log = store
+        .list_inbound(
+            &InboundFilter::default(),
+            &PageRequest::new(100, String::new()).expect("page"),
+        )
+        .await
+        .expect("inbound log");
+    assert_eq!(log.items.len(), 4, "{:?}", log.items);
+    assert!(log.items.iter().all(|m| !m.message_id.contains("boom")));
+    assert_eq!(
+        log.items
+            .iter()
+            .filter(|m| m.verdict == Verdict::Applied)
+            .count(),
+        1
+    );
+
+    // Read again once the database accepts it: applied, not a duplicate of itself.
+    sqlx::query::<sqlx::Any>("DROP TRIGGER rf_test_boom ON inbound_emails")
+        .execute(store.pool())
+        .await
+        .or(sqlx::query::<sqlx::Any>("DROP TRIGGER rf_test_boom")
+            .execute(store.pool())
+            .await)
+        .expect("dropping the test trigger");
+    let again = app
+        .server_workflow
+        .ingest(&failing, None, "rpc")
+        .await
+        .expect("ingested");
+    assert_eq!(again.verdict, Verdict::Applied, "{again:?}");
+    assert_eq!(
+        app.task(&anns_task.id).await.status,
+        pb::TaskStatus::Completed as i32
+    );
 }
