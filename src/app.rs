@@ -28,6 +28,7 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     workflow: Arc<Workflow>,
+    authenticator: Arc<crate::api::auth::Authenticator>,
     outbox: OutboxWorker,
     inbound: Option<InboundWorker>,
     reminders: ReminderScheduler,
@@ -85,9 +86,7 @@ impl Application {
                 .map_err(|e| anyhow::anyhow!("reminders.manual_interval: {e}"))
                 .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000)?;
         let workflow = Arc::new(
-            Workflow::new(store, clock, mailer)
-                .with_admins(&settings.security.admins)
-                .with_manual_interval_ms(manual_interval_ms),
+            Workflow::new(store, clock, mailer).with_manual_interval_ms(manual_interval_ms),
         );
         let reminders = ReminderScheduler::new(
             workflow.clone(),
@@ -103,13 +102,23 @@ impl Application {
                 settings.mail.ca_file.as_ref().map(std::path::PathBuf::from),
             )),
         };
-        tracing::warn!(
-            "development mode: the caller's identity is read from x-user-id metadata and not verified"
+        let authenticator = Arc::new(
+            crate::api::auth::Authenticator::from_settings(
+                &settings.security,
+                &settings.server.listen,
+            )
+            .context("security")?,
         );
+        if authenticator.is_dev() {
+            tracing::warn!(
+                "development mode (security.auth = dev): the caller's identity is read from x-user-id metadata and NOT verified"
+            );
+        }
         Ok(Self {
             listener,
             addr,
             workflow: workflow.clone(),
+            authenticator,
             outbox,
             inbound,
             reminders,
@@ -141,7 +150,12 @@ impl Application {
         self.reminders
             .spawn(shutdown.clone(), &self.tracker)
             .await?;
-        let result = api::serve(self.listener, self.workflow.clone(), shutdown.clone()).await;
+        let result = api::serve(
+            self.listener,
+            self.workflow.clone(),
+            self.authenticator.clone(),
+            shutdown.clone(),
+        ).await;
         shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;

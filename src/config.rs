@@ -29,6 +29,19 @@ pub const KEYS: &[&str] = &[
     "security.token_secret",
     "security.auth",
     "security.admins",
+    "security.allow_dev_on_network",
+    "security.jwt_hs256_secret",
+    "security.jwt_public_keys",
+    "security.jwt_jwks_file",
+    "security.jwt_issuer",
+    "security.jwt_audience",
+    "security.jwt_roles_claim",
+    "security.api_keys",
+    "security.roles.admin",
+    "security.roles.deployer",
+    "security.roles.directory",
+    "security.roles.mail",
+    "security.roles.act_as",
     "reminders.schedule",
     "reminders.batch_size",
     "reminders.manual_interval",
@@ -37,6 +50,8 @@ pub const KEYS: &[&str] = &[
     "sms.body_template",
     "sms.timeout",
 ];
+
+const BOOLEAN_KEYS: &[&str] = &["security.allow_dev_on_network"];
 
 const INTEGER_KEYS: &[&str] = &[
     "database.max_connections",
@@ -150,12 +165,74 @@ pub struct MailSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct SecuritySettings {
     pub token_secret: Option<Secret>,
-    /// `dev`: the caller's identity is taken from `x-user-id` metadata, unchecked. The only mode
-    /// this release has; it is logged as such at start.
+    /// `dev`: the caller's identity is taken from `x-user-id` metadata, unchecked (loopback only
+    /// unless `allow_dev_on_network`); `jwt`: `authorization: Bearer <JWT>`, verified.
     pub auth: String,
-    /// User ids allowed to act for others (RemindNow on any task, anyone's messages),
-    /// comma-separated.
+    /// User ids that hold every role, comma-separated.
     pub admins: String,
+    /// Lets `dev` mode listen on a non-loopback address (anyone who can connect is anyone).
+    pub allow_dev_on_network: bool,
+    /// HS256 secret of the identity provider's tokens.
+    pub jwt_hs256_secret: Option<Secret>,
+    /// A PEM file of RS256/ES256 public keys (one or more `PUBLIC KEY` blocks).
+    pub jwt_public_keys: Option<String>,
+    /// A JWKS file (the provider's `jwks.json`), for RS256/ES256 keys chosen by `kid`.
+    pub jwt_jwks_file: Option<String>,
+    /// Required `iss` of every token, when set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of every token, when set.
+    pub jwt_audience: Option<String>,
+    /// The claim holding the caller's roles (a list of strings, or one space-separated string).
+    pub jwt_roles_claim: String,
+    /// Service API keys: `{id, sha256, roles}` each; in the environment as a JSON array.
+    pub api_keys: ApiKeysSetting,
+    /// User ids (comma-separated) that hold each role, in every auth mode.
+    pub roles: RoleSettings,
+}
+
+/// One API key: the SHA-256 (lower-case hex) of the key the service sends in `x-api-key`; the
+/// key itself is never configured, so a leaked configuration leaks no credential.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySetting {
+    pub id: String,
+    pub sha256: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// `security.api_keys`: an array of tables in TOML, a JSON array of the same in the environment.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(untagged)]
+pub enum ApiKeysSetting {
+    #[default]
+    None,
+    List(Vec<ApiKeySetting>),
+    Json(String),
+}
+
+impl ApiKeysSetting {
+    pub fn keys(&self) -> anyhow::Result<Vec<ApiKeySetting>> {
+        match self {
+            ApiKeysSetting::None => Ok(Vec::new()),
+            ApiKeysSetting::List(keys) => Ok(keys.clone()),
+            ApiKeysSetting::Json(text) if text.trim().is_empty() => Ok(Vec::new()),
+            ApiKeysSetting::Json(text) => serde_json::from_str(text).context(
+                "security.api_keys: expected a JSON array of {\"id\", \"sha256\", \"roles\"}",
+            ),
+        }
+    }
+}
+
+/// `security.roles.<role>`: comma-separated user ids per role.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoleSettings {
+    pub admin: String,
+    pub deployer: String,
+    pub directory: String,
+    pub mail: String,
+    pub act_as: String,
 }
 
 impl Default for ServerSettings {
@@ -202,6 +279,15 @@ impl Default for SecuritySettings {
             token_secret: None,
             auth: "dev".into(),
             admins: String::new(),
+            allow_dev_on_network: false,
+            jwt_hs256_secret: None,
+            jwt_public_keys: None,
+            jwt_jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_roles_claim: "roles".into(),
+            api_keys: ApiKeysSetting::None,
+            roles: RoleSettings::default(),
         }
     }
 }
@@ -278,11 +364,9 @@ impl Settings {
             self.mail.authserv_id.as_deref(),
             &self.mail.require_auth,
         )?;
-        if self.security.auth != "dev" {
-            bail!(
-                "security.auth: only \"dev\" (identity from x-user-id) is supported in this release"
-            );
-        }
+        // security.*: checked by the authenticator's own constructor (keys read, PEM parsed),
+        // so that what passes here is what verifies.
+        crate::api::auth::Authenticator::from_settings(&self.security, &self.server.listen)?;
         // sms.*: checked by the gateway's own parser, so what passes here is what sends. Its
         // errors name the key and never quote the URL or a header value.
         crate::sms::GatewayConfig::from_settings(&self.sms)?;
@@ -295,16 +379,26 @@ fn scheme(url: &str) -> &str {
 }
 
 fn set_key(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
-    let (section, field) = key
-        .split_once('.')
-        .context("configuration keys have two parts")?;
-    let entry = table
-        .entry(section.to_string())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    let toml::Value::Table(section_table) = entry else {
-        bail!("{section} must be a table");
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let Some(field) = parts.pop() else {
+        bail!("configuration keys have two or three parts");
     };
-    let value = if INTEGER_KEYS.contains(&key) {
+    let mut section_table = table;
+    for section in parts {
+        let entry = section_table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(inner) = entry else {
+            bail!("{section} must be a table");
+        };
+        section_table = inner;
+    }
+    let value = if BOOLEAN_KEYS.contains(&key) {
+        let flag: bool = value
+            .parse()
+            .with_context(|| format!("{key}: expected true or false, got {value:?}"))?;
+        toml::Value::Boolean(flag)
+    } else if INTEGER_KEYS.contains(&key) {
         let number: i64 = value
             .parse()
             .with_context(|| format!("{key}: expected an integer, got {value:?}"))?;

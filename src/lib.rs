@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod mail;
 pub mod model;
+pub mod policy;
 pub mod proto;
 pub mod sms;
 pub mod store;

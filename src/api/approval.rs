@@ -9,6 +9,7 @@ use super::{auth::actor, convert::timestamp};
 use crate::{
     mail::reply,
     model::{ApprovalStatus, InboundEmail, OutboxStatus, Verdict},
+    policy,
     proto::pb,
     store::{PageRequest, inbound::InboundFilter},
     workflow::{Workflow, approvals::ApprovalView},
@@ -190,11 +191,16 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         &self,
         request: Request<pb::GetApprovalRequest>,
     ) -> Result<Response<pb::ApprovalContext>, Status> {
-        actor(&request)?;
+        let actor = actor(&request)?;
         let view = self
             .workflow
             .approval(&request.into_inner().task_id)
             .await?;
+        if view.context.approver != actor.user_id {
+            self.workflow
+                .authorize_read_id(&actor, &view.context.instance_id)
+                .await?;
+        }
         Ok(Response::new(approval_pb(&view)))
     }
 
@@ -228,7 +234,10 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         &self,
         request: Request<pb::SubmitInboundEmailRequest>,
     ) -> Result<Response<pb::InboundEmail>, Status> {
-        actor(&request)?;
+        let actor = actor(&request)?;
+        // Only the MTA's pipe or webhook may hand in mail: the message's own headers
+        // (Authentication-Results included) are what it says they are only if they came that way.
+        policy::can(&actor, policy::Action::SubmitInboundEmail)?;
         let req = request.into_inner();
         if req.raw.is_empty() {
             return Err(Status::invalid_argument("raw: required"));
@@ -242,8 +251,14 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         &self,
         request: Request<pb::ListInboundEmailsRequest>,
     ) -> Result<Response<pb::ListInboundEmailsResponse>, Status> {
-        actor(&request)?;
+        let actor = actor(&request)?;
         let req = request.into_inner();
+        if req.task_id.is_empty() {
+            policy::can(&actor, policy::Action::ListAllInboundEmails)?;
+        } else if !actor.has(policy::Role::Mail) {
+            let task = self.workflow.task(&req.task_id).await?;
+            self.workflow.authorize_task_read(&actor, &task).await?;
+        }
         let page = PageRequest::new(req.page_size, req.page_token)?;
         let filter = InboundFilter {
             task_id: req.task_id,

@@ -30,8 +30,10 @@ use crate::{proto::pb, workflow::Workflow};
 pub async fn serve(
     listener: TcpListener,
     workflow: Arc<Workflow>,
+    authenticator: Arc<auth::Authenticator>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let authenticate = auth::Authenticate(authenticator);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -82,11 +84,11 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(InterceptedService::new(workflow_service, auth::dev_mode))
-        .add_service(InterceptedService::new(task_service, auth::dev_mode))
-        .add_service(InterceptedService::new(directory_service, auth::dev_mode))
-        .add_service(InterceptedService::new(approval_service, auth::dev_mode))
-        .add_service(InterceptedService::new(reminder_service, auth::dev_mode))
+        .add_service(InterceptedService::new(workflow_service, authenticate.clone()))
+        .add_service(InterceptedService::new(task_service, authenticate.clone()))
+        .add_service(InterceptedService::new(directory_service, authenticate.clone()))
+        .add_service(InterceptedService::new(approval_service, authenticate.clone()))
+        .add_service(InterceptedService::new(reminder_service, authenticate.clone()))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .context("gRPC server")

@@ -16,6 +16,7 @@ use crate::{
     clock::Millis,
     error::{Error, Result},
     model::{Channel, Message, MessageKind, ReminderType},
+    policy,
     proto::pb,
     store::{
         MessageSelection, PageRequest,
@@ -172,7 +173,8 @@ impl pb::reminder_service_server::ReminderService for ReminderApi {
         &self,
         request: Request<pb::UpsertReminderTypeRequest>,
     ) -> Result<Response<pb::ReminderType>, Status> {
-        actor(&request)?;
+        let actor = actor(&request)?;
+        policy::can(&actor, policy::Action::UpsertReminderType)?;
         let input = reminder_type_from_pb(request.into_inner().reminder_type)?;
         let stored = self.workflow.upsert_reminder_type(input).await?;
         Ok(Response::new(reminder_type_pb(&stored)))
@@ -196,7 +198,8 @@ impl pb::reminder_service_server::ReminderService for ReminderApi {
         &self,
         request: Request<pb::ReminderStatsRequest>,
     ) -> Result<Response<pb::ReminderStatsResponse>, Status> {
-        actor(&request)?;
+        let actor = actor(&request)?;
+        policy::can(&actor, policy::Action::ReminderStats)?;
         let req = request.into_inner();
         let filter = ReminderStatsFilter {
             reminder_type: req.reminder_type.trim().to_string(),

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::{
     error::Error,
+    policy,
     proto::pb,
     store::{PageRequest, reminders::ReminderFilter},
     workflow::{
@@ -46,9 +47,27 @@ pub(super) async fn list_reminders(
     workflow: &Workflow,
     request: Request<pb::ListRemindersRequest>,
 ) -> Result<Response<pb::ListRemindersResponse>, Status> {
-    actor(&request)?;
+    let actor = actor(&request)?;
     let req = request.into_inner();
     let page = PageRequest::new(req.page_size, req.page_token)?;
+    if !req.process_instance_id.is_empty() {
+        workflow
+            .authorize_read_id(&actor, &req.process_instance_id)
+            .await?;
+    } else if !req.recipient.is_empty() {
+        policy::can(
+            &actor,
+            policy::Action::ReadInboxOf {
+                user_id: &req.recipient,
+            },
+        )?;
+    } else if req.task_id.is_empty() && !actor.is_admin() {
+        return Err(Error::invalid(
+            "recipient",
+            "give process_instance_id, task_id or recipient (only an admin lists every reminder)",
+        )
+        .into());
+    }
     let mut filter = ReminderFilter {
         instance_id: req.process_instance_id,
         recipient: req.recipient,
@@ -59,6 +78,7 @@ pub(super) async fn list_reminders(
     if !req.task_id.is_empty() {
         // Reminders chasing a task: those of its instance that end at its activity.
         let task = workflow.task(&req.task_id).await?;
+        workflow.authorize_task_read(&actor, &task).await?;
         if !filter.instance_id.is_empty() && filter.instance_id != task.instance_id {
             return Err(Error::invalid(
                 "task_id",

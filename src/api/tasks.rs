@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     model::{CompletedVia, Task, TaskEvent, TaskEventKind, TaskStatus},
+    policy,
     proto::pb,
     store::{PageRequest, TaskFilter},
     workflow::{Workflow, tasks::CompleteTask},
@@ -48,7 +49,7 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        actor(&request)?;
+        let actor = actor(&request)?;
         let req = request.into_inner();
         let page = PageRequest::new(req.page_size, req.page_token)?;
         let filter = TaskFilter {
@@ -57,6 +58,7 @@ impl pb::task_service_server::TaskService for TaskApi {
             activity_id: req.activity_id,
             business_key: req.business_key,
             status: convert::task_status_filter(req.status)?,
+            visible_to: Workflow::visible_to(&actor),
         };
         let page = self.workflow.list_tasks(&filter, &page).await?;
         let mut tasks = Vec::with_capacity(page.items.len());
@@ -73,8 +75,9 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        actor(&request)?;
+        let actor = actor(&request)?;
         let task = self.workflow.task(&request.into_inner().task_id).await?;
+        self.workflow.authorize_task_read(&actor, &task).await?;
         Ok(Response::new(self.task_pb(&task).await))
     }
 
@@ -127,7 +130,7 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::WatchTasksRequest>,
     ) -> Result<Response<TaskEventStream>, Status> {
-        actor(&request)?;
+        let actor = actor(&request)?;
         let req = request.into_inner();
         if req.assignee.is_empty() && req.process_instance_id.is_empty() {
             return Err(crate::error::Error::invalid(
@@ -135,6 +138,19 @@ impl pb::task_service_server::TaskService for TaskApi {
                 "give an assignee or a process_instance_id to watch",
             )
             .into());
+        }
+        if !req.assignee.is_empty() {
+            policy::can(
+                &actor,
+                policy::Action::ReadInboxOf {
+                    user_id: &req.assignee,
+                },
+            )?;
+        }
+        if !req.process_instance_id.is_empty() {
+            self.workflow
+                .authorize_read_id(&actor, &req.process_instance_id)
+                .await?;
         }
         // Subscribe before reading the open tasks so that nothing falls between the two.
         let events = self.workflow.subscribe_tasks();

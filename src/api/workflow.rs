@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 use super::{auth::actor, convert};
 use crate::{
     error::Error,
+    policy::{self, Action},
     proto::pb,
     store::{InstanceFilter, PageRequest},
     workflow::{InstanceView, Workflow, instances::StartProcess},
@@ -49,6 +50,7 @@ impl pb::workflow_service_server::WorkflowService for WorkflowApi {
         request: Request<pb::DeployDefinitionRequest>,
     ) -> Result<Response<pb::Definition>, Status> {
         let actor = actor(&request)?;
+        policy::can(&actor, Action::DeployDefinition)?;
         let req = request.into_inner();
         let stored = self.workflow.deploy(&actor, &req.bpmn_xml).await?;
         let (_, graph) = self
@@ -124,8 +126,9 @@ impl pb::workflow_service_server::WorkflowService for WorkflowApi {
         &self,
         request: Request<pb::GetProcessInstanceRequest>,
     ) -> Result<Response<pb::ProcessInstance>, Status> {
-        actor(&request)?;
+        let actor = actor(&request)?;
         let view = self.workflow.instance(&request.into_inner().id).await?;
+        self.workflow.authorize_read(&actor, &view.instance).await?;
         Ok(Response::new(self.instance_pb(&view).await))
     }
 
@@ -133,7 +136,7 @@ impl pb::workflow_service_server::WorkflowService for WorkflowApi {
         &self,
         request: Request<pb::ListProcessInstancesRequest>,
     ) -> Result<Response<pb::ListProcessInstancesResponse>, Status> {
-        actor(&request)?;
+        let actor = actor(&request)?;
         let req = request.into_inner();
         let page = PageRequest::new(req.page_size, req.page_token)?;
         let filter = InstanceFilter {
@@ -141,6 +144,14 @@ impl pb::workflow_service_server::WorkflowService for WorkflowApi {
             business_key: req.business_key,
             started_by: req.started_by,
             status: convert::instance_status_filter(req.status)?,
+            visible_to: Workflow::visible_to(&actor),
+            with_variables: match pb::InstanceView::try_from(req.view) {
+                Ok(pb::InstanceView::Full) => true,
+                Ok(pb::InstanceView::Basic | pb::InstanceView::Unspecified) => false,
+                Err(_) => {
+                    return Err(Error::invalid("view", format!("unknown value {}", req.view)).into());
+                }
+            },
         };
         let page = self.workflow.list_instances(&filter, &page).await?;
         let mut instances = Vec::with_capacity(page.items.len());

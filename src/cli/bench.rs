@@ -273,6 +273,7 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         std::env::temp_dir().join(format!("rf-bench-mail-{}", uuid::Uuid::now_v7().simple()));
     settings.mail.outbound = Secret::new(format!("file:{}", mail_dir.display()));
     settings.mail.inbound = Secret::new("none");
+    settings.security.admins = "admin".into();
     if let Some(max) = args.max_connections {
         settings.database.max_connections = max;
     }
@@ -693,6 +694,7 @@ mod inbound {
         settings.database.synchronous = args.synchronous.clone();
         settings.mail.outbound = Secret::new(format!("file:{}", mail_dir.display()));
         settings.mail.inbound = Secret::new("none");
+        settings.security.admins = "admin".into();
         if let Some(max) = args.max_connections {
             settings.database.max_connections = max;
         }

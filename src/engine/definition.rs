@@ -120,6 +120,8 @@ pub struct UserTaskSpec {
     pub outcomes: Vec<OutcomeSpec>,
     /// `replyflow:allowDelegate`, default false.
     pub allow_delegate: bool,
+    /// `replyflow:writable`: the variables CompleteTask may set (none by default).
+    pub writable: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -778,6 +780,7 @@ impl ProcessBuilder {
                 .filter(|declared| !declared.is_empty())
                 .unwrap_or_else(default_outcomes),
             allow_delegate: false,
+            writable: Vec::new(),
         };
         let mut has_assignee = false;
         for attr in element.replyflow_attrs() {
@@ -794,6 +797,13 @@ impl ProcessBuilder {
                 "show" => {
                     spec.show = split_list(value);
                     Ok(())
+                }
+                "writable" => {
+                    spec.writable = split_list(value);
+                    match spec.writable.iter().find(|name| !is_identifier(name)) {
+                        Some(bad) => Err(format!("{bad:?} is not a variable name")),
+                        None => Ok(()),
+                    }
                 }
                 other => {
                     self.error(id, format!("unknown attribute replyflow:{other}"));
@@ -1012,6 +1022,7 @@ impl ProcessBuilder {
             self.check_reachability(start, &flows, &miscounted);
         }
         self.check_listed_flows(&flows);
+        self.check_writable();
         match start {
             Some(start) if self.errors.is_empty() => Ok(ProcessDefinition {
                 key: self.key,
@@ -1022,6 +1033,47 @@ impl ProcessBuilder {
                 reminder_types: self.reminder_types,
             }),
             _ => Err(self.errors),
+        }
+    }
+
+    /// Variables are not a back door (DESIGN §12): a completion may not rewrite an activity's
+    /// record, the initiator, `outcome`, or whose task comes next.
+    fn check_writable(&mut self) {
+        let activity_ids: HashSet<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
+        let assignee_vars: HashSet<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::UserTask(spec) => match &spec.assignee {
+                    Assignee::Variable(name) => Some(name.clone()),
+                    Assignee::User(_) => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for node in &self.nodes {
+            let NodeKind::UserTask(spec) = &node.kind else {
+                continue;
+            };
+            for name in &spec.writable {
+                let why = if activity_ids.contains(name) {
+                    "is an activity's record"
+                } else if name == "initiator" || name == "outcome" {
+                    "is set by the engine"
+                } else if assignee_vars.contains(name) {
+                    "chooses an assignee"
+                } else {
+                    continue;
+                };
+                problems.push((
+                    node.id.clone(),
+                    format!("replyflow:writable: {name:?} {why} and can never be written"),
+                ));
+            }
+        }
+        for (id, reason) in problems {
+            self.error(&id, reason);
         }
     }
 

@@ -44,6 +44,9 @@ pub struct TaskFilter {
     pub activity_id: String,
     pub business_key: String,
     pub status: Option<TaskStatus>,
+    /// Only tasks this user may see (assigned to them, or in an instance they started or take
+    /// part in); empty = all (an admin).
+    pub visible_to: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -52,7 +55,17 @@ pub struct InstanceFilter {
     pub business_key: String,
     pub started_by: String,
     pub status: Option<InstanceStatus>,
+    /// Only instances this user started or takes part in; empty = all (an admin).
+    pub visible_to: String,
+    /// With variables (the FULL view): the page then also ends at [`MAX_FULL_PAGE_BYTES`].
+    pub with_variables: bool,
 }
+
+/// A page of instances with variables stops growing past this many bytes of variables, so that
+/// a list never builds a response a client cannot take (gRPC's default limit is 4 MiB).
+pub(super) const MAX_FULL_PAGE_BYTES: usize = 3 * 1024 * 1024;
+/// Instances per page in the FULL view, whatever page_size asks.
+const MAX_FULL_PAGE_SIZE: i32 = 50;
 
 impl Store {
     pub async fn instance(&self, id: &str) -> Result<Option<Instance>> {
@@ -94,6 +107,14 @@ impl Store {
         if let Some(status) = filter.status {
             f.eq("status", status.as_str());
         }
+        if !filter.visible_to.is_empty() {
+            f.with_arg(&filter.visible_to, |n| {
+                format!(
+                    "(assignee = ${n} OR instance_id IN (SELECT id FROM instances WHERE started_by = ${n}) \
+                     OR instance_id IN (SELECT instance_id FROM tasks WHERE assignee = ${n}))"
+                )
+            });
+        }
         self.fetch_page(
             &format!("SELECT {TASK_COLUMNS} FROM tasks"),
             f,
@@ -117,15 +138,58 @@ impl Store {
         if let Some(status) = filter.status {
             f.eq("status", status.as_str());
         }
-        self.fetch_page(
+        if !filter.visible_to.is_empty() {
+            f.with_arg(&filter.visible_to, |n| {
+                format!(
+                    "(started_by = ${n} OR id IN (SELECT instance_id FROM tasks WHERE assignee = ${n}))"
+                )
+            });
+        }
+        if !filter.with_variables {
+            // Variables can be megabytes each: a list that does not show them never reads them.
+            let columns = INSTANCE_COLUMNS.replace("variables", "'{}' AS variables");
+            return self
+                .fetch_page(
+                    &format!("SELECT {columns} FROM instances"),
+                    f,
+                    page,
+                    Order::NewestFirst,
+                    rows::instance,
+                    |i| &i.id,
+                )
+                .await;
+        }
+        let page = PageRequest {
+            page_size: match page.page_size {
+                0 => MAX_FULL_PAGE_SIZE,
+                n => n.min(MAX_FULL_PAGE_SIZE),
+            },
+            page_token: page.page_token.clone(),
+        };
+        self.fetch_page_within(
             &format!("SELECT {INSTANCE_COLUMNS} FROM instances"),
             f,
-            page,
+            &page,
             Order::NewestFirst,
             rows::instance,
             |i| &i.id,
+            (MAX_FULL_PAGE_BYTES, |i: &Instance| {
+                Value::Object(i.variables.clone()).to_string().len()
+            }),
         )
         .await
+    }
+
+    /// Whether `user_id` has or had a task of the instance (a participant, who may read it).
+    pub async fn takes_part(&self, instance_id: &str, user_id: &str) -> Result<bool> {
+        let row = sqlx::query::<Any>(
+            "SELECT 1 AS one FROM tasks WHERE instance_id = $1 AND assignee = $2 LIMIT 1",
+        )
+        .bind(instance_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
     }
 
     /// The audit trail of an instance, oldest first.

@@ -138,10 +138,27 @@ impl Filter {
 }
 
 impl PageQuery {
-    /// Cuts the extra row off and turns the last id into the next token.
-    pub(super) fn into_page<T>(self, mut items: Vec<T>, id: impl Fn(&T) -> &str) -> Page<T> {
-        let next_page_token = if items.len() > self.limit {
-            items.truncate(self.limit);
+    /// Cuts the extra row off and turns the last id into the next token. With a byte budget,
+    /// the page also ends after the item that reaches it (at least one item is always kept).
+    pub(super) fn into_page<T>(
+        self,
+        mut items: Vec<T>,
+        id: impl Fn(&T) -> &str,
+        budget: Option<(usize, &dyn Fn(&T) -> usize)>,
+    ) -> Page<T> {
+        let mut keep = self.limit;
+        if let Some((max_bytes, size)) = budget {
+            let mut total = 0usize;
+            for (i, item) in items.iter().enumerate().take(self.limit) {
+                total = total.saturating_add(size(item));
+                if total >= max_bytes {
+                    keep = keep.min(i + 1);
+                    break;
+                }
+            }
+        }
+        let next_page_token = if items.len() > keep {
+            items.truncate(keep);
             items
                 .last()
                 .map(|item| hex(format!("{}:{}", self.fingerprint, id(item)).as_bytes()))
@@ -167,6 +184,22 @@ impl Store {
         decode: fn(&AnyRow) -> Result<T>,
         id: impl Fn(&T) -> &str,
     ) -> Result<Page<T>> {
+        self.fetch_page_within(select, filter, page, order, decode, id, (usize::MAX, |_: &T| 0))
+            .await
+    }
+
+    /// [`Store::fetch_page`] whose page also ends once `size` of its items reaches `budget.0`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn fetch_page_within<T>(
+        &self,
+        select: &str,
+        filter: Filter,
+        page: &PageRequest,
+        order: Order,
+        decode: fn(&AnyRow) -> Result<T>,
+        id: impl Fn(&T) -> &str,
+        budget: (usize, impl Fn(&T) -> usize),
+    ) -> Result<Page<T>> {
         let query_page = filter.page(page, "id", order)?;
         let sql = format!("{select}{}", query_page.sql);
         let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
@@ -179,7 +212,7 @@ impl Store {
             .iter()
             .map(decode)
             .collect::<Result<Vec<_>>>()?;
-        Ok(query_page.into_page(items, id))
+        Ok(query_page.into_page(items, id, Some((budget.0, &budget.1))))
     }
 }
 
@@ -226,7 +259,7 @@ mod tests {
     #[test]
     fn a_token_round_trips_and_adds_a_keyset_clause() {
         let first = query("mary", "").unwrap();
-        let page = first.into_page(vec!["a", "b", "c"], |s| s);
+        let page = first.into_page(vec!["a", "b", "c"], |s| s, None);
         assert_eq!(page.items, ["a", "b"]);
         let next = query("mary", &page.next_page_token).unwrap();
         assert!(next.sql.contains("id > $2"), "{}", next.sql);
@@ -237,7 +270,7 @@ mod tests {
     fn a_token_for_other_filters_or_garbage_is_refused() {
         let page = query("mary", "")
             .unwrap()
-            .into_page(vec!["a", "b", "c"], |s| s);
+            .into_page(vec!["a", "b", "c"], |s| s, None);
         for token in [page.next_page_token.as_str(), "zz", "abc", "6869"] {
             let assignee = if token == page.next_page_token {
                 "fred"
@@ -251,7 +284,7 @@ mod tests {
 
     #[test]
     fn the_last_page_has_no_token() {
-        let page = query("", "").unwrap().into_page(vec!["a"], |s| s);
+        let page = query("", "").unwrap().into_page(vec!["a"], |s| s, None);
         assert!(page.next_page_token.is_empty());
     }
 }

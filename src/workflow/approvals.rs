@@ -458,11 +458,16 @@ impl Workflow {
         // completion, cannot interleave.
         let (task, record) = tx.lock_task(task_id, &task.instance_id).await?;
         let instance = &record.instance;
-        if actor.user_id != task.assignee && actor.user_id != instance.started_by {
-            return Err(Error::PermissionDenied(
-                "only the assignee or the initiator may resend the approval mail".into(),
-            ));
-        }
+        crate::policy::can(
+            actor,
+            crate::policy::Action::ManageApprovalMail {
+                instance: crate::policy::InstanceAccess {
+                    started_by: &instance.started_by,
+                    participant: false,
+                },
+                assignee: &task.assignee,
+            },
+        )?;
         if task.status != crate::model::TaskStatus::Open {
             return Err(Error::FailedPrecondition(format!(
                 "task {task_id} is {}",
@@ -586,11 +591,16 @@ impl Workflow {
             return self.approval(task_id).await;
         }
         let (task, record) = tx.lock_task(task_id, &task.instance_id).await?;
-        if actor.user_id != task.assignee && actor.user_id != record.instance.started_by {
-            return Err(Error::PermissionDenied(
-                "only the assignee or the initiator may revoke the approval".into(),
-            ));
-        }
+        crate::policy::can(
+            actor,
+            crate::policy::Action::ManageApprovalMail {
+                instance: crate::policy::InstanceAccess {
+                    started_by: &record.instance.started_by,
+                    participant: false,
+                },
+                assignee: &task.assignee,
+            },
+        )?;
         let context = tx
             .approval_for_task(task_id)
             .await?

@@ -172,12 +172,13 @@ impl Workflow {
             .instance(id)
             .await?
             .ok_or_else(|| Error::not_found("process instance", id))?;
-        if record.instance.started_by != actor.user_id {
-            return Err(Error::PermissionDenied(format!(
-                "only the initiator ({}) may cancel this instance",
-                record.instance.started_by
-            )));
-        }
+        crate::policy::can(
+            actor,
+            crate::policy::Action::CancelInstance(crate::policy::InstanceAccess {
+                started_by: &record.instance.started_by,
+                participant: false,
+            }),
+        )?;
         if record.instance.status == InstanceStatus::Cancelled {
             // Cancelling twice is a retry, not an error: answer with the cancelled instance.
             drop(tx);

@@ -2,6 +2,7 @@
 //! message is published to watchers only after the transaction that stored it committed, so a
 //! watcher never sees a message that a rollback then takes back.
 use super::{Actor, Workflow, new_id};
+use crate::policy;
 use crate::{
     error::{Error, Result},
     model::{Message, MessageKind, Page},
@@ -41,20 +42,14 @@ pub struct MarkedRead {
 
 impl Workflow {
     /// Whose messages a request is about: `user_id`, or the caller's own when empty. Only
-    /// admins (`security.admins`) may name someone else.
+    /// admins may name someone else ([`policy`]).
     pub fn message_owner(&self, actor: &Actor, user_id: &str) -> Result<String> {
         let user_id = user_id.trim();
-        if user_id.is_empty() || user_id == actor.user_id {
+        if user_id.is_empty() {
             return Ok(actor.user_id.clone());
         }
-        if self.is_admin(actor) {
-            Ok(user_id.to_string())
-        } else {
-            Err(Error::PermissionDenied(format!(
-                "{} may not read or mark the messages of {user_id}",
-                actor.user_id
-            )))
-        }
+        policy::can(actor, policy::Action::ReadInboxOf { user_id })?;
+        Ok(user_id.to_string())
     }
 
     pub async fn list_messages(

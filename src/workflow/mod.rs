@@ -1,6 +1,7 @@
 //! The use cases behind the API: each loads what it needs, asks the engine for a decision and
 //! writes the decision, its audit events and its request id in ONE transaction. The gRPC layer
 //! and (later) the reply reader both end here, so email is just another way to act.
+mod access;
 pub mod approvals;
 mod definitions;
 pub mod inbound;
@@ -27,19 +28,7 @@ use crate::{
     store::{PageRequest, PriorRequest, Store},
 };
 
-/// Who is calling, as established by the API's authentication.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    pub user_id: String,
-}
-
-impl Actor {
-    pub fn new(user_id: impl Into<String>) -> Self {
-        Self {
-            user_id: user_id.into(),
-        }
-    }
-}
+pub use crate::policy::Actor;
 
 /// An instance with its open tasks, as clients see it.
 #[derive(Debug, Clone)]
@@ -56,7 +45,6 @@ pub struct Workflow {
     task_events: broadcast::Sender<TaskEvent>,
     message_events: broadcast::Sender<Message>,
     mailer: Arc<approvals::Mailer>,
-    admins: Vec<String>,
     manual_interval_ms: i64,
 }
 
@@ -71,7 +59,6 @@ impl Workflow {
             task_events,
             message_events,
             mailer,
-            admins: Vec::new(),
             manual_interval_ms: 10 * 60 * 1000,
         }
     }
@@ -84,21 +71,6 @@ impl Workflow {
 
     pub(crate) fn manual_interval_ms(&self) -> i64 {
         self.manual_interval_ms
-    }
-
-    /// Users who may act for others (`security.admins`, comma-separated).
-    pub fn with_admins(mut self, admins: &str) -> Self {
-        self.admins = admins
-            .split(',')
-            .map(str::trim)
-            .filter(|id| !id.is_empty())
-            .map(str::to_string)
-            .collect();
-        self
-    }
-
-    pub fn is_admin(&self, actor: &Actor) -> bool {
-        self.admins.contains(&actor.user_id)
     }
 
     /// In-system messages of this server, published after their transaction committed.

@@ -421,8 +421,10 @@ impl Workflow {
                     }
                     None => Err(format!("{} has no manager in the directory", task.assignee)),
                 },
-                "reassign-manager" => match manager_of(tx, &task.assignee).await? {
-                    Some(manager) => {
+                "reassign-manager" => match manager_not_initiator(tx, &task.assignee, instance)
+                    .await?
+                {
+                    Ok(manager) => {
                         let actor = Actor::new(SYSTEM);
                         let handed_on = Reassignment {
                             task_id: &task.id,
@@ -439,7 +441,7 @@ impl Workflow {
                         changed = true;
                         Ok(json!({"reassigned_to": manager.id}))
                     }
-                    None => Err(format!("{} has no manager in the directory", task.assignee)),
+                    Err(why) => Err(why),
                 },
                 other if other.starts_with("notify:") => {
                     let user_id = &other["notify:".len()..];
@@ -843,11 +845,13 @@ impl Workflow {
         let mut tx = self.store.begin().await?;
         let (task, record) = tx.lock_task(&task.id, &task.instance_id).await?;
         let instance = &record.instance;
-        if actor.user_id != instance.started_by && !self.is_admin(actor) {
-            return Err(Error::PermissionDenied(
-                "only the instance's initiator or an admin may send a manual reminder".into(),
-            ));
-        }
+        crate::policy::can(
+            actor,
+            crate::policy::Action::RemindNow(crate::policy::InstanceAccess {
+                started_by: &instance.started_by,
+                participant: false,
+            }),
+        )?;
         if task.status != TaskStatus::Open {
             return Err(Error::FailedPrecondition(format!(
                 "task {} is {}",
@@ -982,6 +986,28 @@ impl Workflow {
             sent_at: row.sent_at,
         })
     }
+}
+
+/// The assignee's manager for `reassign-manager`, one level further up when that manager
+/// started the instance: four eyes, escalation never hands a request to its own initiator.
+async fn manager_not_initiator(
+    tx: &mut Tx,
+    assignee: &str,
+    instance: &Instance,
+) -> Result<std::result::Result<User, String>> {
+    let Some(manager) = manager_of(tx, assignee).await? else {
+        return Ok(Err(format!("{assignee} has no manager in the directory")));
+    };
+    if manager.id != instance.started_by {
+        return Ok(Ok(manager));
+    }
+    Ok(match manager_of(tx, &manager.id).await? {
+        Some(next) if next.id != instance.started_by => Ok(next),
+        _ => Err(format!(
+            "{assignee}'s manager {} started this instance (four eyes) and has no manager to take it",
+            manager.id
+        )),
+    })
 }
 
 async fn manager_of(tx: &mut Tx, user_id: &str) -> Result<Option<User>> {

@@ -9,9 +9,13 @@ use super::{
     instances::write_transition, new_id,
 };
 use crate::{
-    engine::runtime::{self, Action, ActionError, Snapshot},
+    engine::{
+        definition::{NodeKind, ProcessDefinition},
+        runtime::{self, Action, ActionError, Snapshot},
+    },
     error::{Error, Result},
     model::{CompletedVia, Event, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
+    policy,
     store::{PageRequest, TaskFilter, Tx},
 };
 
@@ -112,6 +116,7 @@ impl Workflow {
                 record.instance.definition_version,
             )
             .await?;
+        check_writable(&graph, &task, &req.variables)?;
         let open = tx.open_tasks(&task.instance_id).await?;
         let transition = runtime::apply(
             &graph,
@@ -187,7 +192,8 @@ impl Workflow {
         Ok((task, instance))
     }
 
-    /// Hands an open task to another user: its assignee or the instance's initiator may.
+    /// Hands an open task to another user (转办): its assignee or an admin may, never to the
+    /// instance's initiator.
     pub async fn reassign_task(
         &self,
         actor: &Actor,
@@ -227,7 +233,7 @@ impl Workflow {
                     instance_id: &task.instance_id,
                     new_assignee,
                     actor,
-                    authority: ReassignAuthority::AssigneeOrInitiator,
+                    authority: ReassignAuthority::AssigneeOrAdmin,
                     comment,
                     via: "api",
                 },
@@ -260,22 +266,20 @@ impl Workflow {
         now: i64,
     ) -> Result<TaskEvent> {
         let (task, record) = tx.lock_task(r.task_id, r.instance_id).await?;
-        let allowed = match r.authority {
-            ReassignAuthority::System => true,
-            ReassignAuthority::Assignee => task.assignee == r.actor.user_id,
-            ReassignAuthority::AssigneeOrInitiator => {
-                task.assignee == r.actor.user_id || record.instance.started_by == r.actor.user_id
-            }
-        };
-        if !allowed {
-            let who = match r.authority {
-                ReassignAuthority::Assignee => "only they",
-                _ => "only they or the initiator",
-            };
-            return Err(Error::PermissionDenied(format!(
-                "task {} is assigned to {}; {who} may reassign it",
-                task.id, task.assignee
-            )));
+        match r.authority {
+            ReassignAuthority::System => {}
+            ReassignAuthority::Assignee => policy::can(
+                r.actor,
+                policy::Action::DecideTask {
+                    assignee: &task.assignee,
+                },
+            )?,
+            ReassignAuthority::AssigneeOrAdmin => policy::can(
+                r.actor,
+                policy::Action::ReassignTask {
+                    assignee: &task.assignee,
+                },
+            )?,
         }
         if task.status != TaskStatus::Open {
             return Err(closed(&task));
@@ -284,6 +288,16 @@ impl Workflow {
             return Err(Error::invalid(
                 "new_assignee",
                 format!("the task is already assigned to {}", r.new_assignee),
+            ));
+        }
+        // Four eyes: whoever hands it on, the initiator never approves their own request.
+        if r.new_assignee == record.instance.started_by {
+            return Err(Error::invalid(
+                "new_assignee",
+                format!(
+                    "{} started this instance and may not approve it (four eyes)",
+                    r.new_assignee
+                ),
             ));
         }
         if tx.user(r.new_assignee).await?.is_none() {
@@ -345,8 +359,8 @@ impl Workflow {
 /// Who may hand a task on; [`Workflow::reassign_in`] checks it under the instance lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReassignAuthority {
-    /// The assignee or the instance's initiator (TaskService.ReassignTask).
-    AssigneeOrInitiator,
+    /// The assignee or an admin (TaskService.ReassignTask, 转办).
+    AssigneeOrAdmin,
     /// Only the current assignee (a `delegate <email>` reply by mail).
     Assignee,
     /// The server itself, with no caller to check (reminder escalation).
@@ -371,16 +385,44 @@ pub(crate) struct Reassignment<'a> {
 }
 
 fn check_can_complete(task: &Task, actor: &Actor) -> Result<()> {
-    if task.assignee != actor.user_id {
-        return Err(Error::PermissionDenied(format!(
-            "task {} is assigned to {}, not to {}",
-            task.id, task.assignee, actor.user_id
-        )));
-    }
+    policy::can(
+        actor,
+        policy::Action::DecideTask {
+            assignee: &task.assignee,
+        },
+    )?;
     if task.status != TaskStatus::Open {
         return Err(closed(task));
     }
     Ok(())
+}
+
+/// Variables are not a back door (DESIGN §12): a completion sets only what its user task lists in
+/// `replyflow:writable`; the parser already refused lists naming activity records, `initiator`,
+/// `outcome` or assignee variables.
+fn check_writable(graph: &ProcessDefinition, task: &Task, variables: &Map<String, Value>) -> Result<()> {
+    let writable = match graph.node(&task.activity_id).map(|(_, node)| &node.kind) {
+        Some(NodeKind::UserTask(spec)) => spec.writable.as_slice(),
+        _ => &[],
+    };
+    match variables.keys().find(|name| !writable.contains(name)) {
+        None => Ok(()),
+        Some(name) if writable.is_empty() => Err(Error::invalid(
+            format!("variables.{name}"),
+            format!(
+                "user task {} lets a completion set no variables (replyflow:writable)",
+                task.activity_id
+            ),
+        )),
+        Some(name) => Err(Error::invalid(
+            format!("variables.{name}"),
+            format!(
+                "user task {} lets a completion set only {} (replyflow:writable)",
+                task.activity_id,
+                writable.join(", ")
+            ),
+        )),
+    }
 }
 
 fn closed(task: &Task) -> Error {

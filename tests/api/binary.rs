@@ -34,9 +34,11 @@ fn replyflow(dir: &Path, args: &[&str]) -> Command {
             command.env_remove(name);
         }
     }
+    // `ctl` acts as "admin" by default; dev mode gives that user every role only when told.
     command
         .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info,sqlx=warn");
+        .env("RUST_LOG", "info,sqlx=warn")
+        .env("REPLYFLOW_SECURITY_ADMINS", "admin");
     command
 }
 
@@ -663,7 +665,7 @@ async fn sigint_ends_open_watch_streams_and_exits_cleanly() {
                 include_open: true,
                 ..Default::default()
             },
-            "watcher",
+            "mary",
         ))
         .await
         .expect("WatchTasks opens")

@@ -144,6 +144,10 @@ pub fn test_settings(db_url: &str, outbox_dir: &std::path::Path) -> Settings {
     // Replies are submitted over gRPC in these tests; the Maildir transport has its own tests.
     settings.mail.inbound = Secret::new("none");
     settings.mail.from = "审批系统 <approvals@replyflow.test>".into();
+    // Dev mode (x-user-id); "admin" deploys, fills the directory and reads everything.
+    settings.security.admins = "admin".into();
+    // "mta" hands in replies with SubmitInboundEmail, as a mail server's pipe would.
+    settings.security.roles.mail = "mta".into();
     settings
 }
 
@@ -242,6 +246,10 @@ impl TestApp {
 
     pub fn reminders(&self) -> pb::reminder_service_client::ReminderServiceClient<Channel> {
         pb::reminder_service_client::ReminderServiceClient::new(self.channel.clone())
+    }
+
+    pub fn approvals(&self) -> pb::approval_service_client::ApprovalServiceClient<Channel> {
+        pb::approval_service_client::ApprovalServiceClient::new(self.channel.clone())
     }
 
     pub fn directory(&self) -> pb::directory_service_client::DirectoryServiceClient<Channel> {
@@ -453,13 +461,13 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
-    /// Opens a WatchTasks stream as "watcher".
+    /// Opens a WatchTasks stream as "admin" (who may watch anyone).
     pub async fn watch(
         &self,
         message: pb::WatchTasksRequest,
     ) -> Result<tonic::Streaming<pb::TaskEvent>, Status> {
         self.tasks()
-            .watch_tasks(req(message, "watcher"))
+            .watch_tasks(req(message, "admin"))
             .await
             .map(|r| r.into_inner())
     }

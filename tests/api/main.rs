@@ -5,10 +5,12 @@
 mod helpers;
 
 mod approvals;
+mod authz;
 mod bad_input;
 mod binary;
 mod branches;
 mod concurrency;
+mod identity;
 mod messages;
 mod protocol;
 mod reminder_stats;

@@ -379,7 +379,7 @@ async fn marking_read_is_idempotent_and_all_or_nothing() {
 
 #[tokio::test]
 async fn only_admins_read_or_mark_other_peoples_messages() {
-    let app = spawn_app_with(|s| s.security.admins = "boss, auditor".into()).await;
+    let app = spawn_app_with(|s| s.security.admins = "admin, boss, auditor".into()).await;
     let marys = notify(&app, "mary", "for mary").await;
 
     let err = list(
@@ -488,7 +488,7 @@ async fn watching_replays_unread_oldest_first_then_streams_new_ones_of_that_user
 
 #[tokio::test]
 async fn an_admin_watches_someone_elses_messages() {
-    let app = spawn_app_with(|s| s.security.admins = "boss".into()).await;
+    let app = spawn_app_with(|s| s.security.admins = "admin, boss".into()).await;
     let mut stream = watch(&app, "boss", "mary", false).await.expect("watch");
     notify(&app, "boss", "for the boss himself").await;
     let marys = notify(&app, "mary", "for mary").await;

@@ -55,7 +55,7 @@ async fn app_at(clock: &Arc<ManualClock>) -> TestApp {
     let clock: Arc<dyn replyflow::clock::Clock> = clock.clone();
     let app = spawn_app_at(clock, |s| {
         s.reminders.schedule = "0 0 0 1 1 *".into();
-        s.security.admins = "root".into();
+        s.security.admins = "admin, root".into();
     })
     .await;
     app.add_user("boss", "").await;
@@ -640,7 +640,7 @@ async fn list_reminders_filters_by_task_recipient_and_state() {
         let mut client = app.reminders();
         async move {
             client
-                .list_reminders(req(filter, "alice"))
+                .list_reminders(req(filter, "admin"))
                 .await
                 .map(|r| r.into_inner().reminders)
         }

@@ -402,6 +402,7 @@ pub async fn spawn_mail_app() -> MailApp {
         replyflow::config::Secret::new(format!("smtp://127.0.0.1:{}?tls=required", env.smtp_port));
     settings.mail.ca_file = Some(env.ca_file.display().to_string());
     settings.mail.from = format!("审批 <approvals@{}>", env.domain);
+    settings.security.admins = "admin".into();
     // Tests that read replies start their own reader on the app's workflow.
     settings.mail.inbound = replyflow::config::Secret::new("none");
     let app = replyflow::app::Application::build(&settings, Arc::new(SystemClock))
