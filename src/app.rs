@@ -155,7 +155,8 @@ impl Application {
             self.workflow.clone(),
             self.authenticator.clone(),
             shutdown.clone(),
-        ).await;
+        )
+        .await;
         shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;

@@ -128,12 +128,20 @@ pub enum Action<'a> {
         assignee: &'a str,
     },
     /// Decide a task: complete it, or act on it as its holder.
-    DecideTask { assignee: &'a str },
-    ReassignTask { assignee: &'a str },
+    DecideTask {
+        assignee: &'a str,
+    },
+    ReassignTask {
+        assignee: &'a str,
+    },
     /// Read, mark or watch the messages or the task stream of `user_id`.
-    ReadInboxOf { user_id: &'a str },
+    ReadInboxOf {
+        user_id: &'a str,
+    },
     /// See the phone number of `user_id`.
-    SeePhone { user_id: &'a str },
+    SeePhone {
+        user_id: &'a str,
+    },
 }
 
 /// The one decision: `Ok` or `PermissionDenied` saying what would be needed.
@@ -145,9 +153,7 @@ pub fn can(actor: &Actor, action: Action<'_>) -> Result<(), Error> {
         Action::SubmitInboundEmail | Action::ListAllInboundEmails => actor.has(Role::Mail),
         Action::ReminderStats => actor.has(Role::Deployer),
         Action::ReadInstance(i) => actor.is_admin() || i.started_by == me || i.participant,
-        Action::CancelInstance(i) | Action::RemindNow(i) => {
-            actor.is_admin() || i.started_by == me
-        }
+        Action::CancelInstance(i) | Action::RemindNow(i) => actor.is_admin() || i.started_by == me,
         Action::ManageApprovalMail { instance, assignee } => {
             actor.is_admin() || instance.started_by == me || assignee == me
         }
@@ -168,23 +174,30 @@ pub fn can(actor: &Actor, action: Action<'_>) -> Result<(), Error> {
 fn denial(actor: &Actor, action: Action<'_>) -> String {
     let who = &actor.user_id;
     match action {
-        Action::DeployDefinition => format!("{who} may not deploy definitions: role deployer needed"),
+        Action::DeployDefinition => {
+            format!("{who} may not deploy definitions: role deployer needed")
+        }
         Action::UpsertReminderType => {
             format!("{who} may not define reminder types: role deployer needed")
         }
         Action::UpsertUser => format!("{who} may not change the directory: role directory needed"),
-        Action::SubmitInboundEmail => format!("{who} may not submit inbound mail: role mail needed"),
+        Action::SubmitInboundEmail => {
+            format!("{who} may not submit inbound mail: role mail needed")
+        }
         Action::ListAllInboundEmails => format!(
             "{who} may list only the inbound mail of a task they can see (give task_id): role mail needed for all"
         ),
         Action::ReminderStats => {
             format!("{who} may not read reminder statistics: role deployer needed")
         }
-        Action::ReadInstance(_) => format!(
-            "{who} neither started this instance nor takes part in it"
-        ),
+        Action::ReadInstance(_) => {
+            format!("{who} neither started this instance nor takes part in it")
+        }
         Action::CancelInstance(i) | Action::RemindNow(i) => {
-            format!("only the initiator ({}) or an admin may do this", i.started_by)
+            format!(
+                "only the initiator ({}) or an admin may do this",
+                i.started_by
+            )
         }
         Action::ManageApprovalMail { instance, assignee } => format!(
             "only the assignee ({assignee}), the initiator ({}) or an admin may do this",
@@ -193,9 +206,9 @@ fn denial(actor: &Actor, action: Action<'_>) -> String {
         Action::DecideTask { assignee } => {
             format!("the task is assigned to {assignee}, not to {who}")
         }
-        Action::ReassignTask { assignee } => format!(
-            "the task is assigned to {assignee}; only they or an admin may reassign it"
-        ),
+        Action::ReassignTask { assignee } => {
+            format!("the task is assigned to {assignee}; only they or an admin may reassign it")
+        }
         Action::ReadInboxOf { user_id } => {
             format!("{who} may not read the messages or tasks of {user_id}")
         }
@@ -214,7 +227,13 @@ mod tests {
     #[test]
     fn roles_guard_administration_and_admin_holds_every_role() {
         assert!(can(&user("mary"), Action::DeployDefinition).is_err());
-        assert!(can(&user("mary").with_roles([Role::Deployer]), Action::DeployDefinition).is_ok());
+        assert!(
+            can(
+                &user("mary").with_roles([Role::Deployer]),
+                Action::DeployDefinition
+            )
+            .is_ok()
+        );
         assert!(can(&user("root").with_roles([Role::Admin]), Action::UpsertUser).is_ok());
         assert!(can(&user("bot").with_roles([Role::Mail]), Action::UpsertUser).is_err());
     }

@@ -205,8 +205,7 @@ impl Authenticator {
         };
         match metadata.get(ACT_AS_HEADER) {
             Some(value) => {
-                if !api_key.roles.contains(&Role::ActAs) && !api_key.roles.contains(&Role::Admin)
-                {
+                if !api_key.roles.contains(&Role::ActAs) && !api_key.roles.contains(&Role::Admin) {
                     return Err(Status::permission_denied(format!(
                         "x-act-as: API key {} does not have the role act_as",
                         api_key.id
@@ -390,10 +389,7 @@ impl JwtVerifier {
                 .filter_map(Value::as_str)
                 .filter_map(Role::parse)
                 .collect(),
-            Some(Value::String(text)) => text
-                .split([' ', ','])
-                .filter_map(Role::parse)
-                .collect(),
+            Some(Value::String(text)) => text.split([' ', ',']).filter_map(Role::parse).collect(),
             _ => Vec::new(),
         };
         Ok((user, roles))

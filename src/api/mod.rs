@@ -84,11 +84,23 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(InterceptedService::new(workflow_service, authenticate.clone()))
+        .add_service(InterceptedService::new(
+            workflow_service,
+            authenticate.clone(),
+        ))
         .add_service(InterceptedService::new(task_service, authenticate.clone()))
-        .add_service(InterceptedService::new(directory_service, authenticate.clone()))
-        .add_service(InterceptedService::new(approval_service, authenticate.clone()))
-        .add_service(InterceptedService::new(reminder_service, authenticate.clone()))
+        .add_service(InterceptedService::new(
+            directory_service,
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            approval_service,
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            reminder_service,
+            authenticate.clone(),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .context("gRPC server")

@@ -149,7 +149,9 @@ impl pb::workflow_service_server::WorkflowService for WorkflowApi {
                 Ok(pb::InstanceView::Full) => true,
                 Ok(pb::InstanceView::Basic | pb::InstanceView::Unspecified) => false,
                 Err(_) => {
-                    return Err(Error::invalid("view", format!("unknown value {}", req.view)).into());
+                    return Err(
+                        Error::invalid("view", format!("unknown value {}", req.view)).into(),
+                    );
                 }
             },
         };

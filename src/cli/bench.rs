@@ -96,6 +96,14 @@ pub(super) struct BenchArgs {
     /// confirmation mails an hour, as in production).
     #[arg(long, default_value_t = 100, value_name = "K")]
     approvers: usize,
+    /// How the clients identify themselves to the in-process server: `dev` (x-user-id) or `jwt`
+    /// (an HS256 Bearer token per user, verified on every call), to measure what verification
+    /// costs.
+    #[arg(long, default_value = "dev", value_parser = ["dev", "jwt"], conflicts_with = "addr")]
+    auth: String,
+    /// The HS256 secret of `--auth jwt`, made for the run.
+    #[arg(skip)]
+    jwt_secret: Option<String>,
 }
 
 impl Default for BenchArgs {
@@ -116,6 +124,8 @@ impl Default for BenchArgs {
             imap: None,
             ca_file: None,
             approvers: 100,
+            auth: "dev".into(),
+            jwt_secret: None,
         }
     }
 }
@@ -274,18 +284,32 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     settings.mail.outbound = Secret::new(format!("file:{}", mail_dir.display()));
     settings.mail.inbound = Secret::new("none");
     settings.security.admins = "admin".into();
+    let mut args = args.clone();
+    if args.auth == "jwt" {
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        settings.security.auth = "jwt".into();
+        settings.security.jwt_hs256_secret = Some(Secret::new(secret.clone()));
+        args.jwt_secret = Some(secret);
+    }
+    let args = &args;
     if let Some(max) = args.max_connections {
         settings.database.max_connections = max;
     }
     let backend = if database.url.starts_with("sqlite:") {
         format!(
-            "sqlite synchronous={} max_connections={} (in-process server)",
-            settings.database.synchronous, settings.database.max_connections
+            "sqlite synchronous={} max_connections={} auth={} (in-process server)",
+            settings.database.synchronous,
+            settings.database.max_connections,
+            settings.security.auth
         )
     } else {
         format!(
-            "postgres max_connections={} (in-process server)",
-            settings.database.max_connections
+            "postgres max_connections={} auth={} (in-process server)",
+            settings.database.max_connections, settings.security.auth
         )
     };
     let result = async {
@@ -408,16 +432,16 @@ fn with_database(url: &str, name: &str) -> String {
 struct Clients {
     workflow: pb::workflow_service_client::WorkflowServiceClient<Channel>,
     tasks: pb::task_service_client::TaskServiceClient<Channel>,
-    initiator: MetadataValue<Ascii>,
-    manager: MetadataValue<Ascii>,
-    finance: MetadataValue<Ascii>,
+    initiator: Identity,
+    manager: Identity,
+    finance: Identity,
     variables: prost_types::Struct,
     version: i32,
     request_ids: bool,
 }
 
 impl Clients {
-    fn new(channel: Channel, version: i32, request_ids: bool) -> Self {
+    fn new(args: &BenchArgs, channel: Channel, version: i32) -> anyhow::Result<Self> {
         let variables = json!({
             "manager": MANAGER,
             "finance": FINANCE,
@@ -428,16 +452,16 @@ impl Clients {
             serde_json::Value::Object(map) => convert::json_to_struct(&map),
             _ => unreachable!("a JSON object literal"),
         };
-        Self {
+        Ok(Self {
             workflow: pb::workflow_service_client::WorkflowServiceClient::new(channel.clone()),
             tasks: pb::task_service_client::TaskServiceClient::new(channel),
-            initiator: MetadataValue::from_static(INITIATOR),
-            manager: MetadataValue::from_static(MANAGER),
-            finance: MetadataValue::from_static(FINANCE),
+            initiator: Identity::of(args, INITIATOR)?,
+            manager: Identity::of(args, MANAGER)?,
+            finance: Identity::of(args, FINANCE)?,
             variables,
             version,
-            request_ids,
-        }
+            request_ids: !args.no_request_ids,
+        })
     }
 
     fn request_id(&self) -> String {
@@ -519,11 +543,54 @@ impl Clients {
     }
 }
 
-fn as_user<T>(message: T, user: &MetadataValue<Ascii>) -> Request<T> {
+/// Who a bench client is: `x-user-id` in dev mode, or a Bearer JWT minted once per user (as a
+/// real client reuses its token until it expires).
+#[derive(Debug, Clone)]
+struct Identity {
+    header: &'static str,
+    value: MetadataValue<Ascii>,
+}
+
+impl Identity {
+    /// `x-user-id: user` (the inbound benchmarks run in dev mode).
+    fn dev(user: &'static str) -> Self {
+        Self {
+            header: crate::api::auth::USER_ID_HEADER,
+            value: MetadataValue::from_static(user),
+        }
+    }
+
+    fn of(args: &BenchArgs, user: &str) -> anyhow::Result<Self> {
+        match &args.jwt_secret {
+            None => Ok(Self {
+                header: crate::api::auth::USER_ID_HEADER,
+                value: user.parse().context("a user id")?,
+            }),
+            Some(secret) => {
+                let exp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs()
+                    + 3600;
+                let roles: &[&str] = if user == "admin" { &["admin"] } else { &[] };
+                let token = jsonwebtoken::encode(
+                    &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                    &json!({"sub": user, "exp": exp, "roles": roles}),
+                    &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+                )?;
+                Ok(Self {
+                    header: "authorization",
+                    value: format!("Bearer {token}").parse()?,
+                })
+            }
+        }
+    }
+}
+
+fn as_user<T>(message: T, user: &Identity) -> Request<T> {
     let mut request = Request::new(message);
     request
         .metadata_mut()
-        .insert(crate::api::auth::USER_ID_HEADER, user.clone());
+        .insert(user.header, user.value.clone());
     request
 }
 
@@ -552,7 +619,7 @@ async fn connect(addr: &str) -> anyhow::Result<Channel> {
 /// Prepares users and the definition through the API, then runs the clients.
 async fn load(args: &BenchArgs, addr: &str, backend: String) -> anyhow::Result<Report> {
     let setup = connect(addr).await?;
-    let admin = MetadataValue::from_static("admin");
+    let admin = Identity::of(args, "admin")?;
     let mut directory = pb::directory_service_client::DirectoryServiceClient::new(setup.clone());
     for (id, manager) in [(FINANCE, ""), (MANAGER, ""), (INITIATOR, MANAGER)] {
         let user = pb::User {
@@ -594,10 +661,10 @@ async fn load(args: &BenchArgs, addr: &str, backend: String) -> anyhow::Result<R
     let mut workers = JoinSet::new();
     for worker in 0..args.concurrency {
         let mut clients = Clients::new(
+            args,
             channels[worker / args.clients_per_connection].clone(),
             definition.version,
-            !args.no_request_ids,
-        );
+        )?;
         let next = next.clone();
         workers.spawn(async move {
             let mut result = WorkerResult::default();
@@ -695,6 +762,7 @@ mod inbound {
         settings.mail.outbound = Secret::new(format!("file:{}", mail_dir.display()));
         settings.mail.inbound = Secret::new("none");
         settings.security.admins = "admin".into();
+        settings.security.roles.mail = "mail-gateway".into();
         if let Some(max) = args.max_connections {
             settings.database.max_connections = max;
         }
@@ -745,7 +813,7 @@ mod inbound {
         delivered_to: bool,
     ) -> anyhow::Result<Vec<Reply>> {
         let channel = connect(addr).await?;
-        let admin = MetadataValue::from_static("admin");
+        let admin = Identity::dev("admin");
         let mut directory =
             pb::directory_service_client::DirectoryServiceClient::new(channel.clone());
         let approvers: Vec<String> = (0..args.approvers).map(|i| format!("a{i}")).collect();
@@ -779,7 +847,7 @@ mod inbound {
                 pb::workflow_service_client::WorkflowServiceClient::new(channel.clone());
             let (next, approvers) = (next.clone(), approvers.clone());
             starters.spawn(async move {
-                let initiator = MetadataValue::from_static(INITIATOR);
+                let initiator = Identity::dev(INITIATOR);
                 let mut started = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -1139,7 +1207,7 @@ mod inbound {
                 );
                 let (batch, next) = (batch.clone(), next.clone());
                 set.spawn(async move {
-                    let gateway = MetadataValue::from_static("mail-gateway");
+                    let gateway = Identity::dev("mail-gateway");
                     let (mut samples, mut errors) = (Vec::new(), Vec::new());
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);

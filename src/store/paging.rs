@@ -184,8 +184,16 @@ impl Store {
         decode: fn(&AnyRow) -> Result<T>,
         id: impl Fn(&T) -> &str,
     ) -> Result<Page<T>> {
-        self.fetch_page_within(select, filter, page, order, decode, id, (usize::MAX, |_: &T| 0))
-            .await
+        self.fetch_page_within(
+            select,
+            filter,
+            page,
+            order,
+            decode,
+            id,
+            (usize::MAX, |_: &T| 0),
+        )
+        .await
     }
 
     /// [`Store::fetch_page`] whose page also ends once `size` of its items reaches `budget.0`.

@@ -421,28 +421,28 @@ impl Workflow {
                     }
                     None => Err(format!("{} has no manager in the directory", task.assignee)),
                 },
-                "reassign-manager" => match manager_not_initiator(tx, &task.assignee, instance)
-                    .await?
-                {
-                    Ok(manager) => {
-                        let actor = Actor::new(SYSTEM);
-                        let handed_on = Reassignment {
-                            task_id: &task.id,
-                            instance_id: &instance.id,
-                            new_assignee: &manager.id,
-                            actor: &actor,
-                            authority: ReassignAuthority::System,
-                            comment: "reminders ran out",
-                            via: "escalation",
-                        };
-                        out.task_events
-                            .push(self.reassign_in(tx, &handed_on, now).await?);
-                        out.queued_mail = true;
-                        changed = true;
-                        Ok(json!({"reassigned_to": manager.id}))
+                "reassign-manager" => {
+                    match manager_not_initiator(tx, &task.assignee, instance).await? {
+                        Ok(manager) => {
+                            let actor = Actor::new(SYSTEM);
+                            let handed_on = Reassignment {
+                                task_id: &task.id,
+                                instance_id: &instance.id,
+                                new_assignee: &manager.id,
+                                actor: &actor,
+                                authority: ReassignAuthority::System,
+                                comment: "reminders ran out",
+                                via: "escalation",
+                            };
+                            out.task_events
+                                .push(self.reassign_in(tx, &handed_on, now).await?);
+                            out.queued_mail = true;
+                            changed = true;
+                            Ok(json!({"reassigned_to": manager.id}))
+                        }
+                        Err(why) => Err(why),
                     }
-                    Err(why) => Err(why),
-                },
+                }
                 other if other.starts_with("notify:") => {
                     let user_id = &other["notify:".len()..];
                     match tx.user(user_id).await? {

@@ -400,7 +400,11 @@ fn check_can_complete(task: &Task, actor: &Actor) -> Result<()> {
 /// Variables are not a back door (DESIGN §12): a completion sets only what its user task lists in
 /// `replyflow:writable`; the parser already refused lists naming activity records, `initiator`,
 /// `outcome` or assignee variables.
-fn check_writable(graph: &ProcessDefinition, task: &Task, variables: &Map<String, Value>) -> Result<()> {
+fn check_writable(
+    graph: &ProcessDefinition,
+    task: &Task,
+    variables: &Map<String, Value>,
+) -> Result<()> {
     let writable = match graph.node(&task.activity_id).map(|(_, node)| &node.kind) {
         Some(NodeKind::UserTask(spec)) => spec.writable.as_slice(),
         _ => &[],

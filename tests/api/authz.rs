@@ -58,7 +58,10 @@ async fn the_initiator_cannot_take_the_approvers_task_and_approve_it_herself() {
     assert_eq!(task.assignee, "mary");
     assert_eq!(task.status, pb::TaskStatus::Open as i32);
     // Mary may still hand it to someone who is not the initiator (转办), and an admin may too.
-    let moved = app.reassign_as(&task, "admin", "fred").await.expect("admin reassigns");
+    let moved = app
+        .reassign_as(&task, "admin", "fred")
+        .await
+        .expect("admin reassigns");
     assert_eq!(moved.assignee, "fred");
 }
 
@@ -470,7 +473,10 @@ async fn a_list_of_big_instances_leaves_variables_out_and_a_full_list_is_cut_in_
         .into_inner();
     assert_eq!(basic.instances.len(), 6);
     assert!(
-        basic.instances.iter().all(|i| to_json(&i.variables).is_empty()),
+        basic
+            .instances
+            .iter()
+            .all(|i| to_json(&i.variables).is_empty()),
         "the basic view carries no variables"
     );
     let mut seen = 0;
@@ -494,7 +500,10 @@ async fn a_list_of_big_instances_leaves_variables_out_and_a_full_list_is_cut_in_
         assert!(page.instances.len() <= 3, "a page stops at about 3 MiB");
         seen += page.instances.len();
         if let Some(first) = page.instances.first() {
-            assert!(!to_json(&first.variables).is_empty(), "the full view has variables");
+            assert!(
+                !to_json(&first.variables).is_empty(),
+                "the full view has variables"
+            );
         }
         if page.next_page_token.is_empty() {
             break;

@@ -77,12 +77,19 @@ async fn list_tasks(app: &TestApp, request: Request<pb::ListTasksRequest>) -> Re
 async fn a_forged_expired_early_or_misaddressed_jwt_is_refused() {
     let app = jwt_app(|_| {}).await;
     let ok = hs256(&claims("mary"), SECRET);
-    assert_eq!(list_tasks(&app, bearer(Default::default(), &ok)).await, Ok(()));
+    assert_eq!(
+        list_tasks(&app, bearer(Default::default(), &ok)).await,
+        Ok(())
+    );
 
     let mut expired_in_leeway = claims("mary");
     expired_in_leeway["exp"] = json!(now() - 30);
     assert_eq!(
-        list_tasks(&app, bearer(Default::default(), &hs256(&expired_in_leeway, SECRET))).await,
+        list_tasks(
+            &app,
+            bearer(Default::default(), &hs256(&expired_in_leeway, SECRET))
+        )
+        .await,
         Ok(()),
         "60 s of clock skew are allowed"
     );
@@ -124,7 +131,10 @@ async fn a_forged_expired_early_or_misaddressed_jwt_is_refused() {
     }
     // In jwt mode x-user-id is not an identity.
     let dev_header = with_header(Request::new(Default::default()), "x-user-id", "admin");
-    assert_eq!(list_tasks(&app, dev_header).await, Err(Code::Unauthenticated));
+    assert_eq!(
+        list_tasks(&app, dev_header).await,
+        Err(Code::Unauthenticated)
+    );
 }
 
 #[tokio::test]
@@ -209,13 +219,19 @@ async fn rs256_keys_from_a_pem_file_and_es256_keys_from_a_jwks_file_verify() {
         .expect("rsa encoding key");
     let rs256 = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims("mary"), &rsa_key)
         .expect("rs256");
-    assert_eq!(list_tasks(&app, bearer(Default::default(), &rs256)).await, Ok(()));
+    assert_eq!(
+        list_tasks(&app, bearer(Default::default(), &rs256)).await,
+        Ok(())
+    );
 
     let ec_key = EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).expect("ec encoding key");
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some("ec-1".into());
     let es256 = jsonwebtoken::encode(&header, &claims("mary"), &ec_key).expect("es256");
-    assert_eq!(list_tasks(&app, bearer(Default::default(), &es256)).await, Ok(()));
+    assert_eq!(
+        list_tasks(&app, bearer(Default::default(), &es256)).await,
+        Ok(())
+    );
 
     // An HS256 token "signed" with the RSA public key (the algorithm-confusion attack).
     let confused = jsonwebtoken::encode(
@@ -352,7 +368,10 @@ fn dev_mode_refuses_a_network_listener_unless_told_and_bad_jwt_settings_are_name
     )
     .expect("allowed explicitly");
     for (pairs, key) in [
-        (vec![("REPLYFLOW_SECURITY_AUTH", "jwt")], "security.auth = jwt needs"),
+        (
+            vec![("REPLYFLOW_SECURITY_AUTH", "jwt")],
+            "security.auth = jwt needs",
+        ),
         (
             vec![
                 ("REPLYFLOW_SECURITY_AUTH", "jwt"),
@@ -368,7 +387,10 @@ fn dev_mode_refuses_a_network_listener_unless_told_and_bad_jwt_settings_are_name
             "security.jwt_jwks_file",
         ),
         (
-            vec![("REPLYFLOW_SECURITY_API_KEYS", r#"[{"id":"x","sha256":"abc","roles":[]}]"#)],
+            vec![(
+                "REPLYFLOW_SECURITY_API_KEYS",
+                r#"[{"id":"x","sha256":"abc","roles":[]}]"#,
+            )],
             "security.api_keys[0].sha256",
         ),
         (

@@ -159,6 +159,7 @@ fn serve(dir: &Path, db: &CrashDb, inbound: Inbound, failpoint: Option<&str>) ->
     command
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info,sqlx=warn")
+        .env("REPLYFLOW_SECURITY_ADMINS", "admin")
         .env(
             "REPLYFLOW_MAIL_FROM",
             format!("审批 <approvals@{}>", env.domain),
