@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 pub const MAX_ID_LEN: usize = 200;
 /// Display names, task and process names.
 pub const MAX_NAME_LEN: usize = 200;
-/// Comments and reasons written by people.
-pub const MAX_COMMENT_LEN: usize = 10_000;
+/// Comments and reasons written by people, in bytes (10,000 CJK characters).
+pub const MAX_COMMENT_LEN: usize = 30_000;
 
 /// Bidirectional formatting characters that reorder how text is displayed.
 pub fn is_bidi_control(c: char) -> bool {

@@ -23,9 +23,7 @@ pub struct StartProcess {
 impl Workflow {
     pub async fn start_process(&self, actor: &Actor, req: StartProcess) -> Result<InstanceView> {
         check_request_id(&req.request_id)?;
-        if req.business_key.len() > 200 {
-            return Err(Error::invalid("business_key", "at most 200 characters"));
-        }
+        crate::bounds::check_line("business_key", &req.business_key, crate::bounds::MAX_ID_LEN)?;
         let scope = format!("start_process:{}", actor.user_id);
         let version = req.version.to_string();
         let print = fingerprint(

@@ -275,11 +275,5 @@ fn new_id() -> String {
 }
 
 fn check_request_id(request_id: &str) -> Result<()> {
-    if request_id.len() > 200 || request_id.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "request_id",
-            "at most 200 printable characters",
-        ));
-    }
-    Ok(())
+    crate::bounds::check_line("request_id", request_id, crate::bounds::MAX_ID_LEN)
 }

@@ -29,8 +29,6 @@ pub struct CompleteTask {
     pub via: CompletedVia,
 }
 
-/// Comments longer than this are refused rather than truncated.
-const MAX_COMMENT_CHARS: usize = 10_000;
 
 impl Workflow {
     pub async fn task(&self, id: &str) -> Result<Task> {
@@ -59,9 +57,8 @@ impl Workflow {
         if req.outcome.trim().is_empty() {
             return Err(Error::invalid("outcome", "required"));
         }
-        if req.comment.chars().count() > MAX_COMMENT_CHARS {
-            return Err(Error::invalid("comment", "longer than 10000 characters"));
-        }
+        crate::bounds::check_line("outcome", &req.outcome, crate::bounds::MAX_ID_LEN)?;
+        crate::bounds::check_text("comment", &req.comment, crate::bounds::MAX_COMMENT_LEN)?;
         let scope = format!("complete_task:{}", actor.user_id);
         let print = fingerprint(&[&req.task_id, &req.outcome, &req.comment], &req.variables);
         if self.prior(&scope, &req.request_id, &print).await?.is_some() {
@@ -209,6 +206,8 @@ impl Workflow {
         if new_assignee.trim().is_empty() {
             return Err(Error::invalid("new_assignee", "required"));
         }
+        crate::bounds::check_line("new_assignee", new_assignee, crate::bounds::MAX_ID_LEN)?;
+        crate::bounds::check_text("comment", comment, crate::bounds::MAX_COMMENT_LEN)?;
         let scope = format!("reassign_task:{}", actor.user_id);
         let print = fingerprint(&[task_id, new_assignee, comment], &Map::new());
         if self.prior(&scope, request_id, &print).await?.is_some() {

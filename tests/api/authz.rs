@@ -513,3 +513,45 @@ async fn a_list_of_big_instances_leaves_variables_out_and_a_full_list_is_cut_in_
     assert_eq!(seen, 6);
     assert!(pages >= 2);
 }
+
+#[tokio::test]
+async fn ids_and_comments_with_control_or_bidi_characters_are_refused_naming_the_field() {
+    let (app, instance) = expense_for_mary().await;
+    let start = pb::StartProcessRequest {
+        definition_key: "expense".into(),
+        business_key: "EXP-\u{202E}7001".into(),
+        variables: vars(expense_vars(10)),
+        ..Default::default()
+    };
+    let status = app
+        .workflow()
+        .start_process(req(start, "initiator"))
+        .await
+        .expect_err("a business key that displays reversed");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("business_key:"), "{status:?}");
+    for (comment, request_id, field) in [
+        ("ok\u{0}", "", "comment:"),
+        ("ok", "id\nwith a line break", "request_id:"),
+    ] {
+        let message = pb::CompleteTaskRequest {
+            task_id: instance.open_tasks[0].id.clone(),
+            outcome: "approve".into(),
+            comment: comment.into(),
+            request_id: request_id.into(),
+            ..Default::default()
+        };
+        let status = app
+            .tasks()
+            .complete_task(req(message, "mary"))
+            .await
+            .expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with(field), "{status:?}");
+    }
+    assert_eq!(app.instances().await.len(), 1);
+    assert_eq!(
+        app.task(&instance.open_tasks[0].id).await.status,
+        pb::TaskStatus::Open as i32
+    );
+}
