@@ -87,7 +87,8 @@ impl Application {
         let workflow = Arc::new(
             Workflow::new(store, clock, mailer)
                 .with_admins(&settings.security.admins)
-                .with_manual_interval_ms(manual_interval_ms),
+                .with_manual_interval_ms(manual_interval_ms)
+                .with_max_steps(settings.limits.max_steps as usize),
         );
         let reminders = ReminderScheduler::new(
             workflow.clone(),

@@ -127,6 +127,7 @@ impl Workflow {
                 completed_by: &actor.user_id,
                 variables: &req.variables,
             },
+            self.limits(),
             &mut new_id,
         )
         .map_err(|e| match e {
