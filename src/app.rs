@@ -86,7 +86,9 @@ impl Application {
                 .map_err(|e| anyhow::anyhow!("reminders.manual_interval: {e}"))
                 .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000)?;
         let workflow = Arc::new(
-            Workflow::new(store, clock, mailer).with_manual_interval_ms(manual_interval_ms),
+            Workflow::new(store, clock, mailer)
+                .with_manual_interval_ms(manual_interval_ms)
+                .with_max_steps(settings.limits.max_steps as usize),
         );
         let reminders = ReminderScheduler::new(
             workflow.clone(),

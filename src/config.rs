@@ -49,6 +49,7 @@ pub const KEYS: &[&str] = &[
     "sms.headers",
     "sms.body_template",
     "sms.timeout",
+    "limits.max_steps",
 ];
 
 const BOOLEAN_KEYS: &[&str] = &["security.allow_dev_on_network"];
@@ -58,6 +59,7 @@ const INTEGER_KEYS: &[&str] = &[
     "mail.pool_size",
     "mail.max_attempts",
     "reminders.batch_size",
+    "limits.max_steps",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -69,6 +71,21 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub reminders: ReminderSettings,
     pub sms: SmsSettings,
+    pub limits: LimitSettings,
+}
+
+/// What the engine may spend on one transition (DESIGN §12).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Flows one transition may follow before the instance fails.
+    pub max_steps: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self { max_steps: 10_000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,6 +374,9 @@ impl Settings {
             crate::engine::definition::iso_duration_secs(value)
                 .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         }
+        if !(1..=1_000_000).contains(&self.limits.max_steps) {
+            bail!("limits.max_steps: must be 1 to 1000000");
+        }
         if self.mail.pool_size == 0 || self.mail.max_attempts == 0 {
             bail!("mail.pool_size and mail.max_attempts must be at least 1");
         }
@@ -450,6 +470,21 @@ mod tests {
         assert_eq!(s.mail.outbound.expose(), "file:mail/outbox");
         assert_eq!(s.mail.inbound.expose(), "maildir:mail/inbox");
         assert_eq!(s.mail.processed_folder, "replyflow-processed");
+        assert_eq!(s.limits.max_steps, 10_000);
+    }
+
+    #[test]
+    fn max_steps_is_checked_naming_the_key() {
+        let s = Settings::load_from(None, env(&[("REPLYFLOW_LIMITS_MAX_STEPS", "50")])).unwrap();
+        assert_eq!(s.limits.max_steps, 50);
+        for bad in ["0", "-3", "many"] {
+            let error =
+                Settings::load_from(None, env(&[("REPLYFLOW_LIMITS_MAX_STEPS", bad)])).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("max_steps"),
+                "{bad}: {error:#}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,12 @@
 //! definition lives in an `Arc` that many tokio tasks read, so [`Condition`] is `Send + Sync`
 //! and cheap to clone. Evaluation turns the JSON variables into CEL values on every call; the
 //! variables are small and change between calls, so there is nothing worth caching.
+//!
+//! Every condition is held to the limits of [`super::condition_limits`]: size and shape at
+//! compile time, a worst-case cost computed from the variables before each evaluation. Only the
+//! variables the expression names are converted, so a large unrelated variable costs nothing.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
@@ -14,6 +19,8 @@ use cel::common::value::Val;
 use cel::objects::Key;
 use cel::{Context, Env, ExecutionError, ParseErrors, Program, Value};
 use serde_json::{Map, Number, Value as Json};
+
+use super::condition_limits::{self, MAX_EVALUATION_COST};
 
 /// The standard CEL environment (functions, macros), built once: building it registers a few
 /// hundred overloads, which is wasted work to repeat for every evaluation.
@@ -24,6 +31,8 @@ static STANDARD_ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib(
 pub struct Condition {
     source: Arc<str>,
     program: Arc<Program>,
+    /// The top-level variables the expression reads, in no particular order.
+    variables: Arc<[String]>,
 }
 
 impl fmt::Debug for Condition {
@@ -34,17 +43,28 @@ impl fmt::Debug for Condition {
 }
 
 impl Condition {
-    /// Compiles `source`; the error is the CEL parser's reason with line and column.
+    /// Compiles `source`; the error is the CEL parser's reason with line and column, or the
+    /// limit the expression is over.
     pub fn compile(source: &str) -> Result<Condition, String> {
         if source.trim().is_empty() {
             return Err("the expression is empty".to_owned());
         }
+        // The text is screened before cel's parser sees it: the parser recurses.
+        condition_limits::screen_source(source)?;
         let program = STANDARD_ENV
             .compile(source)
             .map_err(|errors| describe_parse_errors(&errors, source))?;
+        condition_limits::check_shape(program.expression())?;
+        let variables = program
+            .references()
+            .variables()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         Ok(Condition {
             source: Arc::from(source),
             program: Arc::new(program),
+            variables,
         })
     }
 
@@ -58,12 +78,47 @@ impl Condition {
     /// A reference to a variable that is not there, or a result that is not a bool, is an error
     /// rather than `false`: silently taking another branch would hide a broken model.
     pub fn evaluate(&self, variables: &Map<String, Json>) -> Result<bool, String> {
+        let mut budget = MAX_EVALUATION_COST;
+        self.evaluate_within(variables, &mut budget)
+    }
+
+    /// [`Condition::evaluate`] drawing on a budget shared by several evaluations (the
+    /// conditions of one transition): the worst-case cost, computed from the sizes of the
+    /// variables read, is taken from `budget` before evaluating, and an evaluation whose worst
+    /// case is over what is left (or over [`MAX_EVALUATION_COST`]) is refused without running.
+    pub fn evaluate_within(
+        &self,
+        variables: &Map<String, Json>,
+        budget: &mut u64,
+    ) -> Result<bool, String> {
+        let read: Vec<(&str, &Json)> = self
+            .variables
+            .iter()
+            .filter_map(|name| variables.get_key_value(name.as_str()))
+            .map(|(name, value)| (name.as_str(), value))
+            .collect();
+        let sizes: HashMap<&str, u64> = read
+            .iter()
+            .map(|(name, value)| (*name, condition_limits::json_size(value)))
+            .collect();
+        let mut estimate = condition_limits::estimate(self.program.expression(), &sizes);
+        // Converting the variables to CEL values is work too.
+        estimate.cost = sizes
+            .values()
+            .fold(estimate.cost, |total, size| total.saturating_add(*size));
+        let allowed = (*budget).min(MAX_EVALUATION_COST);
+        if let Some(reason) = estimate.over_budget(allowed) {
+            return Err(format!(
+                "the condition is refused before evaluation: {reason}"
+            ));
+        }
+        *budget = budget.saturating_sub(estimate.cost);
         let mut context = Context::with_env(Arc::clone(&STANDARD_ENV));
-        for (name, value) in variables {
+        for (name, value) in read {
             let value: Box<dyn Val> = json_to_cel(value)
                 .try_into()
                 .map_err(|error| describe_execution_error(&error))?;
-            context.add_variable_as_val(name.as_str(), value);
+            context.add_variable_as_val(name, value);
         }
         match self.program.execute(&context) {
             Ok(Value::Bool(result)) => Ok(result),
@@ -381,5 +436,75 @@ mod tests {
     #[test]
     fn division_by_zero_is_an_error_not_a_panic() {
         assert!(eval("1 / n == 0", json!({"n": 0})).is_err());
+    }
+
+    #[test]
+    fn limits_refuse_hostile_expressions_at_compile_time() {
+        let chain = vec!["1"; 6_000].join(" + ");
+        assert!(Condition::compile(&format!("{chain} == 6000")).is_err());
+        let error = Condition::compile("a.all(x, a.all(y, a.all(z, x + y + z > 0)))").unwrap_err();
+        assert!(error.contains("inside another"), "{error}");
+    }
+
+    #[test]
+    fn string_building_over_a_large_variable_is_refused_before_it_runs() {
+        let doubling = vec!["s"; 60].join(" + ");
+        let condition = Condition::compile(&format!("size({doubling}) > 0")).unwrap();
+        let big = json!({"s": "x".repeat(100_000)});
+        let error = condition.evaluate(&vars(big)).unwrap_err();
+        assert!(error.contains("refused before evaluation"), "{error}");
+        assert_eq!(condition.evaluate(&vars(json!({"s": "xy"}))), Ok(true));
+    }
+
+    #[test]
+    fn a_shared_budget_runs_out() {
+        let condition = Condition::compile("size(s) > 0").unwrap();
+        let variables = vars(json!({"s": "x".repeat(1_000)}));
+        let mut budget = 5_000;
+        let mut runs = 0;
+        while condition.evaluate_within(&variables, &mut budget).is_ok() {
+            runs += 1;
+            assert!(runs < 10, "the budget must run out");
+        }
+        assert!(runs >= 1);
+    }
+
+    #[test]
+    fn only_the_variables_read_are_converted() {
+        // An unrelated huge variable neither costs budget nor time.
+        let condition = Condition::compile("amount > 1").unwrap();
+        let variables = vars(json!({"amount": 2, "attachment": "x".repeat(4_000_000)}));
+        let mut budget = 100;
+        assert_eq!(condition.evaluate_within(&variables, &mut budget), Ok(true));
+    }
+
+    /// The largest expressions the limits accept compile and evaluate on a 2 MiB stack, the
+    /// size of a tokio worker thread's, in a debug build whose frames are the largest.
+    #[test]
+    fn the_largest_accepted_expressions_fit_a_worker_stack() {
+        let run = || {
+            let chain = vec!["1"; 100].join(" + ");
+            let nested = format!("{}x{} > 0", "(".repeat(32), " + 1)".repeat(32));
+            let members = format!("m{} == 1", ".a".repeat(99));
+            let mut object = json!(1);
+            for _ in 0..99 {
+                object = json!({ "a": object });
+            }
+            let cases = [
+                (format!("{chain} == 100"), json!({})),
+                (nested, json!({"x": 1})),
+                (members, json!({ "m": object })),
+            ];
+            for (source, variables) in cases {
+                let condition = Condition::compile(&source).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(condition.evaluate(&vars(variables)), Ok(true), "{source}");
+            }
+        };
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(run)
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
     }
 }

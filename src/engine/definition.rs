@@ -19,6 +19,8 @@ use quick_xml::name::{NamespaceResolver, ResolveResult};
 use quick_xml::{NsReader, XmlVersion};
 
 use super::condition::Condition;
+use super::loops::loops_without_user_task;
+use super::reminder_rules::{self, EscalationPolicy};
 
 /// Namespace of the replyflow extension attributes and elements.
 pub const REPLYFLOW_NS: &str = "https://replyflow.dev/schema/1";
@@ -793,7 +795,7 @@ impl ProcessBuilder {
                 "reminderType" => non_empty(value).map(|name| spec.reminder_type = Some(name)),
                 "emailApproval" => parse_flag(value).map(|flag| spec.email_approval = flag),
                 "allowDelegate" => parse_flag(value).map(|flag| spec.allow_delegate = flag),
-                "validFor" => checked_duration(value).map(|raw| spec.valid_for = Some(raw)),
+                "validFor" => checked_valid_for(value).map(|raw| spec.valid_for = Some(raw)),
                 "show" => {
                     spec.show = split_list(value);
                     Ok(())
@@ -926,13 +928,17 @@ impl ProcessBuilder {
             return None;
         };
         let id = id.to_owned();
+        if let Err(reason) = reminder_rules::check_id(&id) {
+            self.error(&id, format!("id: {reason}"));
+            return None;
+        }
         self.refuse_unknown_attrs(
             element,
             &id,
             &["id", "count", "interval", "channels", "escalation"],
         );
         let count = self.reminder_attr(element, &id, "count", parse_count);
-        let interval = self.reminder_attr(element, &id, "interval", checked_positive_duration);
+        let interval = self.reminder_attr(element, &id, "interval", checked_interval);
         let channels = self.reminder_attr(element, &id, "channels", parse_channels);
         let escalation = match element.attr("escalation") {
             None => Some("none".to_owned()),
@@ -1023,6 +1029,9 @@ impl ProcessBuilder {
         }
         self.check_listed_flows(&flows);
         self.check_writable();
+        for (element_id, reason) in loops_without_user_task(&self.nodes, &flows) {
+            self.error(&element_id, reason);
+        }
         match start {
             Some(start) if self.errors.is_empty() => Ok(ProcessDefinition {
                 key: self.key,
@@ -1583,15 +1592,27 @@ fn parse_flag(value: &str) -> Result<bool, String> {
     }
 }
 
-fn checked_duration(value: &str) -> Result<String, String> {
-    iso_duration_secs(value).map(|_| value.to_owned())
+/// The shortest `replyflow:validFor`: a token that expires on arrival (`PT0S`) is useless.
+pub const MIN_VALID_FOR_SECS: u64 = 60;
+/// The longest `replyflow:validFor`: beyond a year a mail link is a standing order, and larger
+/// values overflowed the expiry timestamp.
+pub const MAX_VALID_FOR_SECS: u64 = 365 * 86_400;
+
+fn checked_valid_for(value: &str) -> Result<String, String> {
+    let secs = iso_duration_secs(value)?;
+    if !(MIN_VALID_FOR_SECS..=MAX_VALID_FOR_SECS).contains(&secs) {
+        return Err(format!(
+            "'{value}' must be between PT1M and P365D (one minute to 365 days)"
+        ));
+    }
+    Ok(value.to_owned())
 }
 
-fn checked_positive_duration(value: &str) -> Result<String, String> {
-    match iso_duration_secs(value)? {
-        0 => Err(format!("'{value}' must be longer than zero")),
-        _ => Ok(value.to_owned()),
-    }
+/// A reminder interval: an ISO 8601 duration within the bounds every reminder type obeys.
+fn checked_interval(value: &str) -> Result<String, String> {
+    let secs = iso_duration_secs(value)?;
+    reminder_rules::check_interval_secs(secs).map_err(|reason| format!("'{value}' {reason}"))?;
+    Ok(value.to_owned())
 }
 
 fn split_list(value: &str) -> Vec<String> {
@@ -1604,12 +1625,13 @@ fn split_list(value: &str) -> Vec<String> {
 }
 
 fn parse_count(value: &str) -> Result<u32, String> {
-    match value.parse::<u32>() {
-        Ok(count) if count >= 1 => Ok(count),
-        _ => Err(format!(
-            "must be a whole number of at least 1, not '{value}'"
-        )),
-    }
+    let count: i64 = value.parse().map_err(|_| {
+        format!(
+            "must be a whole number from 1 to {}, not '{value}'",
+            reminder_rules::MAX_COUNT
+        )
+    })?;
+    reminder_rules::check_count(count)
 }
 
 const CHANNELS: [&str; 3] = ["inbox", "email", "sms"];
@@ -1632,23 +1654,9 @@ fn parse_channels(value: &str) -> Result<Vec<String>, String> {
     Ok(channels)
 }
 
+/// The same spelling UpsertReminderType accepts, stored the way it stores it.
 fn parse_escalation(value: &str) -> Result<String, String> {
-    let valid = match value {
-        "notify-manager" | "reassign-manager" | "none" => true,
-        other => ["notify:", "complete:"].iter().any(|prefix| {
-            other
-                .strip_prefix(prefix)
-                .is_some_and(|rest| !rest.trim().is_empty())
-        }),
-    };
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err(format!(
-            "'{value}' is not one of notify-manager, reassign-manager, none, \
-             notify:<user id>, complete:<outcome id>"
-        ))
-    }
+    EscalationPolicy::parse(value).map(|policy| policy.as_text())
 }
 
 #[cfg(test)]
@@ -2215,8 +2223,9 @@ mod tests {
             "PT4H",
             "P1DT2H",
             "PT30M",
-            "PT1S",
+            "PT1M",
             "P2W",
+            "P365D",
             "P1DT1H1M1S",
         ] {
             let xml = with_task(&format!(
@@ -2226,6 +2235,7 @@ mod tests {
         }
         for bad in [
             "3 days", "P", "PT", "P1DT", "1D", "P1H", "PT1D", "P1M", "P1Y", "PT1.5H", "p3d", "",
+            "PT0S", "PT59S", "P366D", "P53W",
         ] {
             let xml = with_task(&format!(
                 r#"<userTask id="task" replyflow:assignee="a" replyflow:validFor="{bad}"/>"#
@@ -2291,6 +2301,14 @@ mod tests {
         let cases = [
             (
                 r#"count="0" interval="PT1H" channels="email""#,
+                "count: must be 1 to 100, not 0",
+            ),
+            (
+                r#"count="1000000" interval="PT1H" channels="email""#,
+                "count: must be 1 to 100, not 1000000",
+            ),
+            (
+                r#"count="99999999999999999999999" interval="PT1H" channels="email""#,
                 "count: must be a whole number",
             ),
             (
@@ -2299,12 +2317,16 @@ mod tests {
             ),
             (
                 r#"count="-1" interval="PT1H" channels="email""#,
-                "count: must be a whole number",
+                "count: must be 1 to 100",
             ),
             (r#"interval="PT1H" channels="email""#, "count: required"),
             (
                 r#"count="1" interval="PT0S" channels="email""#,
-                "interval: 'PT0S' must be longer than zero",
+                "interval: 'PT0S' must be at least one second",
+            ),
+            (
+                r#"count="1" interval="P400D" channels="email""#,
+                "interval: 'P400D' must be at most 366 days",
             ),
             (
                 r#"count="1" interval="4 hours" channels="email""#,
@@ -2344,6 +2366,83 @@ mod tests {
             r#"<extensionElements><replyflow:reminderType id="r" {valid}/><replyflow:reminderType id="r" {valid}/></extensionElements>"#
         ));
         assert_error(&twice, "r", "duplicate reminderType id");
+        assert_error(
+            declare(&format!(r#"id="has space" {valid}"#)),
+            "has space",
+            "id: ' ' is not allowed",
+        );
+    }
+
+    #[test]
+    fn valid_for_beyond_the_bounds_names_the_task_and_attribute() {
+        for (value, fragment) in [
+            ("P99999999999D", "between PT1M and P365D"),
+            ("P99999999999999999999999D", "too large"),
+            ("PT0S", "between PT1M and P365D"),
+        ] {
+            let xml = with_task(&format!(
+                r#"<userTask id="task" replyflow:assignee="a" replyflow:validFor="{value}"/>"#
+            ));
+            assert_error(&xml, "task", "replyflow:validFor: ");
+            assert_error(&xml, "task", fragment);
+        }
+    }
+
+    // --- loops -------------------------------------------------------------------------------
+
+    #[test]
+    fn a_loop_of_gateways_without_a_user_task_is_refused_naming_its_elements() {
+        let xml = process(
+            r#"<startEvent id="start"/>
+               <exclusiveGateway id="g1"/>
+               <exclusiveGateway id="g2" default="to_end"/>
+               <endEvent id="end"/>
+               <sequenceFlow id="f0" sourceRef="start" targetRef="g1"/>
+               <sequenceFlow id="f1" sourceRef="g1" targetRef="g2"/>
+               <sequenceFlow id="back" sourceRef="g2" targetRef="g1"><conditionExpression>true</conditionExpression></sequenceFlow>
+               <sequenceFlow id="to_end" sourceRef="g2" targetRef="end"/>"#,
+        );
+        assert_error(&xml, "g1", "a loop without a user task: g1 → g2 → g1");
+    }
+
+    #[test]
+    fn a_loop_through_a_user_task_is_accepted() {
+        let xml = process(
+            r#"<startEvent id="start"/>
+               <exclusiveGateway id="merge"/>
+               <userTask id="fix" replyflow:assignee="a"/>
+               <exclusiveGateway id="check" default="done"/>
+               <endEvent id="end"/>
+               <sequenceFlow id="f0" sourceRef="start" targetRef="merge"/>
+               <sequenceFlow id="f1" sourceRef="merge" targetRef="fix"/>
+               <sequenceFlow id="f2" sourceRef="fix" targetRef="check"/>
+               <sequenceFlow id="again" sourceRef="check" targetRef="merge"><conditionExpression>outcome == "reject"</conditionExpression></sequenceFlow>
+               <sequenceFlow id="done" sourceRef="check" targetRef="end"/>"#,
+        );
+        ok(&xml);
+    }
+
+    #[test]
+    fn a_chain_of_six_thousand_gateways_parses_without_recursion() {
+        let mut body = String::from(r#"<startEvent id="start"/><endEvent id="end"/>"#);
+        body.push_str(r#"<sequenceFlow id="f0" sourceRef="start" targetRef="g0"/>"#);
+        let n = 6_000;
+        for i in 0..n {
+            let next = if i + 1 == n {
+                "end".to_string()
+            } else {
+                format!("g{}", i + 1)
+            };
+            body.push_str(&format!(
+                r#"<exclusiveGateway id="g{i}" default="d{i}"/><sequenceFlow id="c{i}" sourceRef="g{i}" targetRef="{next}"><conditionExpression>amount &gt; {i}</conditionExpression></sequenceFlow><sequenceFlow id="d{i}" sourceRef="g{i}" targetRef="end"/>"#
+            ));
+        }
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || parse(process(&body).as_bytes()).map(|d| d.nodes.len()))
+            .expect("thread");
+        let parsed = handle.join().expect("no stack overflow");
+        assert_eq!(parsed.expect("a long chain is a valid definition"), n + 2);
     }
 
     // --- ids and references -----------------------------------------------------------------

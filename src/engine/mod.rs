@@ -3,6 +3,9 @@
 //! given an instance's state and one action it returns the whole [`runtime::Transition`] that the
 //! store then writes in one transaction. No tonic, no sqlx here: data in, decisions out.
 pub mod condition;
+pub mod condition_limits;
 pub mod definition;
+pub mod loops;
+pub mod reminder_rules;
 pub mod reminders;
 pub mod runtime;

@@ -274,7 +274,7 @@ mod tests {
     use super::*;
     use crate::engine::{
         definition::parse,
-        runtime::{Action, Snapshot, apply},
+        runtime::{Action, Limits, Snapshot, apply},
     };
 
     /// A process with every user task reminded by type `t`.
@@ -335,10 +335,11 @@ mod tests {
                 joins: &self.joins,
                 open_tasks: &self.open,
             };
-            let transition = match apply(&self.def, snapshot, action, &mut new_id) {
-                Ok(t) => t,
-                Err(e) => panic!("engine refused the action: {e}"),
-            };
+            let transition =
+                match apply(&self.def, snapshot, action, Limits::default(), &mut new_id) {
+                    Ok(t) => t,
+                    Err(e) => panic!("engine refused the action: {e}"),
+                };
             let plan = plan(&self.def, &transition, &self.open);
             let gone: Vec<&String> = transition
                 .withdraw

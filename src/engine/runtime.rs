@@ -4,11 +4,17 @@
 //! and returns everything that changed. A failure (a condition that cannot be evaluated, no flow to
 //! take, a missing assignee) fails the instance; it is not an error of the call, because the
 //! completion that triggered it did happen and must be recorded.
+//!
+//! The walk is a loop over a stack of flows still to follow, never a recursion over the graph:
+//! a chain of thousands of gateways costs memory on the heap, not stack frames. Each transition
+//! has [`Limits`]: a number of steps (flows followed) and a budget for its conditions together.
+//! Running out fails the instance naming the element reached and why; the server keeps serving.
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::condition_limits::MAX_EVALUATION_COST;
 use super::definition::{
     Assignee, FlowIdx, Node, NodeIdx, NodeKind, ProcessDefinition, UserTaskSpec,
 };
@@ -122,14 +128,39 @@ struct Stuck {
     reason: String,
 }
 
-/// More steps than any sane model needs between two user tasks: a loop of gateways.
-const MAX_STEPS: usize = 10_000;
+/// What one transition may spend (DESIGN §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Flows one transition may follow (`limits.max_steps`). Loops without a user task are
+    /// refused at deploy; this still bounds a graph whose parallel splits and exclusive merges
+    /// multiply tokens.
+    pub max_steps: usize,
+    /// The worst-case cost all conditions evaluated in one transition may have together (see
+    /// [`super::condition_limits`]).
+    pub condition_budget: u64,
+}
+
+impl Limits {
+    /// The default of `limits.max_steps`.
+    pub const DEFAULT_MAX_STEPS: usize = 10_000;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_steps: Self::DEFAULT_MAX_STEPS,
+            // Four times what a single condition may cost.
+            condition_budget: 4 * MAX_EVALUATION_COST,
+        }
+    }
+}
 
 /// Applies `action` to an instance of `def`. `new_id` names deferred-choice groups.
 pub fn apply(
     def: &ProcessDefinition,
     snapshot: Snapshot<'_>,
     action: Action<'_>,
+    limits: Limits,
     new_id: &mut dyn FnMut() -> String,
 ) -> Result<Transition, ActionError> {
     let mut walk = Walk {
@@ -140,6 +171,10 @@ pub fn apply(
         events: Vec::new(),
         new_id,
         steps: 0,
+        limits,
+        condition_budget: limits.condition_budget,
+        pending: Vec::new(),
+        from_activity: String::new(),
     };
     let mut withdraw = Vec::new();
     let mut still_open: Vec<&OpenTask> = snapshot.open_tasks.iter().collect();
@@ -148,7 +183,7 @@ pub fn apply(
         Action::Start => {
             let start = &def.nodes[def.start];
             walk.event("instance_started", &start.id, json!({}));
-            walk.leave(def.start, &start.id)
+            walk.run(def.start, &start.id)
         }
         Action::CompleteTask {
             task_id,
@@ -195,7 +230,7 @@ pub fn apply(
                 }
                 still_open.retain(|t| t.group_id != task.group_id);
             }
-            walk.leave(node_idx, &node.id)
+            walk.run(node_idx, &node.id)
         }
     };
 
@@ -309,6 +344,14 @@ struct Walk<'d, 'f> {
     events: Vec<EngineEvent>,
     new_id: &'f mut dyn FnMut() -> String,
     steps: usize,
+    limits: Limits,
+    /// What the conditions of this transition may still cost.
+    condition_budget: u64,
+    /// Flows a token still has to follow, the next on top: popping in this order visits the
+    /// graph depth first in document order, as a recursive walk would.
+    pending: Vec<FlowIdx>,
+    /// The user task or start event whose completion started this walk.
+    from_activity: String,
 }
 
 impl Walk<'_, '_> {
@@ -320,26 +363,37 @@ impl Walk<'_, '_> {
         });
     }
 
-    /// A token leaves `node` (a completed task or the start event) on its outgoing flows.
-    fn leave(&mut self, node: NodeIdx, from_activity: &str) -> Result<(), Stuck> {
-        let outgoing = self.def.nodes[node].outgoing.clone();
-        for flow in outgoing {
-            self.take(flow, from_activity)?;
+    /// A token leaves `node` (the completed task or the start event) and travels until every
+    /// token rests.
+    fn run(&mut self, node: NodeIdx, from_activity: &str) -> Result<(), Stuck> {
+        self.from_activity = from_activity.to_string();
+        self.leave(node);
+        while let Some(flow) = self.pending.pop() {
+            self.take(flow)?;
         }
         Ok(())
     }
 
+    /// A token leaves `node` on each of its outgoing flows; the first is followed first.
+    fn leave(&mut self, node: NodeIdx) {
+        let def = self.def;
+        self.pending
+            .extend(def.nodes[node].outgoing.iter().rev().copied());
+    }
+
     /// A token travels along `flow` and acts on the node it reaches.
-    fn take(&mut self, flow: FlowIdx, from_activity: &str) -> Result<(), Stuck> {
+    fn take(&mut self, flow: FlowIdx) -> Result<(), Stuck> {
         self.steps += 1;
         let def = self.def;
         let flow_def = &def.flows[flow];
         let node = &def.nodes[flow_def.target];
-        if self.steps > MAX_STEPS {
+        if self.steps > self.limits.max_steps {
             return Err(Stuck {
                 element_id: node.id.clone(),
                 reason: format!(
-                    "more than {MAX_STEPS} steps without reaching a user task: a loop of gateways"
+                    "the step budget of one transition (limits.max_steps = {}) is used up \
+                     before every token reached a user task or an end event",
+                    self.limits.max_steps
                 ),
             });
         }
@@ -352,18 +406,20 @@ impl Walk<'_, '_> {
                 self.event("end_reached", &node.id, json!({}));
                 Ok(())
             }
-            NodeKind::UserTask(spec) => self.open_task(node, spec, String::new(), from_activity),
-            NodeKind::ParallelGateway => self.parallel(flow_def.target, flow, from_activity),
+            NodeKind::UserTask(spec) => self.open_task(node, spec, String::new()),
+            NodeKind::ParallelGateway => self.parallel(flow_def.target, flow),
             NodeKind::ExclusiveGateway(gateway) => {
                 if node.outgoing.len() <= 1 {
                     // An exclusive join (or a pass-through): every arriving token passes.
-                    return self.leave(flow_def.target, from_activity);
+                    self.leave(flow_def.target);
+                    return Ok(());
                 }
                 if gateway.deferred_choice {
-                    return self.deferred_choice(node, from_activity);
+                    return self.deferred_choice(node);
                 }
                 let chosen = self.choose(node, gateway.default)?;
-                self.take(chosen, from_activity)
+                self.pending.push(chosen);
+                Ok(())
             }
         }
     }
@@ -373,7 +429,6 @@ impl Walk<'_, '_> {
         node: &Node,
         spec: &UserTaskSpec,
         group_id: String,
-        from_activity: &str,
     ) -> Result<(), Stuck> {
         let assignee = match &spec.assignee {
             Assignee::User(user) => user.clone(),
@@ -405,21 +460,17 @@ impl Walk<'_, '_> {
             name: node.name.clone(),
             assignee,
             group_id,
-            from_activity: from_activity.to_string(),
+            from_activity: self.from_activity.clone(),
         });
         Ok(())
     }
 
-    fn parallel(
-        &mut self,
-        gateway: NodeIdx,
-        via: FlowIdx,
-        from_activity: &str,
-    ) -> Result<(), Stuck> {
+    fn parallel(&mut self, gateway: NodeIdx, via: FlowIdx) -> Result<(), Stuck> {
         let def = self.def;
         let node = &def.nodes[gateway];
         if node.incoming.len() <= 1 {
-            return self.leave(gateway, from_activity);
+            self.leave(gateway);
+            return Ok(());
         }
         let arrived = self.joins.0.entry(node.id.clone()).or_default();
         *arrived.entry(def.flows[via].id.clone()).or_insert(0) += 1;
@@ -438,7 +489,7 @@ impl Walk<'_, '_> {
             let detail = json!({
                 "arrived_on": def.flows[via].id,
                 "waiting_for": waiting_for,
-                "from_activity": from_activity,
+                "from_activity": self.from_activity,
             });
             self.event("join_waiting", &node.id, detail);
             return Ok(());
@@ -453,10 +504,11 @@ impl Walk<'_, '_> {
             self.joins.0.remove(&node.id);
         }
         self.event("join_fired", &node.id, json!({}));
-        self.leave(gateway, from_activity)
+        self.leave(gateway);
+        Ok(())
     }
 
-    fn deferred_choice(&mut self, node: &Node, from_activity: &str) -> Result<(), Stuck> {
+    fn deferred_choice(&mut self, node: &Node) -> Result<(), Stuck> {
         let group_id = (self.new_id)();
         self.event("deferred_choice", &node.id, json!({ "group_id": group_id }));
         let def = self.def;
@@ -471,7 +523,7 @@ impl Walk<'_, '_> {
                     ),
                 });
             };
-            self.open_task(target, spec, group_id.clone(), from_activity)?;
+            self.open_task(target, spec, group_id.clone())?;
         }
         Ok(())
     }
@@ -484,7 +536,7 @@ impl Walk<'_, '_> {
             let Some(condition) = &flow.condition else {
                 continue;
             };
-            match condition.evaluate(&self.variables) {
+            match condition.evaluate_within(&self.variables, &mut self.condition_budget) {
                 Ok(true) => {
                     let detail = json!({ "flow": flow.id, "condition": condition.source() });
                     self.event("gateway_decided", &node.id, detail);
@@ -554,6 +606,7 @@ mod tests {
         outcome: InstanceOutcome,
         withdrawn: Vec<String>,
         next: u32,
+        limits: Limits,
     }
 
     impl Run {
@@ -569,6 +622,7 @@ mod tests {
                 outcome: InstanceOutcome::Running,
                 withdrawn: Vec::new(),
                 next: 0,
+                limits: Limits::default(),
             };
             run.act(None, "");
             run
@@ -607,6 +661,7 @@ mod tests {
                     open_tasks: &self.open,
                 },
                 action,
+                self.limits,
                 &mut ids,
             )
             .expect("action applies");
@@ -857,6 +912,7 @@ mod tests {
                 completed_by: "u1",
                 variables: &empty,
             },
+            Limits::default(),
             &mut || "g".to_string(),
         )
         .unwrap_err();
@@ -902,5 +958,101 @@ mod tests {
                 reason: "no longer needed".into()
             }
         );
+    }
+
+    /// start → g1 → … → gN → a1 → end, each gateway choosing on a condition.
+    fn gateway_chain(n: usize) -> ProcessDefinition {
+        let mut body = vec![
+            r#"<bpmn:startEvent id="start"/><bpmn:endEvent id="end"/>"#.to_string(),
+            task("a1", "u1"),
+            flow("f0", "start", "g0"),
+        ];
+        for i in 0..n {
+            body.push(format!(
+                r#"<bpmn:exclusiveGateway id="g{i}" default="d{i}"/>"#
+            ));
+            let next = if i + 1 == n {
+                "a1".to_string()
+            } else {
+                format!("g{}", i + 1)
+            };
+            body.push(cond_flow(
+                &format!("c{i}"),
+                &format!("g{i}"),
+                &next,
+                "amount &gt; 1",
+            ));
+            body.push(flow(&format!("d{i}"), &format!("g{i}"), "end"));
+        }
+        body.push(flow("f_end", "a1", "end"));
+        bpmn(&body.concat())
+    }
+
+    /// The walk is iterative: 6,000 gateways in a row take heap, not stack. The thread has the
+    /// 2 MiB stack of a tokio worker.
+    #[test]
+    fn a_chain_of_six_thousand_gateways_does_not_overflow_the_stack() {
+        let def = gateway_chain(6_000);
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let run = Run::start(def, json!({"amount": 5}));
+                (run.open_activities().join(","), run.outcome)
+            })
+            .expect("thread");
+        let (open, outcome) = handle.join().expect("no stack overflow");
+        assert_eq!(open, "a1");
+        assert_eq!(outcome, InstanceOutcome::Running);
+    }
+
+    #[test]
+    fn running_out_of_steps_fails_the_instance_naming_the_limit() {
+        let def = gateway_chain(50);
+        let mut run = Run {
+            def,
+            variables: Map::new(),
+            joins: JoinState::default(),
+            open: Vec::new(),
+            outcome: InstanceOutcome::Running,
+            withdrawn: Vec::new(),
+            next: 0,
+            limits: Limits {
+                max_steps: 20,
+                ..Limits::default()
+            },
+        };
+        run.variables.insert("amount".into(), json!(5));
+        run.act(None, "");
+        let InstanceOutcome::Failed { element_id, reason } = &run.outcome else {
+            panic!("expected failure, got {:?}", run.outcome)
+        };
+        assert_eq!(element_id, "g20");
+        assert!(reason.contains("limits.max_steps = 20"), "{reason}");
+        assert!(run.open.is_empty());
+    }
+
+    #[test]
+    fn running_out_of_condition_budget_fails_the_instance_naming_the_flow() {
+        let def = gateway_chain(30);
+        let mut run = Run {
+            def,
+            variables: Map::new(),
+            joins: JoinState::default(),
+            open: Vec::new(),
+            outcome: InstanceOutcome::Running,
+            withdrawn: Vec::new(),
+            next: 0,
+            limits: Limits {
+                condition_budget: 100,
+                ..Limits::default()
+            },
+        };
+        run.variables.insert("amount".into(), json!(5));
+        run.act(None, "");
+        let InstanceOutcome::Failed { element_id, reason } = &run.outcome else {
+            panic!("expected failure, got {:?}", run.outcome)
+        };
+        assert!(element_id.starts_with('c'), "{element_id}");
+        assert!(reason.contains("refused before evaluation"), "{reason}");
     }
 }

@@ -42,6 +42,7 @@ impl Workflow {
                 open_tasks: &[],
             },
             Action::Start,
+            self.limits(),
             &mut new_id,
         )
         .map_err(|e| Error::Internal(anyhow::anyhow!("starting an instance: {e}")))?;

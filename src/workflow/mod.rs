@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 
 use crate::{
     clock::Clock,
-    engine::definition::ProcessDefinition,
+    engine::{definition::ProcessDefinition, runtime::Limits},
     error::{Error, Result},
     model::{Instance, Message, Page, Task, TaskEvent, User},
     store::{PageRequest, PriorRequest, Store},
@@ -46,6 +46,8 @@ pub struct Workflow {
     message_events: broadcast::Sender<Message>,
     mailer: Arc<approvals::Mailer>,
     manual_interval_ms: i64,
+    /// What one engine transition may spend (`limits.max_steps`).
+    limits: Limits,
 }
 
 impl Workflow {
@@ -60,7 +62,18 @@ impl Workflow {
             message_events,
             mailer,
             manual_interval_ms: 10 * 60 * 1000,
+            limits: Limits::default(),
         }
+    }
+
+    /// The step budget of one transition (`limits.max_steps`).
+    pub fn with_max_steps(mut self, max_steps: usize) -> Self {
+        self.limits.max_steps = max_steps;
+        self
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// The least time between two manual reminders of one task (`reminders.manual_interval`).

@@ -2,17 +2,12 @@
 //! [`ReminderType`] here, every field checked the way ReminderService's contract names it, so the
 //! scheduler never meets a zero interval, an unknown channel or an escalation it cannot run.
 use super::Workflow;
+pub use crate::engine::reminder_rules::EscalationPolicy;
 use crate::{
-    engine::definition::iso_duration_secs,
+    engine::{definition::iso_duration_secs, reminder_rules},
     error::{Error, Result},
     model::{Channel, ReminderType},
 };
-
-/// At most this many reminders per type (the contract's 1..100).
-const MAX_COUNT: i64 = 100;
-/// The longest interval accepted. The contract sets no upper bound; this one keeps
-/// `next_fire_at` arithmetic far from overflow while allowing anything an OA would chase with.
-const MAX_INTERVAL_SECS: u64 = 366 * 86_400;
 
 /// A reminder type as a client sent it, before it is checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,61 +21,6 @@ pub struct ReminderTypeInput {
     /// In fallback order; duplicates are dropped (the first position wins).
     pub channels: Vec<Channel>,
     pub escalation: String,
-}
-
-/// What runs when a reminder's count is used up (DESIGN §6).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EscalationPolicy {
-    None,
-    NotifyManager,
-    Notify(String),
-    ReassignManager,
-    Complete(String),
-}
-
-impl EscalationPolicy {
-    /// Reads a policy as written ("" means none). A user or outcome id is only checked for
-    /// shape here; whether the user exists is the caller's question.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let named = |rest: &str, what: &str| {
-            if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                Err(format!(
-                    "'{text}': the {what} id is missing or contains spaces"
-                ))
-            } else {
-                Ok(rest.to_string())
-            }
-        };
-        match text {
-            "" | "none" => Ok(Self::None),
-            "notify-manager" => Ok(Self::NotifyManager),
-            "reassign-manager" => Ok(Self::ReassignManager),
-            _ => {
-                if let Some(user) = text.strip_prefix("notify:") {
-                    named(user, "user").map(Self::Notify)
-                } else if let Some(outcome) = text.strip_prefix("complete:") {
-                    named(outcome, "outcome").map(Self::Complete)
-                } else {
-                    Err(format!(
-                        "'{text}' is not one of notify-manager, notify:<user id>, \
-                         reassign-manager, complete:<outcome id>, none"
-                    ))
-                }
-            }
-        }
-    }
-
-    /// The policy as stored and shown.
-    pub fn as_text(&self) -> String {
-        match self {
-            Self::None => "none".into(),
-            Self::NotifyManager => "notify-manager".into(),
-            Self::Notify(user) => format!("notify:{user}"),
-            Self::ReassignManager => "reassign-manager".into(),
-            Self::Complete(outcome) => format!("complete:{outcome}"),
-        }
-    }
 }
 
 /// An interval in milliseconds as ISO 8601 ("PT4H", "P1DT30M", "P2W"). Stored intervals are
@@ -111,24 +51,9 @@ pub fn interval_text(interval_ms: i64) -> String {
     text
 }
 
+/// The rules are [`reminder_rules`], shared with reminder types declared in definitions.
 fn check_id(id: &str) -> Result<()> {
-    let field = "reminder_type.id";
-    if id.is_empty() {
-        return Err(Error::invalid(field, "required"));
-    }
-    if id.len() > 64 {
-        return Err(Error::invalid(field, "at most 64 characters"));
-    }
-    if let Some(bad) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(Error::invalid(
-            field,
-            format!("{bad:?} is not allowed: use letters, digits, '-', '_' and '.'"),
-        ));
-    }
-    Ok(())
+    reminder_rules::check_id(id).map_err(|reason| Error::invalid("reminder_type.id", reason))
 }
 
 fn check_interval(text: &str, secs: Option<i64>) -> Result<i64> {
@@ -161,12 +86,7 @@ fn check_interval(text: &str, secs: Option<i64>) -> Result<i64> {
         }
         (Some(s), _) | (None, Some(s)) => s,
     };
-    if secs < 1 {
-        return Err(Error::invalid(field, "must be at least one second (PT1S)"));
-    }
-    if secs > MAX_INTERVAL_SECS {
-        return Err(Error::invalid(field, "must be at most 366 days (P366D)"));
-    }
+    let secs = reminder_rules::check_interval_secs(secs).map_err(|r| Error::invalid(field, r))?;
     // At most 366 days in milliseconds: far inside i64.
     i64::try_from(secs * 1000).map_err(|_| Error::invalid(field, "too long"))
 }
@@ -192,12 +112,8 @@ impl Workflow {
     /// interval, channels and escalation they were armed with (they carry copies).
     pub async fn upsert_reminder_type(&self, input: ReminderTypeInput) -> Result<ReminderType> {
         check_id(&input.id)?;
-        if !(1..=MAX_COUNT).contains(&input.count) {
-            return Err(Error::invalid(
-                "reminder_type.count",
-                format!("must be 1 to {MAX_COUNT}, not {}", input.count),
-            ));
-        }
+        reminder_rules::check_count(input.count)
+            .map_err(|reason| Error::invalid("reminder_type.count", reason))?;
         let interval_ms = check_interval(&input.interval, input.interval_secs)?;
         let channels = dedup_channels(&input.channels)?;
         let escalation = EscalationPolicy::parse(&input.escalation)
@@ -227,33 +143,6 @@ impl Workflow {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escalation_policies_parse_and_print_back() {
-        for text in [
-            "none",
-            "notify-manager",
-            "reassign-manager",
-            "notify:ceo",
-            "complete:approve",
-        ] {
-            assert_eq!(EscalationPolicy::parse(text).unwrap().as_text(), text);
-        }
-        assert_eq!(EscalationPolicy::parse("").unwrap(), EscalationPolicy::None);
-        assert_eq!(
-            EscalationPolicy::parse(" notify:ceo ").unwrap(),
-            EscalationPolicy::Notify("ceo".into())
-        );
-        for bad in [
-            "notify:",
-            "complete:",
-            "notify:a b",
-            "escalate",
-            "notify-boss",
-        ] {
-            assert!(EscalationPolicy::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn intervals_print_as_iso_8601() {

@@ -2,6 +2,15 @@
 //! instance is locked first, the task re-read under the lock, and the whole transition written in
 //! the same transaction, so two completions racing on one instance run one after the other and a
 //! parallel join fires once.
+//!
+//! CompleteTask computes the transition (conditions included) *before* its transaction, from a
+//! snapshot of the instance, so that no CEL runs while SQLite's one writer is held (DESIGN §12).
+//! Under the lock it re-reads the instance; if anything the engine reads changed meanwhile, it
+//! drops the transaction and computes again, at most [`PREPARE_ATTEMPTS`] times, then computes
+//! under the lock (a hot instance must still make progress; the evaluation is bounded by the
+//! engine's budget either way).
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -11,13 +20,43 @@ use super::{
 use crate::{
     engine::{
         definition::{NodeKind, ProcessDefinition},
-        runtime::{self, Action, ActionError, Snapshot},
+        runtime::{self, Action, ActionError, JoinState, OpenTask, Snapshot, Transition},
     },
     error::{Error, Result},
     model::{CompletedVia, Event, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
     policy,
-    store::{PageRequest, TaskFilter, Tx},
+    store::{InstanceRecord, PageRequest, TaskFilter, Tx},
 };
+
+/// How many times CompleteTask computes a completion outside the lock before it computes one
+/// under it, when the instance keeps changing between its snapshot and its lock.
+const PREPARE_ATTEMPTS: usize = 3;
+
+/// A completion computed outside the transaction, valid while the instance still holds what it
+/// was computed from.
+struct Prepared {
+    graph: Arc<ProcessDefinition>,
+    variables: Map<String, Value>,
+    joins: JoinState,
+    open: Vec<OpenTask>,
+    transition: std::result::Result<Transition, ActionError>,
+}
+
+impl Prepared {
+    /// Everything the engine read is unchanged: the transition computed from it stands.
+    fn still_holds(&self, record: &InstanceRecord, open: &[OpenTask]) -> bool {
+        self.variables == record.instance.variables
+            && self.joins == record.joins
+            && self.open == open
+    }
+}
+
+/// What completing under the lock came to.
+enum Locked {
+    Done(Task, Vec<TaskEvent>),
+    /// The instance changed after the snapshot: drop the transaction and prepare again.
+    Stale,
+}
 
 #[derive(Debug, Clone)]
 pub struct CompleteTask {
@@ -28,7 +67,6 @@ pub struct CompleteTask {
     pub request_id: String,
     pub via: CompletedVia,
 }
-
 
 impl Workflow {
     pub async fn task(&self, id: &str) -> Result<Task> {
@@ -67,24 +105,100 @@ impl Workflow {
         // The instance a task belongs to never changes: find it outside the transaction.
         let task = self.task(&req.task_id).await?;
         let now = self.now();
-        let mut tx = self.store.begin().await?;
-        if !req.request_id.is_empty()
-            && !tx
-                .claim_request(&scope, &req.request_id, &print, &req.task_id, now)
-                .await?
-        {
-            drop(tx);
-            return self.task_and_instance(&req.task_id).await;
+        for attempt in 1.. {
+            let prepared = if attempt <= PREPARE_ATTEMPTS {
+                self.prepare_completion(actor, &task.instance_id, &req)
+                    .await?
+            } else {
+                None
+            };
+            let mut tx = self.store.begin().await?;
+            if !req.request_id.is_empty()
+                && !tx
+                    .claim_request(&scope, &req.request_id, &print, &req.task_id, now)
+                    .await?
+            {
+                drop(tx);
+                return self.task_and_instance(&req.task_id).await;
+            }
+            let locked = self
+                .complete_locked(
+                    &mut tx,
+                    actor,
+                    &task.instance_id,
+                    &req,
+                    now,
+                    prepared.as_ref(),
+                )
+                .await?;
+            let Locked::Done(completed, published) = locked else {
+                drop(tx);
+                tracing::debug!(task = %task.id, attempt, "instance changed before the lock; preparing again");
+                continue;
+            };
+            tx.commit().await?;
+            tracing::info!(task = %task.id, outcome = %req.outcome, via = req.via.as_str(), "task completed");
+            self.publish(published);
+            self.mailer.wake().notify_one();
+            let instance = self.instance(&task.instance_id).await?;
+            return Ok((completed, instance));
         }
-        let (completed, published) = self
-            .complete_in(&mut tx, actor, &task.instance_id, &req, now)
+        unreachable!("the loop returns once PREPARE_ATTEMPTS are used up")
+    }
+
+    /// Computes a completion from a snapshot read outside any transaction; `None` when the
+    /// instance is gone (the locked path then reports it).
+    async fn prepare_completion(
+        &self,
+        actor: &Actor,
+        instance_id: &str,
+        req: &CompleteTask,
+    ) -> Result<Option<Prepared>> {
+        let Some(record) = self.store.instance_record(instance_id).await? else {
+            return Ok(None);
+        };
+        let graph = self
+            .graph_of(
+                &record.instance.definition_key,
+                record.instance.definition_version,
+            )
             .await?;
-        tx.commit().await?;
-        tracing::info!(task = %task.id, outcome = %req.outcome, via = req.via.as_str(), "task completed");
-        self.publish(published);
-        self.mailer.wake().notify_one();
-        let instance = self.instance(&task.instance_id).await?;
-        Ok((completed, instance))
+        let open = engine_tasks(&self.store.open_tasks(instance_id).await?);
+        let transition = self.compute_completion(&graph, &record, &open, actor, req);
+        Ok(Some(Prepared {
+            graph,
+            variables: record.instance.variables,
+            joins: record.joins,
+            open,
+            transition,
+        }))
+    }
+
+    fn compute_completion(
+        &self,
+        graph: &ProcessDefinition,
+        record: &InstanceRecord,
+        open: &[OpenTask],
+        actor: &Actor,
+        req: &CompleteTask,
+    ) -> std::result::Result<Transition, ActionError> {
+        runtime::apply(
+            graph,
+            Snapshot {
+                variables: &record.instance.variables,
+                joins: &record.joins,
+                open_tasks: open,
+            },
+            Action::CompleteTask {
+                task_id: &req.task_id,
+                outcome: &req.outcome,
+                comment: &req.comment,
+                completed_by: &actor.user_id,
+                variables: &req.variables,
+            },
+            self.limits(),
+            &mut new_id,
+        )
     }
 
     /// Completes a task inside the caller's transaction (a reply's effect commits with its
@@ -98,6 +212,29 @@ impl Workflow {
         req: &CompleteTask,
         now: i64,
     ) -> Result<(Task, Vec<TaskEvent>)> {
+        match self
+            .complete_locked(tx, actor, instance_id, req, now, None)
+            .await?
+        {
+            Locked::Done(task, published) => Ok((task, published)),
+            Locked::Stale => Err(Error::Internal(anyhow::anyhow!(
+                "a completion without a snapshot cannot be stale"
+            ))),
+        }
+    }
+
+    /// [`Workflow::complete_in`] with a transition `prepared` outside the transaction: used if
+    /// the instance still holds what it was computed from, else [`Locked::Stale`]. Without one,
+    /// the transition is computed here, under the lock.
+    async fn complete_locked(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        instance_id: &str,
+        req: &CompleteTask,
+        now: i64,
+        prepared: Option<&Prepared>,
+    ) -> Result<Locked> {
         let (task, record) = tx.lock_task(&req.task_id, instance_id).await?;
         if req.via == CompletedVia::Escalation {
             // The scheduler completes a task when its reminders ran out (`complete:<outcome>`).
@@ -107,31 +244,24 @@ impl Workflow {
         } else {
             check_can_complete(&task, actor)?;
         }
-        let graph = self
-            .graph_of(
-                &record.instance.definition_key,
-                record.instance.definition_version,
-            )
-            .await?;
-        check_writable(&graph, &task, &req.variables)?;
         let open = tx.open_tasks(&task.instance_id).await?;
-        let transition = runtime::apply(
-            &graph,
-            Snapshot {
-                variables: &record.instance.variables,
-                joins: &record.joins,
-                open_tasks: &engine_tasks(&open),
-            },
-            Action::CompleteTask {
-                task_id: &task.id,
-                outcome: &req.outcome,
-                comment: &req.comment,
-                completed_by: &actor.user_id,
-                variables: &req.variables,
-            },
-            &mut new_id,
-        )
-        .map_err(|e| match e {
+        let open_now = engine_tasks(&open);
+        let (graph, transition) = match prepared {
+            Some(p) if p.still_holds(&record, &open_now) => (p.graph.clone(), p.transition.clone()),
+            Some(_) => return Ok(Locked::Stale),
+            None => {
+                let graph = self
+                    .graph_of(
+                        &record.instance.definition_key,
+                        record.instance.definition_version,
+                    )
+                    .await?;
+                let transition = self.compute_completion(&graph, &record, &open_now, actor, req);
+                (graph, transition)
+            }
+        };
+        check_writable(&graph, &task, &req.variables)?;
+        let transition = transition.map_err(|e| match e {
             ActionError::UnknownOutcome { outcome, allowed } => Error::invalid(
                 "outcome",
                 format!("{outcome:?} is not an outcome of this task; expected one of {allowed:?}"),
@@ -180,7 +310,7 @@ impl Workflow {
             )
             .await?,
         );
-        Ok((completed, published))
+        Ok(Locked::Done(completed, published))
     }
 
     async fn task_and_instance(&self, task_id: &str) -> Result<(Task, InstanceView)> {

@@ -10,7 +10,7 @@ use std::{
 use mail_parser::{Message, MessageParser, MimeHeaders};
 use replyflow::{
     app::Application,
-    clock::SystemClock,
+    clock::{ManualClock, SystemClock},
     config::Secret,
     mail::{
         compose::TOKEN_LINE_LABEL,
@@ -25,8 +25,8 @@ use tonic::Code;
 use crate::{
     branches::bpmn,
     helpers::{
-        TestApp, TestDb, expense_vars, req, spawn_app, spawn_app_on_with, spawn_app_with,
-        test_settings,
+        TestApp, TestDb, expense_vars, req, spawn_app, spawn_app_at, spawn_app_on_with,
+        spawn_app_with, test_settings,
     },
 };
 
@@ -1169,12 +1169,12 @@ async fn a_retried_resend_with_the_same_request_id_returns_the_context() {
     app.stop().await;
 }
 
-/// A one-task process whose approval mail is valid for one second.
+/// A one-task process whose approval mail is valid for one minute, the shortest `validFor`.
 fn short_lived_xml() -> String {
     bpmn(
         "brief",
         r#"<bpmn:startEvent id="start"/>
-        <bpmn:userTask id="review" name="Review" replyflow:assignee="mary" replyflow:validFor="PT1S"/>
+        <bpmn:userTask id="review" name="Review" replyflow:assignee="mary" replyflow:validFor="PT1M"/>
         <bpmn:endEvent id="end"/>
         <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="review"/>
         <bpmn:sequenceFlow id="f2" sourceRef="review" targetRef="end"/>"#,
@@ -1183,7 +1183,8 @@ fn short_lived_xml() -> String {
 
 #[tokio::test]
 async fn a_context_past_its_valid_until_reads_expired() {
-    let app = spawn_app().await;
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let app = spawn_app_at(clock.clone(), |_| {}).await;
     app.add_user("mary", "").await;
     app.deploy_xml(&short_lived_xml()).await.expect("deploy");
     let instance = app.start("brief", json!({})).await;
@@ -1192,10 +1193,10 @@ async fn a_context_past_its_valid_until_reads_expired() {
     assert_eq!(fresh.status, pb::ApprovalStatus::Pending as i32);
     assert_eq!(
         millis(fresh.valid_until) - millis(fresh.created_at),
-        1000,
-        "replyflow:validFor=\"PT1S\""
+        60_000,
+        "replyflow:validFor=\"PT1M\""
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(60_001);
     let expired = get_approval(&app, &task.id).await.expect("approval");
     assert_eq!(expired.status, pb::ApprovalStatus::Expired as i32);
     assert_eq!(
@@ -1208,12 +1209,13 @@ async fn a_context_past_its_valid_until_reads_expired() {
 
 #[tokio::test]
 async fn revoking_an_expired_context_is_refused() {
-    let app = spawn_app().await;
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let app = spawn_app_at(clock.clone(), |_| {}).await;
     app.add_user("mary", "").await;
     app.deploy_xml(&short_lived_xml()).await.expect("deploy");
     let instance = app.start("brief", json!({})).await;
     let task = &instance.open_tasks[0];
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(60_001);
     let err = revoke(&app, &task.id, "mary", "too late")
         .await
         .expect_err("an expired context cannot be revoked");

@@ -11,6 +11,7 @@ mod binary;
 mod branches;
 mod concurrency;
 mod identity;
+mod limits;
 mod messages;
 mod protocol;
 mod reminder_stats;

@@ -392,6 +392,11 @@ pub struct MailApp {
 }
 
 pub async fn spawn_mail_app() -> MailApp {
+    spawn_mail_app_at(Arc::new(SystemClock)).await
+}
+
+/// [`spawn_mail_app`] on a clock the test moves (validity and expiry without sleeping).
+pub async fn spawn_mail_app_at(clock: Arc<dyn Clock>) -> MailApp {
     let env = mail_env();
     let dir = tempfile::tempdir().expect("temp dir");
     let db_url = format!("sqlite://{}", dir.path().join("replyflow.db").display());
@@ -405,7 +410,7 @@ pub async fn spawn_mail_app() -> MailApp {
     settings.security.admins = "admin".into();
     // Tests that read replies start their own reader on the app's workflow.
     settings.mail.inbound = replyflow::config::Secret::new("none");
-    let app = replyflow::app::Application::build(&settings, Arc::new(SystemClock))
+    let app = replyflow::app::Application::build(&settings, clock)
         .await
         .expect("building the application");
     let addr = app.local_addr();

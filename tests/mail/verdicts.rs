@@ -4,15 +4,19 @@
 //! ListInboundEmails, that the task is untouched, and the polite answer in the sender's Dovecot
 //! mailbox — or, for robots, its deliberate absence (proven against a control reply whose answer
 //! does arrive).
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use replyflow::{api::convert, proto::pb};
+use replyflow::{
+    api::convert,
+    clock::{Clock, ManualClock},
+    proto::pb,
+};
 use serde_json::{Value, json};
 
 use crate::{
     helpers::{
         ApprovalMail, MailApp, approvals_inbox, gmail_reply, mail_env, postfix_exclusive,
-        postfix_shared, req, send_via_postfix, spawn_mail_app, unique,
+        postfix_shared, real_now, req, send_via_postfix, spawn_mail_app, spawn_mail_app_at, unique,
         wait_for_empty_postfix_queue,
     },
     imap::{count_header, wait_for_header, wait_for_message_id},
@@ -221,8 +225,8 @@ const SHORT_LIVED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
   <bpmn:process id="short_lived" name="限时审批" isExecutable="true">
     <bpmn:startEvent id="start"/>
     <bpmn:sequenceFlow id="to_task" sourceRef="start" targetRef="quick_approval"/>
-    <bpmn:userTask id="quick_approval" name="两秒内审批" replyflow:assignee="${manager}"
-                   replyflow:validFor="PT2S"/>
+    <bpmn:userTask id="quick_approval" name="一分钟内审批" replyflow:assignee="${manager}"
+                   replyflow:validFor="PT1M"/>
     <bpmn:sequenceFlow id="to_end" sourceRef="quick_approval" targetRef="end"/>
     <bpmn:endEvent id="end"/>
   </bpmn:process>
@@ -235,7 +239,8 @@ async fn a_reply_after_the_validity_is_expired_and_decides_nothing() {
     let _inbox = approvals_inbox().await;
     let env = mail_env();
     let mary = env.address("mary");
-    let app = spawn_mail_app().await;
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let app = spawn_mail_app_at(clock.clone()).await;
     setup(&app).await;
     deploy(&app, SHORT_LIVED.as_bytes().to_vec()).await;
     let tasks = start(&app, "short_lived", json!({"manager": "mary"})).await;
@@ -244,18 +249,8 @@ async fn a_reply_after_the_validity_is_expired_and_decides_nothing() {
     let approval = get_approval(&app, &task.id).await;
     let valid_until = approval.valid_until.expect("valid_until");
     let until_ms = valid_until.seconds * 1000 + i64::from(valid_until.nanos) / 1_000_000;
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("time")
-            .as_millis(),
-    )
-    .expect("ms");
-    assert!(until_ms - now_ms <= 2_000, "PT2S: {approval:?}");
-    tokio::time::sleep(Duration::from_millis(
-        u64::try_from(until_ms - now_ms + 300).unwrap_or(0),
-    ))
-    .await;
+    assert_eq!(until_ms - clock.now(), 60_000, "PT1M: {approval:?}");
+    clock.advance(60_001);
 
     let reader = Running::start(&app, imap_worker(&app));
     let (reply_id, raw) = gmail_reply("玛丽", &mary, &original, "同意", "");
