@@ -9,6 +9,7 @@ mod bad_input;
 mod binary;
 mod branches;
 mod concurrency;
+mod mail_trust;
 mod messages;
 mod protocol;
 mod reminder_stats;
