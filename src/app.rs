@@ -49,8 +49,12 @@ impl Application {
                 .map(std::path::Path::new),
         )
         .context("mail templates")?;
-        let keys =
-            load_key_ring(&store, settings.security.token_secret.as_ref(), clock.now()).await?;
+        let keys = load_key_ring(
+            &store,
+            &settings.security.reply_token_secrets(),
+            clock.now(),
+        )
+        .await?;
         let mailer = Arc::new(Mailer::new(templates, keys, &settings.mail)?);
         let transport = transport::from_url(
             settings.mail.outbound.expose(),

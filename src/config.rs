@@ -26,7 +26,11 @@ pub const KEYS: &[&str] = &[
     "mail.max_attempts",
     "mail.authserv_id",
     "mail.require_auth",
+    "mail.answers_per_hour",
+    "mail.answers_per_sender_per_hour",
+    "mail.quarantine_after",
     "security.token_secret",
+    "security.token_secrets",
     "security.auth",
     "security.admins",
     "security.allow_dev_on_network",
@@ -58,9 +62,15 @@ const INTEGER_KEYS: &[&str] = &[
     "database.max_connections",
     "mail.pool_size",
     "mail.max_attempts",
+    "mail.answers_per_hour",
+    "mail.answers_per_sender_per_hour",
+    "mail.quarantine_after",
     "reminders.batch_size",
     "limits.max_steps",
 ];
+
+/// Keys whose environment variable is a comma-separated list (a TOML array in a file).
+const LIST_KEYS: &[&str] = &["security.token_secrets"];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -176,12 +186,24 @@ pub struct MailSettings {
     pub authserv_id: Option<String>,
     /// `none`, `dkim` or `dmarc`: what a reply must pass, per the trusted Authentication-Results.
     pub require_auth: String,
+    /// Answers to received mail queued per hour at most, all senders together: a flood of
+    /// forged mail gets silence once this is spent (0 = no answers at all).
+    pub answers_per_hour: u32,
+    /// Answers per sender address and hour at most.
+    pub answers_per_sender_per_hour: u32,
+    /// A received mail whose ingestion fails (an error, not a verdict) this many times is
+    /// recorded as quarantined and moved out of the way.
+    pub quarantine_after: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecuritySettings {
+    /// The single-secret spelling of `token_secrets`.
     pub token_secret: Option<Secret>,
+    /// Reply-token secrets for rotation: the first signs new tokens, the others still verify
+    /// the tokens they signed. Never stored in the database.
+    pub token_secrets: Vec<Secret>,
     /// `dev`: the caller's identity is taken from `x-user-id` metadata, unchecked (loopback only
     /// unless `allow_dev_on_network`); `jwt`: `authorization: Bearer <JWT>`, verified.
     pub auth: String,
@@ -286,6 +308,9 @@ impl Default for MailSettings {
             max_attempts: 12,
             authserv_id: None,
             require_auth: "none".into(),
+            answers_per_hour: 200,
+            answers_per_sender_per_hour: 5,
+            quarantine_after: 3,
         }
     }
 }
@@ -294,6 +319,7 @@ impl Default for SecuritySettings {
     fn default() -> Self {
         Self {
             token_secret: None,
+            token_secrets: Vec::new(),
             auth: "dev".into(),
             admins: String::new(),
             allow_dev_on_network: false,
@@ -308,6 +334,20 @@ impl Default for SecuritySettings {
         }
     }
 }
+
+impl SecuritySettings {
+    /// The reply-token secrets, current first: `token_secrets`, or `token_secret` alone.
+    pub fn reply_token_secrets(&self) -> Vec<Secret> {
+        if self.token_secrets.is_empty() {
+            self.token_secret.iter().cloned().collect()
+        } else {
+            self.token_secrets.clone()
+        }
+    }
+}
+
+/// Shorter secrets are refused: a reply token is only as strong as its key.
+const MIN_TOKEN_SECRET_BYTES: usize = 16;
 
 impl Settings {
     /// Reads the optional file, then the process environment.
@@ -380,6 +420,24 @@ impl Settings {
         if self.mail.pool_size == 0 || self.mail.max_attempts == 0 {
             bail!("mail.pool_size and mail.max_attempts must be at least 1");
         }
+        if self.mail.quarantine_after == 0 {
+            bail!("mail.quarantine_after: must be at least 1");
+        }
+        if self.security.token_secret.is_some() && !self.security.token_secrets.is_empty() {
+            bail!(
+                "security.token_secret and security.token_secrets are both set: use token_secrets alone (current first)"
+            );
+        }
+        for (i, secret) in self.security.reply_token_secrets().iter().enumerate() {
+            let key = if self.security.token_secrets.is_empty() {
+                "security.token_secret".to_string()
+            } else {
+                format!("security.token_secrets[{}]", i + 1)
+            };
+            if secret.expose().len() < MIN_TOKEN_SECRET_BYTES {
+                bail!("{key}: at least {MIN_TOKEN_SECRET_BYTES} bytes");
+            }
+        }
         crate::mail::reply::InboundAuth::from_settings(
             self.mail.authserv_id.as_deref(),
             &self.mail.require_auth,
@@ -418,6 +476,15 @@ fn set_key(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()
             .parse()
             .with_context(|| format!("{key}: expected true or false, got {value:?}"))?;
         toml::Value::Boolean(flag)
+    } else if LIST_KEYS.contains(&key) {
+        toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| toml::Value::String(v.to_string()))
+                .collect(),
+        )
     } else if INTEGER_KEYS.contains(&key) {
         let number: i64 = value
             .parse()
@@ -569,6 +636,47 @@ mod tests {
             assert!(text.starts_with(expected), "{key}={value}: {text}");
             assert!(!text.contains("hunter2"), "{text}");
         }
+    }
+
+    #[test]
+    fn token_secrets_are_a_rotation_list_and_never_printed() {
+        let s = Settings::load_from(
+            None,
+            env(&[(
+                "REPLYFLOW_SECURITY_TOKEN_SECRETS",
+                "new-secret-0123456789, old-secret-0123456789",
+            )]),
+        )
+        .unwrap();
+        let secrets = s.security.reply_token_secrets();
+        assert_eq!(secrets.len(), 2);
+        assert_eq!(secrets[0].expose(), "new-secret-0123456789");
+        assert!(!format!("{s:?}").contains("new-secret"));
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("REPLYFLOW_SECURITY_TOKEN_SECRETS", "new-secret-0123456789"),
+                ("REPLYFLOW_SECURITY_TOKEN_SECRET", "old-secret-0123456789"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("security.token_secret"),
+            "{err}"
+        );
+        let err = Settings::load_from(
+            None,
+            env(&[(
+                "REPLYFLOW_SECURITY_TOKEN_SECRETS",
+                "long-enough-secret-1,short",
+            )]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("security.token_secrets[2]"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("short"), "{err}");
     }
 
     #[test]

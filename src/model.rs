@@ -158,7 +158,10 @@ pub struct ApprovalContext {
     pub instance_id: String,
     pub approver: String,
     pub approver_email: String,
-    /// The HMAC key the token was signed with.
+    /// The approver's aliases (lower case) when the context was issued: with `approver_email`
+    /// the only senders whose reply may decide (an alias added later never can).
+    pub approver_aliases: Vec<String>,
+    /// The HMAC key the token was signed with; tokens verify with this key only.
     pub kid: i64,
     pub sent_at: Millis,
     pub valid_until: Millis,
@@ -221,6 +224,8 @@ text_enum!(
         Unparseable = "unparseable",
         Revoked = "revoked",
         AuthFailed = "auth_failed",
+        Quarantined = "quarantined",
+        SeveralFrom = "several_from",
     }
 );
 

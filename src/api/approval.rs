@@ -96,6 +96,8 @@ fn verdict_pb(verdict: Verdict) -> pb::Verdict {
         Verdict::Unparseable => pb::Verdict::Unparseable,
         Verdict::Revoked => pb::Verdict::Revoked,
         Verdict::AuthFailed => pb::Verdict::AuthFailed,
+        Verdict::Quarantined => pb::Verdict::Quarantined,
+        Verdict::SeveralFrom => pb::Verdict::SeveralFrom,
     }
 }
 

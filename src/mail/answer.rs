@@ -80,6 +80,25 @@ struct Choice<'a> {
     keywords: &'a [String],
 }
 
+/// Of the subject answered, at most this many characters are echoed: an answer must not carry
+/// a stranger's text at length (a flood of forged mail would have us relay its payload).
+pub const MAX_ECHOED_SUBJECT_CHARS: usize = 80;
+
+/// The subject as echoed in an answer: control and bidi characters dropped, cut on a character
+/// boundary after [`MAX_ECHOED_SUBJECT_CHARS`] characters with an ellipsis.
+pub fn echoed_subject(subject: &str) -> String {
+    let clean: Vec<char> = subject
+        .chars()
+        .filter(|c| !c.is_control() && !crate::bounds::is_bidi_control(*c))
+        .collect();
+    if clean.len() <= MAX_ECHOED_SUBJECT_CHARS {
+        return clean.into_iter().collect();
+    }
+    let mut cut: String = clean[..MAX_ECHOED_SUBJECT_CHARS].iter().collect();
+    cut.push('…');
+    cut
+}
+
 pub fn render_answer(mail: &AnswerMail) -> anyhow::Result<Vec<u8>> {
     let env = ENV.as_ref().map_err(|e| anyhow!("{e}"))?;
     let name = format!("answer.{}.txt", mail.locale.tag());
@@ -105,12 +124,12 @@ pub fn render_answer(mail: &AnswerMail) -> anyhow::Result<Vec<u8>> {
             }))
         })
         .map_err(|e| anyhow!("mail template {name}: {e}"))?;
-    let subject =
-        if mail.subject.to_lowercase().starts_with("re:") || mail.subject.starts_with("回复") {
-            mail.subject.clone()
-        } else {
-            format!("Re: {}", mail.subject)
-        };
+    let echoed = echoed_subject(&mail.subject);
+    let subject = if echoed.to_lowercase().starts_with("re:") || echoed.starts_with("回复") {
+        echoed
+    } else {
+        format!("Re: {echoed}")
+    };
     let header = |name: &'static str, value: &str| {
         HeaderValue::new(HeaderName::new_from_ascii_str(name), value.to_string())
     };
@@ -178,6 +197,36 @@ mod tests {
             Some("auto-replied")
         );
         parsed.body_text(0).unwrap().to_string()
+    }
+
+    #[test]
+    fn long_subjects_are_not_echoed_at_length() {
+        let long = "买".repeat(500);
+        let echoed = echoed_subject(&long);
+        assert_eq!(echoed.chars().count(), MAX_ECHOED_SUBJECT_CHARS + 1);
+        assert!(echoed.ends_with('…'));
+        assert_eq!(echoed_subject("Re: ok\r\n\u{202E}x"), "Re: okx");
+        let mail = AnswerMail {
+            locale: Locale::En,
+            from: Mailbox::parse("approvals@replyflow.test").unwrap(),
+            to: "mary@replyflow.test".into(),
+            subject: format!("{} {}", "spam".repeat(1000), "x".repeat(3000)),
+            in_reply_to: None,
+            message_id: "<rf.answer.2@replyflow.test>".into(),
+            date: 0,
+            verdict: "no_decision".into(),
+            reason: String::new(),
+            task_name: String::new(),
+            outcome_label: String::new(),
+            comment: String::new(),
+            outcomes: Vec::new(),
+        };
+        let raw = String::from_utf8(render_answer(&mail).unwrap()).unwrap();
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap();
+        assert!(parsed.subject().unwrap().chars().count() <= MAX_ECHOED_SUBJECT_CHARS + 5);
+        assert!(raw.lines().all(|l| l.len() < 998), "{raw}");
     }
 
     #[test]

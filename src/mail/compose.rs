@@ -1125,6 +1125,31 @@ mod tests {
     }
 
     #[test]
+    fn long_names_and_subjects_are_folded_under_998_octets() {
+        // The longest values the API lets through (crate::bounds): names of 200 bytes, in ASCII
+        // without a space to break at, and in Chinese (encoded words).
+        let templates = templates();
+        for locale in [Locale::ZhCn, Locale::En] {
+            for filler in ["x".repeat(200), "审".repeat(66)] {
+                let mut mail = ApprovalMail::sample(locale, MailKind::Approval);
+                mail.process_name = filler.clone();
+                mail.task_name = filler.clone();
+                mail.business_key = filler.clone();
+                mail.from.name = filler.clone();
+                mail.to.name = filler.clone();
+                let raw = render(&templates, &mail).unwrap();
+                let text = String::from_utf8_lossy(&raw);
+                let head = text.split("\r\n\r\n").next().unwrap_or_default();
+                for line in head.split("\r\n") {
+                    assert!(line.len() < 998, "{} octets: {line}", line.len());
+                }
+                let parsed = parse(&raw);
+                assert!(parsed.subject().unwrap().contains(&filler[..30]));
+            }
+        }
+    }
+
+    #[test]
     fn html_escapes_values_and_text_does_not() {
         let mut mail = ApprovalMail::sample(Locale::En, MailKind::Approval);
         mail.fields

@@ -35,6 +35,9 @@ pub struct Correlation {
     pub message_id: String,
     /// Bare address, lower case.
     pub from: String,
+    /// Mailboxes named by all From headers together: a reply is judged only with exactly one
+    /// (several From headers, or one listing several mailboxes, cannot say who answered).
+    pub from_count: usize,
     pub auto_submitted: String,
     pub authentication_results: Vec<String>,
 }
@@ -507,6 +510,10 @@ pub fn read_reply(
         .and_then(|a| a.address())
         .map(|a| a.trim().to_lowercase())
         .unwrap_or_default();
+    c.from_count = msg
+        .header_values("From")
+        .map(|v| v.as_address().map_or(1, |a| a.iter().count()))
+        .sum();
     c.message_id = msg.message_id().unwrap_or_default().to_string();
     c.in_reply_to = header_list(msg.in_reply_to());
     c.references = header_list(msg.references());
@@ -743,8 +750,10 @@ impl InboundAuth {
     }
 
     /// `Ok(what passed)` or `Err(why not)`, from the `Authentication-Results` header values of a
-    /// mail from `from` (bare address). Only headers whose authserv-id is ours count: anyone
-    /// can write such a header, and RFC 8601 §5 has the receiving MTA remove copies of its own.
+    /// mail from `from` (bare address), top first. Only the TOPMOST header whose authserv-id is
+    /// ours counts: our MTA prepends its own above everything the sender wrote, so any header
+    /// with our id below it was written by someone else (RFC 8601 §5 asks MTAs to remove such
+    /// copies, and not every one does).
     pub fn check(&self, results: &[String], from: &str) -> Result<String, String> {
         let Some(ours) = &self.authserv_id else {
             return Ok("no authentication required".into());
@@ -761,6 +770,7 @@ impl InboundAuth {
             .filter_map(|h| parse_authentication_results(h))
             .filter(|(id, _)| id == ours)
             .map(|(_, r)| r)
+            .take(1)
             .collect();
         if trusted.is_empty() {
             return Err(format!(
@@ -783,9 +793,7 @@ impl InboundAuth {
             }
             .map(|d| d.trim_end_matches('.').to_lowercase());
             let aligned = match (self.require, &domain) {
-                (AuthRequirement::Dkim, Some(d)) => {
-                    !d.is_empty() && (from_domain == *d || from_domain.ends_with(&format!(".{d}")))
-                }
+                (AuthRequirement::Dkim, Some(d)) => dkim_domain_aligned(d, &from_domain),
                 (AuthRequirement::Dkim, None) => false,
                 // A DMARC result is about the From domain by definition; one naming another
                 // domain is about another mail.
@@ -813,6 +821,21 @@ impl InboundAuth {
             )
         })
     }
+}
+
+/// A DKIM signature by `signer` (header.d) vouches for mail from `from_domain` when it is that
+/// domain or a parent of it within the same registrable domain: `example.com` signs for
+/// `mail.example.com`, but a public suffix (`com`, `co.uk`, `github.io`: anyone can register
+/// below it) signs for nobody. The public suffix list is the `psl` crate's, compiled in.
+fn dkim_domain_aligned(signer: &str, from_domain: &str) -> bool {
+    if signer.is_empty() || from_domain.is_empty() {
+        return false;
+    }
+    let parent = from_domain == signer || from_domain.ends_with(&format!(".{signer}"));
+    // The registrable domain (public suffix + one label) of both must be the same, which also
+    // refuses a signer that is itself a public suffix (it has none).
+    let registrable = |d: &str| psl::domain_str(d).map(str::to_string);
+    parent && registrable(signer).is_some_and(|r| Some(r) == registrable(from_domain))
 }
 
 /// One `method=result` of an Authentication-Results header, with its properties.
@@ -2387,6 +2410,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mail.authserv_id"), "{e}");
+    }
+
+    #[test]
+    fn a_forged_authentication_results_below_ours_does_not_count() {
+        let dkim = InboundAuth::from_settings(Some("mx.example.com"), "dkim").unwrap();
+        let ours_fail = "mx.example.com; dkim=fail header.d=example.com".to_string();
+        let forged_below = "mx.example.com; dkim=pass header.d=example.com".to_string();
+        // Ours is on top (prepended by our MTA); the sender's forgery, with our id, below it.
+        let why = dkim
+            .check(
+                &[ours_fail.clone(), forged_below.clone()],
+                "mary@example.com",
+            )
+            .unwrap_err();
+        assert!(why.contains("dkim=fail"), "{why}");
+        assert!(
+            dkim.check(&[forged_below, ours_fail], "mary@example.com")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_dkim_signature_by_a_public_suffix_vouches_for_nobody() {
+        let dkim = InboundAuth::from_settings(Some("mx.example.com"), "dkim").unwrap();
+        for (signer, from) in [
+            ("com", "mary@x.com"),
+            ("co.uk", "mary@x.co.uk"),
+            ("github.io", "mary@x.github.io"),
+            ("uk", "mary@x.co.uk"),
+        ] {
+            let header = format!("mx.example.com; dkim=pass header.d={signer}");
+            assert!(
+                dkim.check(&[header], from).is_err(),
+                "header.d={signer} must not pass for {from}"
+            );
+        }
+        for (signer, from) in [
+            ("x.co.uk", "mary@hq.x.co.uk"),
+            ("x.com", "mary@x.com"),
+            ("x.github.io", "mary@x.github.io"),
+        ] {
+            let header = format!("mx.example.com; dkim=pass header.d={signer}");
+            assert!(dkim.check(&[header], from).is_ok(), "{signer} for {from}");
+        }
+    }
+
+    #[test]
+    fn several_from_mailboxes_are_counted() {
+        let raw = b"From: a@example.com, b@example.com\r\nFrom: c@example.com\r\nSubject: x\r\n\r\nyes\r\n";
+        let r = read_reply(raw, &ab(), None);
+        assert_eq!(r.correlation.from_count, 3);
+        let raw = b"From: a@example.com\r\nSubject: x\r\n\r\nyes\r\n";
+        assert_eq!(read_reply(raw, &ab(), None).correlation.from_count, 1);
     }
 
     #[test]

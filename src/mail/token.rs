@@ -4,7 +4,10 @@
 //! as `kid (2) | context id (13) | mac (16)`:
 //! - `kid` is the id (1..=1023, 10 bits) of the HMAC key that signed the token, so that the
 //!   server secret can be rotated: a new key signs new tokens while older keys stay in the
-//!   [`KeyRing`] until every token they signed has expired;
+//!   [`KeyRing`] until every token they signed has expired. The kid in a token is only a hint:
+//!   [`verify`] takes the key id recorded on the approval context when it was issued, and a
+//!   token naming any other key fails, so a leaked old secret cannot sign for a context issued
+//!   after the rotation;
 //! - the context id is 64 random bits naming the approval context (see [`new_context_id`]);
 //! - the mac is HMAC-SHA256 truncated to its first 10 bytes (80 bits), keyed by that key, over
 //!   the kid, the context id, the approver's lower-cased email address and the context's
@@ -53,7 +56,7 @@ static BASE32: LazyLock<Encoding> = LazyLock::new(|| {
     spec.encoding().expect("valid base32 specification")
 });
 
-/// The HMAC keys the server knows, by key id; the highest id signs new tokens.
+/// The HMAC keys the server knows, by key id; `current` signs new tokens.
 #[derive(Clone)]
 pub struct KeyRing {
     keys: BTreeMap<i64, HmacSha256>,
@@ -73,6 +76,12 @@ impl KeyRing {
     /// keys: (kid, secret bytes). Current = the highest kid. Err if empty, a kid outside
     /// 1..=1023, a duplicate kid, or an empty secret. Error messages never contain secrets.
     pub fn new(keys: Vec<(i64, Vec<u8>)>) -> Result<Self, String> {
+        let current = keys.iter().map(|(kid, _)| *kid).max().unwrap_or(1);
+        Self::with_current(keys, current)
+    }
+
+    /// As [`KeyRing::new`], with `current` (one of the kids) signing new tokens.
+    pub fn with_current(keys: Vec<(i64, Vec<u8>)>, current: i64) -> Result<Self, String> {
         if keys.is_empty() {
             return Err("the token key ring is empty".to_owned());
         }
@@ -90,7 +99,11 @@ impl KeyRing {
                 return Err(format!("token key id {kid} appears twice"));
             }
         }
-        let current = map.keys().next_back().copied().unwrap_or(1);
+        if !map.contains_key(&current) {
+            return Err(format!(
+                "the current token key {current} is not in the ring"
+            ));
+        }
         Ok(Self { keys: map, current })
     }
 
@@ -123,6 +136,19 @@ impl KeyRing {
         }
         Some(mac)
     }
+}
+
+/// A one-way name of a secret, kept in the database instead of the secret itself: it ties a
+/// configured secret to its key id whatever its place in `security.token_secrets`, without the
+/// database ever holding the secret. HMAC keyed by the secret over a fixed label, hex.
+pub fn fingerprint(secret: &[u8]) -> String {
+    let mut mac = match HmacSha256::new_from_slice(secret) {
+        Ok(mac) => mac,
+        // HMAC takes keys of any length; this arm is never taken.
+        Err(_) => return String::new(),
+    };
+    mac.update(b"replyflow reply-token key fingerprint v1");
+    HEXLOWER.encode(&mac.finalize().into_bytes())
 }
 
 /// 32 random bytes, hex-encoded: a fresh server secret for when none is configured.
@@ -237,18 +263,26 @@ pub enum TokenError {
     UnknownKey,
     #[error("the token's signature does not match")]
     BadSignature,
+    #[error("the token names another key than the one its approval was issued with")]
+    WrongKey,
 }
 
-/// Checks the token's MAC against the approver's email (any case) and valid-until time, in
-/// constant time. Expiry itself is the caller's business: it compares `valid_until` with now.
+/// Checks the token's MAC, keyed by `kid` — the key the context was issued with, never the one
+/// the token names (a token naming another key is [`TokenError::WrongKey`]) — against the
+/// approver's email (any case) and valid-until time, in constant time. Expiry itself is the
+/// caller's business: it compares `valid_until` with now.
 pub fn verify(
     ring: &KeyRing,
     parts: &TokenParts,
+    kid: i64,
     approver_email: &str,
     valid_until: Millis,
 ) -> Result<(), TokenError> {
+    if parts.kid != kid {
+        return Err(TokenError::WrongKey);
+    }
     let mac = ring
-        .mac(parts.kid, &parts.context_id, approver_email, valid_until)
+        .mac(kid, &parts.context_id, approver_email, valid_until)
         .ok_or(TokenError::UnknownKey)?;
     mac.verify_truncated_left(&parts.mac)
         .map_err(|_| TokenError::BadSignature)
@@ -298,7 +332,7 @@ mod tests {
         let parts = parse(&token).expect("parses");
         assert_eq!(parts.kid, 7);
         assert_eq!(parts.context_id, id);
-        assert_eq!(verify(&ring, &parts, EMAIL, UNTIL), Ok(()));
+        assert_eq!(verify(&ring, &parts, parts.kid, EMAIL, UNTIL), Ok(()));
     }
 
     #[test]
@@ -310,7 +344,7 @@ mod tests {
             assert_eq!(&token.as_bytes()[..2], &expected);
             let parts = parse(&token).expect("parses");
             assert_eq!(parts.kid, kid);
-            assert_eq!(verify(&ring, &parts, EMAIL, UNTIL), Ok(()));
+            assert_eq!(verify(&ring, &parts, parts.kid, EMAIL, UNTIL), Ok(()));
         }
     }
 
@@ -319,8 +353,11 @@ mod tests {
         let ring = ring(&[1]);
         let token = issue(&ring, &new_context_id(), "Alice@Example.COM", UNTIL);
         let parts = parse(&token).expect("parses");
-        assert_eq!(verify(&ring, &parts, EMAIL, UNTIL), Ok(()));
-        assert_eq!(verify(&ring, &parts, "ALICE@EXAMPLE.COM", UNTIL), Ok(()));
+        assert_eq!(verify(&ring, &parts, parts.kid, EMAIL, UNTIL), Ok(()));
+        assert_eq!(
+            verify(&ring, &parts, parts.kid, "ALICE@EXAMPLE.COM", UNTIL),
+            Ok(())
+        );
     }
 
     #[test]
@@ -335,25 +372,25 @@ mod tests {
             "",
         ] {
             assert_eq!(
-                verify(&ring1, &parts, email, UNTIL),
+                verify(&ring1, &parts, parts.kid, email, UNTIL),
                 Err(TokenError::BadSignature),
                 "{email:?}"
             );
         }
         for until in [UNTIL + 1, UNTIL - 1, 0, -UNTIL, Millis::MAX] {
             assert_eq!(
-                verify(&ring1, &parts, EMAIL, until),
+                verify(&ring1, &parts, parts.kid, EMAIL, until),
                 Err(TokenError::BadSignature),
                 "{until}"
             );
         }
         let other_secret = KeyRing::new(vec![(1, b"another secret".to_vec())]).expect("ring");
         assert_eq!(
-            verify(&other_secret, &parts, EMAIL, UNTIL),
+            verify(&other_secret, &parts, parts.kid, EMAIL, UNTIL),
             Err(TokenError::BadSignature)
         );
         assert_eq!(
-            verify(&ring(&[2]), &parts, EMAIL, UNTIL),
+            verify(&ring(&[2]), &parts, parts.kid, EMAIL, UNTIL),
             Err(TokenError::UnknownKey)
         );
     }
@@ -365,11 +402,11 @@ mod tests {
         let token = issue(&ring, &new_context_id(), "a@b.c1", 23);
         let parts = parse(&token).expect("parses");
         assert_eq!(
-            verify(&ring, &parts, "a@b.c", 123),
+            verify(&ring, &parts, parts.kid, "a@b.c", 123),
             Err(TokenError::BadSignature)
         );
         assert_eq!(
-            verify(&ring, &parts, "a@b.c12", 3),
+            verify(&ring, &parts, parts.kid, "a@b.c12", 3),
             Err(TokenError::BadSignature)
         );
     }
@@ -388,7 +425,7 @@ mod tests {
             let until = rand::random::<i64>();
             let token = issue(&ring, &new_context_id(), &email, until);
             let parts = parse(&token).expect("parses");
-            assert_eq!(verify(&ring, &parts, &email, until), Ok(()));
+            assert_eq!(verify(&ring, &parts, parts.kid, &email, until), Ok(()));
             let original = token.as_bytes();
             for pos in 0..TOKEN_LEN {
                 for &symbol in ALPHABET.iter().filter(|&&s| s != original[pos]) {
@@ -397,9 +434,11 @@ mod tests {
                     let altered = String::from_utf8(altered).expect("ascii");
                     match parse(&altered) {
                         None => rejected_by_parse += 1,
-                        Some(p) => match verify(&ring, &p, &email, until) {
+                        // Checked as ingestion does: with the key the context was issued
+                        // with, whatever kid the altered token names.
+                        Some(p) => match verify(&ring, &p, ring.current_kid(), &email, until) {
                             Err(TokenError::BadSignature) => bad_signature += 1,
-                            Err(TokenError::UnknownKey) => unknown_key += 1,
+                            Err(TokenError::UnknownKey | TokenError::WrongKey) => unknown_key += 1,
                             Ok(()) => panic!("altered token {altered} (from {token}) verified"),
                         },
                     }
@@ -435,20 +474,55 @@ mod tests {
         let new_parts = parse(&new_token).expect("parses");
         assert_eq!(old_parts.kid, 1);
         assert_eq!(new_parts.kid, 2);
-        assert_eq!(verify(&rotated, &old_parts, EMAIL, UNTIL), Ok(()));
-        assert_eq!(verify(&rotated, &new_parts, EMAIL, UNTIL), Ok(()));
+        assert_eq!(
+            verify(&rotated, &old_parts, old_parts.kid, EMAIL, UNTIL),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&rotated, &new_parts, new_parts.kid, EMAIL, UNTIL),
+            Ok(())
+        );
 
         let retired = ring(&[2]);
         assert_eq!(
-            verify(&retired, &old_parts, EMAIL, UNTIL),
+            verify(&retired, &old_parts, old_parts.kid, EMAIL, UNTIL),
             Err(TokenError::UnknownKey)
         );
-        assert_eq!(verify(&retired, &new_parts, EMAIL, UNTIL), Ok(()));
+        assert_eq!(
+            verify(&retired, &new_parts, new_parts.kid, EMAIL, UNTIL),
+            Ok(())
+        );
         // The old ring cannot check tokens of the new key.
         assert_eq!(
-            verify(&old, &new_parts, EMAIL, UNTIL),
+            verify(&old, &new_parts, new_parts.kid, EMAIL, UNTIL),
             Err(TokenError::UnknownKey)
         );
+    }
+
+    #[test]
+    fn a_token_forged_with_an_old_key_for_a_new_context_is_refused() {
+        // The server knows both keys; the context was issued with key 2 (current). A token made
+        // with the old key 1 for that context names key 1: the key it names is not trusted.
+        let rotated = ring(&[2, 1]);
+        let id = new_context_id();
+        let forged = issue(&ring(&[1]), &id, EMAIL, UNTIL);
+        let parts = parse(&forged).expect("parses");
+        assert_eq!(parts.kid, 1);
+        assert_eq!(
+            verify(&rotated, &parts, 2, EMAIL, UNTIL),
+            Err(TokenError::WrongKey)
+        );
+        let genuine = parse(&issue(&rotated, &id, EMAIL, UNTIL)).expect("parses");
+        assert_eq!(verify(&rotated, &genuine, 2, EMAIL, UNTIL), Ok(()));
+    }
+
+    #[test]
+    fn fingerprints_name_a_secret_without_revealing_it() {
+        let a = fingerprint(b"correct horse");
+        assert_eq!(a, fingerprint(b"correct horse"), "stable");
+        assert_ne!(a, fingerprint(b"correct horsf"));
+        assert_eq!(a.len(), 64);
+        assert!(!a.contains("correct"));
     }
 
     #[test]
@@ -504,7 +578,7 @@ mod tests {
         let token = issue(&ring, &new_context_id(), EMAIL, UNTIL);
         let upper = parse(&token.to_ascii_uppercase()).expect("upper case parses");
         assert_eq!(upper, parse(&token).expect("parses"));
-        assert_eq!(verify(&ring, &upper, EMAIL, UNTIL), Ok(()));
+        assert_eq!(verify(&ring, &upper, upper.kid, EMAIL, UNTIL), Ok(()));
         let mixed: String = token
             .chars()
             .enumerate()
@@ -517,7 +591,7 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            verify(&ring, &parse(&mixed).expect("parses"), EMAIL, UNTIL),
+            verify(&ring, &parse(&mixed).expect("parses"), 1, EMAIL, UNTIL),
             Ok(())
         );
     }
@@ -579,7 +653,7 @@ mod tests {
                 .map(|_| char::from(ALPHABET[rng.random_range(0..32)]))
                 .collect();
             if let Some(parts) = parse(&s) {
-                assert_ne!(verify(&ring, &parts, EMAIL, UNTIL), Ok(()));
+                assert_ne!(verify(&ring, &parts, parts.kid, EMAIL, UNTIL), Ok(()));
             }
         }
     }

@@ -8,17 +8,24 @@ use crate::{
 };
 
 const COLUMNS: &str = "id, task_id, instance_id, approver, approver_email, kid, sent_at, valid_until, \
-    status, message_id, subject_tag, last_mail_at, revoke_reason, used_at";
+    status, message_id, subject_tag, last_mail_at, revoke_reason, used_at, approver_aliases";
 
 fn context(row: &AnyRow) -> Result<ApprovalContext> {
     let status: String = row.try_get("status")?;
     let used_at: i64 = row.try_get("used_at")?;
+    let aliases: String = row.try_get("approver_aliases")?;
+    let approver_aliases = serde_json::from_str(&aliases).map_err(|e| {
+        Error::Internal(anyhow::anyhow!(
+            "corrupt row: approval_contexts.approver_aliases: {e}"
+        ))
+    })?;
     Ok(ApprovalContext {
         id: row.try_get("id")?,
         task_id: row.try_get("task_id")?,
         instance_id: row.try_get("instance_id")?,
         approver: row.try_get("approver")?,
         approver_email: row.try_get("approver_email")?,
+        approver_aliases,
         kid: row.try_get("kid")?,
         sent_at: row.try_get("sent_at")?,
         valid_until: row.try_get("valid_until")?,
@@ -39,9 +46,12 @@ fn context(row: &AnyRow) -> Result<ApprovalContext> {
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenKey {
     pub kid: i64,
+    /// Only a generated secret is kept here; empty for a configured one.
     pub secret: String,
     /// `config` or `generated`.
     pub source: String,
+    /// [`crate::mail::token::fingerprint`] of a configured secret; empty for a generated one.
+    pub fingerprint: String,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -56,30 +66,54 @@ impl std::fmt::Debug for TokenKey {
 impl Store {
     /// Every token key, oldest first.
     pub async fn token_keys(&self) -> Result<Vec<TokenKey>> {
-        let rows = sqlx::query::<Any>("SELECT kid, secret, source FROM token_keys ORDER BY kid")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query::<Any>(
+            "SELECT kid, secret, source, fingerprint FROM token_keys ORDER BY kid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(TokenKey {
                     kid: row.try_get("kid")?,
                     secret: row.try_get("secret")?,
                     source: row.try_get("source")?,
+                    fingerprint: row.try_get("fingerprint")?,
                 })
             })
             .collect()
     }
 
-    /// Adds a key with the next id. Two servers starting at once may race: the loser's insert
-    /// conflicts and it reads the winner's key instead.
-    pub async fn add_token_key(&self, secret: &str, source: &str, now: i64) -> Result<()> {
+    /// Adds a key with the next id: a generated `secret`, or the `fingerprint` of a configured
+    /// one (its secret stays out of the database). Two servers starting at once may race: the
+    /// loser's insert conflicts (same kid, or same fingerprint) and it reads the winner's key.
+    pub async fn add_token_key(
+        &self,
+        secret: &str,
+        fingerprint: &str,
+        source: &str,
+        now: i64,
+    ) -> Result<()> {
         sqlx::query::<Any>(
-            "INSERT INTO token_keys (kid, secret, source, created_at) \
-             SELECT COALESCE(MAX(kid), 0) + 1, $1, $2, $3 FROM token_keys WHERE true ON CONFLICT (kid) DO NOTHING",
+            "INSERT INTO token_keys (kid, secret, source, created_at, fingerprint) \
+             SELECT COALESCE(MAX(kid), 0) + 1, $1, $2, $3, $4 FROM token_keys WHERE true ON CONFLICT DO NOTHING",
         )
         .bind(secret)
         .bind(source)
         .bind(now)
+        .bind(fingerprint)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a configured secret that an earlier release stored in plain text, keeping its key
+    /// id under the secret's fingerprint.
+    pub async fn scrub_token_key(&self, kid: i64, fingerprint: &str) -> Result<()> {
+        sqlx::query::<Any>(
+            "UPDATE token_keys SET secret = '', fingerprint = $2 WHERE kid = $1 AND source = 'config'",
+        )
+        .bind(kid)
+        .bind(fingerprint)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -124,7 +158,7 @@ impl Tx {
     pub async fn insert_approval(&mut self, c: &ApprovalContext) -> Result<()> {
         sqlx::query::<Any>(AssertSqlSafe(format!(
             "INSERT INTO approval_contexts ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         )))
         .bind(&c.id)
         .bind(&c.task_id)
@@ -140,6 +174,7 @@ impl Tx {
         .bind(c.last_mail_at)
         .bind(&c.revoke_reason)
         .bind(c.used_at.unwrap_or(0))
+        .bind(serde_json::to_string(&c.approver_aliases).map_err(|e| Error::Internal(e.into()))?)
         .execute(&mut *self.inner)
         .await?;
         Ok(())
@@ -154,6 +189,17 @@ impl Tx {
         .fetch_optional(&mut *self.inner)
         .await?;
         row.as_ref().map(context).transpose()
+    }
+
+    /// The pending approval contexts addressed to `approver`.
+    pub async fn pending_approvals_of(&mut self, approver: &str) -> Result<Vec<ApprovalContext>> {
+        let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approval_contexts WHERE approver = $1 AND status = 'pending' ORDER BY sent_at, id"
+        )))
+        .bind(approver)
+        .fetch_all(&mut *self.inner)
+        .await?;
+        rows.iter().map(context).collect()
     }
 
     /// Pending contexts of a task, for closing them when the task closes.

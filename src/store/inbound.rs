@@ -47,6 +47,48 @@ fn inbound(row: &AnyRow) -> Result<InboundEmail> {
     })
 }
 
+/// A database failure that says nothing about the statement or the data: the server is
+/// unreachable or the pool exhausted. Such a failure is not held against a received mail.
+pub fn is_transient(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+        matches!(
+            e,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        )
+    })
+}
+
+impl Store {
+    /// Counts one more failed ingestion of the mail with content hash `sha256` (its own
+    /// statement, outside any batch's transaction, so that it stays when the batch rolls back).
+    /// How many times it has failed so far.
+    pub async fn note_inbound_failure(&self, sha256: &str, error: &str, now: i64) -> Result<i64> {
+        let error: String = error.chars().take(2000).collect();
+        sqlx::query::<Any>(
+            "INSERT INTO inbound_failures (sha256, attempts, last_error, first_at, last_at) \
+             VALUES ($1, 1, $2, $3, $3) ON CONFLICT (sha256) DO UPDATE SET \
+             attempts = inbound_failures.attempts + 1, last_error = excluded.last_error, last_at = excluded.last_at",
+        )
+        .bind(sha256)
+        .bind(&error)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let attempts = sqlx::query_scalar::<Any, i64>(
+            "SELECT attempts FROM inbound_failures WHERE sha256 = $1",
+        )
+        .bind(sha256)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(attempts)
+    }
+}
+
 impl Tx {
     /// Opens the savepoint `name` inside this transaction: what is written after it can be
     /// undone alone ([`Tx::rollback_to_savepoint`]) while the rest of the transaction stays.
@@ -103,6 +145,17 @@ impl Tx {
             "SELECT COUNT(*) FROM outbox WHERE kind = 'answer' AND recipient = $1 AND created_at >= $2",
         )
         .bind(recipient)
+        .bind(since)
+        .fetch_one(&mut *self.inner)
+        .await?;
+        Ok(count)
+    }
+
+    /// Answers queued since `since`, to anyone: the global answer budget.
+    pub async fn recent_answers_total(&mut self, since: i64) -> Result<i64> {
+        let count = sqlx::query_scalar::<Any, i64>(
+            "SELECT COUNT(*) FROM outbox WHERE kind = 'answer' AND created_at >= $1",
+        )
         .bind(since)
         .fetch_one(&mut *self.inner)
         .await?;

@@ -30,6 +30,7 @@ use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
+pub use inbound::is_transient;
 pub use instances::{InstanceFilter, InstanceRecord, TaskFilter};
 pub use messages::MessageSelection;
 pub use outbox::{Delivery, DeliveryOutcome};

@@ -2,7 +2,7 @@
 use sqlx::{Any, AssertSqlSafe};
 
 use super::{
-    Store,
+    Store, Tx,
     paging::{Filter, Order, PageRequest},
     rows::{self, USER_COLUMNS},
 };
@@ -19,62 +19,6 @@ pub struct AddressTaken {
 }
 
 impl Store {
-    /// Creates or replaces a user and the addresses that identify them. An address that already
-    /// belongs to someone else comes back as [`AddressTaken`], and nothing is written.
-    pub async fn upsert_user(&self, user: &User, now: i64) -> Result<Option<AddressTaken>> {
-        let aliases = serde_json::to_string(&user.email_aliases)
-            .map_err(|e| crate::error::Error::Internal(e.into()))?;
-        let mut tx = self.begin().await?;
-        sqlx::query::<Any>(
-            "INSERT INTO users (id, display_name, email, email_aliases, phone, manager_id, locale, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, email = excluded.email, \
-             email_aliases = excluded.email_aliases, phone = excluded.phone, manager_id = excluded.manager_id, \
-             locale = excluded.locale, updated_at = excluded.updated_at",
-        )
-        .bind(&user.id)
-        .bind(&user.display_name)
-        .bind(&user.email)
-        .bind(aliases)
-        .bind(&user.phone)
-        .bind(&user.manager_id)
-        .bind(&user.locale)
-        .bind(now)
-        .execute(&mut *tx.inner)
-        .await?;
-        sqlx::query::<Any>("DELETE FROM user_emails WHERE user_id = $1")
-            .bind(&user.id)
-            .execute(&mut *tx.inner)
-            .await?;
-        let mut addresses: Vec<String> = std::iter::once(&user.email)
-            .chain(&user.email_aliases)
-            .filter(|a| !a.is_empty())
-            .map(|a| a.to_lowercase())
-            .collect();
-        addresses.sort();
-        addresses.dedup();
-        for address in addresses {
-            let inserted = sqlx::query::<Any>(
-                "INSERT INTO user_emails (address, user_id) VALUES ($1, $2) ON CONFLICT (address) DO NOTHING",
-            )
-            .bind(&address)
-            .bind(&user.id)
-            .execute(&mut *tx.inner)
-            .await?;
-            if inserted.rows_affected() == 0 {
-                let owner = sqlx::query_scalar::<Any, String>(
-                    "SELECT user_id FROM user_emails WHERE address = $1",
-                )
-                .bind(&address)
-                .fetch_one(&mut *tx.inner)
-                .await?;
-                return Ok(Some(AddressTaken { address, owner }));
-            }
-        }
-        tx.commit().await?;
-        Ok(None)
-    }
-
     /// The user a mail address (email or alias, any case) belongs to.
     pub async fn user_by_address(&self, address: &str) -> Result<Option<User>> {
         let id =
@@ -118,5 +62,62 @@ impl Store {
             |u| &u.id,
         )
         .await
+    }
+}
+
+impl Tx {
+    /// Creates or replaces a user and the addresses that identify them. An address that already
+    /// belongs to someone else comes back as [`AddressTaken`]: the caller must then drop the
+    /// transaction (nothing is kept).
+    pub async fn upsert_user(&mut self, user: &User, now: i64) -> Result<Option<AddressTaken>> {
+        let aliases = serde_json::to_string(&user.email_aliases)
+            .map_err(|e| crate::error::Error::Internal(e.into()))?;
+        sqlx::query::<Any>(
+            "INSERT INTO users (id, display_name, email, email_aliases, phone, manager_id, locale, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, email = excluded.email, \
+             email_aliases = excluded.email_aliases, phone = excluded.phone, manager_id = excluded.manager_id, \
+             locale = excluded.locale, updated_at = excluded.updated_at",
+        )
+        .bind(&user.id)
+        .bind(&user.display_name)
+        .bind(&user.email)
+        .bind(aliases)
+        .bind(&user.phone)
+        .bind(&user.manager_id)
+        .bind(&user.locale)
+        .bind(now)
+        .execute(&mut *self.inner)
+        .await?;
+        sqlx::query::<Any>("DELETE FROM user_emails WHERE user_id = $1")
+            .bind(&user.id)
+            .execute(&mut *self.inner)
+            .await?;
+        let mut addresses: Vec<String> = std::iter::once(&user.email)
+            .chain(&user.email_aliases)
+            .filter(|a| !a.is_empty())
+            .map(|a| a.to_lowercase())
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        for address in addresses {
+            let inserted = sqlx::query::<Any>(
+                "INSERT INTO user_emails (address, user_id) VALUES ($1, $2) ON CONFLICT (address) DO NOTHING",
+            )
+            .bind(&address)
+            .bind(&user.id)
+            .execute(&mut *self.inner)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                let owner = sqlx::query_scalar::<Any, String>(
+                    "SELECT user_id FROM user_emails WHERE address = $1",
+                )
+                .bind(&address)
+                .fetch_one(&mut *self.inner)
+                .await?;
+                return Ok(Some(AddressTaken { address, owner }));
+            }
+        }
+        Ok(None)
     }
 }

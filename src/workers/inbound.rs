@@ -6,8 +6,10 @@
 //! its commit. Ingestion is idempotent by Message-ID and content hash, so a crash between the two
 //! only means the batch is read again on the next pass, logged DUPLICATE without any effect, and
 //! then moved; a crash before the commit applied nothing of the batch. A message whose
-//! ingestion fails (an error, not a verdict) is left where it is, the rest of its batch is moved,
-//! and the pass ends with the error: the next one (after the backoff) reads it again.
+//! ingestion fails (an error, not a verdict) is left where it is and logged, the rest of its
+//! batch is moved and the pass goes on: it never holds up the mail behind it. The next pass
+//! reads it again, and after `mail.quarantine_after` failures ingestion records it as
+//! QUARANTINED, after which it is moved like any judged mail.
 //!
 //! - **Maildir**: every file in `DIR/new` and `DIR/cur` is read, ingested and renamed into
 //!   `DIR/.<processed_folder>/cur/` (a Maildir++ sub-folder). The loop polls every second.
@@ -336,11 +338,18 @@ impl InboundWorker {
                     Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
                 };
                 let header = header_block(&header);
-                let record = self
+                let record = match self
                     .workflow
                     .ingest_too_large(header, size, delivered_to(header).as_deref(), "maildir")
                     .await
-                    .with_context(|| format!("ingesting the header of {}", path.display()))?;
+                {
+                    Ok(record) => record,
+                    Err(e) => {
+                        // Left for the next pass; the files behind it go on.
+                        tracing::error!(error = %format!("{e:#}"), file = %path.display(), "ingesting the header of an oversized mail failed");
+                        continue;
+                    }
+                };
                 tracing::warn!(
                     file = %path.display(), size, limit = MAX_INBOUND_BYTES, inbound_id = %record.id,
                     "inbound mail larger than the limit: only its header was read (too_large)"
@@ -372,8 +381,8 @@ impl InboundWorker {
     }
 
     /// Ingests the pending files in one transaction, then moves those committed to the
-    /// processed folder. A file whose ingestion failed stays (the next pass reads it again);
-    /// the first such error returns after the others were moved.
+    /// processed folder. A file whose ingestion failed stays (the next pass reads it again) and
+    /// is logged; the others are moved all the same.
     async fn maildir_batch(&self, batch: &mut MaildirBatch) -> anyhow::Result<usize> {
         let files = std::mem::take(&mut batch.files);
         batch.bytes = 0;
@@ -392,7 +401,6 @@ impl InboundWorker {
             .collect();
         let results = self.workflow.ingest_batch(&mails).await;
         let mut ingested = 0;
-        let mut failure = None;
         for (file, result) in files.iter().zip(results) {
             match result {
                 Ok(record) => {
@@ -404,19 +412,11 @@ impl InboundWorker {
                     move_file(&file.path, &file.target).await?;
                 }
                 Err(e) => {
-                    if failure.is_none() {
-                        failure = Some(
-                            anyhow::Error::from(e)
-                                .context(format!("ingesting {}", file.path.display())),
-                        );
-                    }
+                    tracing::error!(error = %format!("{e:#}"), file = %file.path.display(), "ingesting a received mail failed: it stays for the next pass");
                 }
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(ingested),
-        }
+        Ok(ingested)
     }
 
     // ------------------------------------------------------------------------ IMAP
@@ -623,27 +623,44 @@ impl InboundWorker {
         let mut batch: Vec<u32> = Vec::new();
         let mut batch_bytes = 0u64;
         let mut i = 0;
+        // The first UID whose ingestion failed in this pass: the last UID recorded stays below
+        // it, so the next pass reads it again (everything after it is moved meanwhile).
+        let mut held: Option<u32> = None;
         while i < sizes.len() {
             let (uid, size) = sizes[i];
             if u64::from(size) > MAX_INBOUND_BYTES as u64 {
                 // Flush what is pending first, so UIDs are handled in order.
                 if !batch.is_empty() {
-                    ingested += self.imap_batch(session, conn, &mut state, &batch).await?;
+                    ingested += self
+                        .imap_batch(session, conn, &mut state, &batch, &mut held)
+                        .await?;
                     batch.clear();
                     batch_bytes = 0;
                 }
-                ingested += self.imap_too_large(session, conn, uid, size).await?;
-                self.imap_move(session, conn, &uid.to_string(), true)
-                    .await?;
-                state.last_uid = i64::from(uid);
-                store.save_imap_state(&conn.key, state).await?;
+                match self.imap_too_large(session, conn, uid, size).await {
+                    Ok(n) => {
+                        ingested += n;
+                        self.imap_move(session, conn, &uid.to_string(), true)
+                            .await?;
+                        if held.is_none() {
+                            state.last_uid = i64::from(uid);
+                            store.save_imap_state(&conn.key, state).await?;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), mailbox = %conn.key, uid, "ingesting the header of an oversized mail failed: it stays for the next pass");
+                        held.get_or_insert(uid);
+                    }
+                }
                 i += 1;
                 continue;
             }
             if !batch.is_empty()
                 && (batch.len() >= FETCH_BATCH || batch_bytes + u64::from(size) > FETCH_BATCH_BYTES)
             {
-                ingested += self.imap_batch(session, conn, &mut state, &batch).await?;
+                ingested += self
+                    .imap_batch(session, conn, &mut state, &batch, &mut held)
+                    .await?;
                 batch.clear();
                 batch_bytes = 0;
             }
@@ -652,7 +669,9 @@ impl InboundWorker {
             i += 1;
         }
         if !batch.is_empty() {
-            ingested += self.imap_batch(session, conn, &mut state, &batch).await?;
+            ingested += self
+                .imap_batch(session, conn, &mut state, &batch, &mut held)
+                .await?;
         }
         if store.imap_state(&conn.key).await?.is_none() {
             store.save_imap_state(&conn.key, state).await?;
@@ -707,14 +726,16 @@ impl InboundWorker {
     }
 
     /// Fetches, ingests (one transaction), moves and records one batch of UIDs (ascending). When
-    /// a message's ingestion fails, the rest is still moved, the last UID recorded stays below
-    /// the first failed one (so the next pass reads it again), then the error returns.
+    /// a message's ingestion fails, it is logged and left in the mailbox, the rest is still
+    /// moved, and the last UID recorded stays below the first failed one of the pass (`held`),
+    /// so the next pass reads it again; the pass goes on.
     async fn imap_batch(
         &self,
         session: &mut ImapSession,
         conn: &ImapConn,
         state: &mut ImapState,
         uids: &[u32],
+        held: &mut Option<u32>,
     ) -> anyhow::Result<usize> {
         let set = uid_set(uids);
         let fetches: Vec<_> = timed(
@@ -748,7 +769,7 @@ impl InboundWorker {
             .collect();
         let results = self.workflow.ingest_batch(&mails).await;
         let mut done: Vec<u32> = Vec::new();
-        let mut failure: Option<(u32, anyhow::Error)> = None;
+        let mut failed: Vec<u32> = Vec::new();
         for (&(uid, _), result) in bodies.iter().zip(results) {
             match result {
                 Ok(record) => {
@@ -760,25 +781,27 @@ impl InboundWorker {
                     done.push(uid);
                 }
                 Err(e) => {
-                    if failure.is_none() {
-                        failure = Some((
-                            uid,
-                            anyhow::Error::from(e).context(format!("ingesting UID {uid}")),
-                        ));
-                    }
+                    tracing::error!(
+                        error = %format!("{e:#}"), mailbox = %conn.key, uid,
+                        "ingesting a received mail failed: it stays in the mailbox for the next pass"
+                    );
+                    failed.push(uid);
                 }
             }
         }
-        // Handled: every UID below the first failure (UIDs that vanished between the two
-        // FETCHes, expunged by another client, count as handled); without one, the whole batch.
-        let last = match &failure {
-            Some((failed, _)) => i64::from(*failed) - 1,
-            None => {
-                done = uids.to_vec();
-                uids.iter().max().map_or(0, |&uid| i64::from(uid))
-            }
-        };
         let n = done.len();
+        // Handled: every UID but the failed ones (UIDs that vanished between the two FETCHes,
+        // expunged by another client, count as handled).
+        done = uids
+            .iter()
+            .copied()
+            .filter(|uid| !failed.contains(uid))
+            .collect();
+        if let Some(&first) = failed.iter().min() {
+            *held = Some(held.map_or(first, |h| h.min(first)));
+        }
+        let max = uids.iter().max().map_or(0, |&uid| i64::from(uid));
+        let last = held.map_or(max, |h| max.min(i64::from(h) - 1));
         if !done.is_empty() {
             failpoint("inbound-before-move");
             self.imap_move(session, conn, &uid_set(&done), false)
@@ -791,10 +814,7 @@ impl InboundWorker {
                 .save_imap_state(&conn.key, *state)
                 .await?;
         }
-        match failure {
-            Some((_, e)) => Err(e),
-            None => Ok(n),
-        }
+        Ok(n)
     }
 
     /// Moves `set` to the processed folder (MOVE; else COPY + `\Seen \Deleted` + UID EXPUNGE

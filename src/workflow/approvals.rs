@@ -33,6 +33,20 @@ pub struct Mailer {
     wake: Arc<Notify>,
     /// What replies must pass (mail.authserv_id, mail.require_auth); checked by ingestion.
     inbound_auth: crate::mail::reply::InboundAuth,
+    /// What received mail may cost us (mail.answers_per_hour, mail.answers_per_sender_per_hour,
+    /// mail.quarantine_after).
+    inbound_limits: InboundLimits,
+}
+
+/// Bounds on what received mail may make the server do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundLimits {
+    /// Answers per hour, all senders together.
+    pub answers_per_hour: i64,
+    /// Answers per sender and hour.
+    pub answers_per_sender_per_hour: i64,
+    /// Failed ingestions after which a mail is quarantined.
+    pub quarantine_after: i64,
 }
 
 /// The longest local part RFC 5321 allows; `box+token` must fit.
@@ -82,6 +96,11 @@ impl Mailer {
                 settings.authserv_id.as_deref(),
                 &settings.require_auth,
             )?,
+            inbound_limits: InboundLimits {
+                answers_per_hour: i64::from(settings.answers_per_hour),
+                answers_per_sender_per_hour: i64::from(settings.answers_per_sender_per_hour),
+                quarantine_after: i64::from(settings.quarantine_after.max(1)),
+            },
         })
     }
 
@@ -96,6 +115,10 @@ impl Mailer {
 
     pub fn inbound_auth(&self) -> &crate::mail::reply::InboundAuth {
         &self.inbound_auth
+    }
+
+    pub fn inbound_limits(&self) -> InboundLimits {
+        self.inbound_limits
     }
 
     pub fn reply_address(&self, token: &str) -> String {
@@ -145,6 +168,18 @@ impl Mailer {
                 json!({"task_id": task.id, "reason": reason}),
             )));
         };
+        // UpsertUser refuses such addresses; one stored by an earlier release must not make
+        // every transition that opens a task for this user fail.
+        if user.email.parse::<lettre::Address>().is_err() {
+            let reason = format!(
+                "{}'s email address {:?} cannot be mailed: the task is open without email approval",
+                task.assignee, user.email
+            );
+            return Ok(Some(event(
+                "email_approval_skipped",
+                json!({"task_id": task.id, "reason": reason}),
+            )));
+        }
         let id = token::new_context_id();
         let context = ApprovalContext {
             id: id.clone(),
@@ -152,6 +187,11 @@ impl Mailer {
             instance_id: instance.id.clone(),
             approver: user.id.clone(),
             approver_email: user.email.clone(),
+            approver_aliases: user
+                .email_aliases
+                .iter()
+                .map(|a| a.to_lowercase())
+                .collect(),
             kid: self.keys.current_kid(),
             sent_at: now,
             valid_until: now.saturating_add(self.valid_for_ms(spec)),
@@ -204,7 +244,13 @@ impl Mailer {
             .pending_approvals_of_task(&task.id)
             .await?
             .into_iter()
-            .find(|c| c.valid_until > now && c.approver == user.id);
+            // Only to the address the approval was issued to: a changed address revokes the
+            // context (UpsertUser), and its token never goes to another address.
+            .find(|c| {
+                c.valid_until > now
+                    && c.approver == user.id
+                    && c.approver_email.eq_ignore_ascii_case(&user.email)
+            });
         let Some(context) = context else {
             return Ok(Err(format!(
                 "task {} has no pending approval context for {} (email approval off, expired or revoked)",
@@ -398,6 +444,11 @@ impl Workflow {
         &self.mailer
     }
 
+    /// The reply-token keys this server signs and verifies with.
+    pub fn reply_token_keys(&self) -> &KeyRing {
+        &self.mailer.keys
+    }
+
     pub async fn approval(&self, task_id: &str) -> Result<ApprovalView> {
         if task_id.is_empty() {
             return Err(Error::invalid("task_id", "required"));
@@ -559,6 +610,58 @@ impl Workflow {
         self.approval(task_id).await
     }
 
+    /// A user's email address changed (UpsertUser, in its transaction `tx`): every pending
+    /// approval context addressed to them is revoked — its token must not decide from the new
+    /// address, nor keep deciding from the old one — and each task that is still open and
+    /// theirs gets a fresh context and approval mail to the new address, in the same
+    /// transaction. Whether mail was queued.
+    pub(super) async fn readdress_approvals(
+        &self,
+        tx: &mut Tx,
+        user: &crate::model::User,
+        now: i64,
+    ) -> Result<bool> {
+        const WHY: &str = "the approver's email address changed";
+        let mut queued = false;
+        let mut reopened = std::collections::HashSet::new();
+        for context in tx.pending_approvals_of(&user.id).await? {
+            let (task, record) = tx.lock_task(&context.task_id, &context.instance_id).await?;
+            tx.close_approval(&context.id, ApprovalStatus::Revoked, WHY, now)
+                .await?;
+            tx.cancel_outbox_for_context(&context.id).await?;
+            let event = |kind: &str, detail: Value| Event {
+                instance_id: task.instance_id.clone(),
+                at: now,
+                kind: kind.into(),
+                activity_id: task.activity_id.clone(),
+                actor: String::new(),
+                detail,
+            };
+            let mut events = vec![event(
+                "approval_revoked",
+                json!({"task_id": task.id, "context_id": context.id, "reason": WHY}),
+            )];
+            let still_theirs = task.status == crate::model::TaskStatus::Open
+                && task.assignee == user.id
+                && context.valid_until > now;
+            if still_theirs && reopened.insert(task.id.clone()) {
+                let graph = self
+                    .graph_of(&task.definition_key, task.definition_version)
+                    .await?;
+                if let Some(opened) = self
+                    .mailer
+                    .open_approval(tx, &graph, &record.instance, &task, now)
+                    .await?
+                {
+                    queued |= opened.kind == "approval_mail_queued";
+                    events.push(opened);
+                }
+            }
+            tx.insert_events(&events).await?;
+        }
+        Ok(queued)
+    }
+
     /// The token stops working; the task stays open for the API and other channels.
     pub async fn revoke_approval(
         &self,
@@ -638,35 +741,92 @@ impl Workflow {
     }
 }
 
-/// The reply-token keys: the configured secret becomes the current key (a changed secret adds a
-/// key, so tokens signed with the old one stay valid until they expire); without configuration a
-/// secret is generated once and kept in the database.
+/// The reply-token keys (DESIGN §12).
+///
+/// `configured` is `security.token_secrets` (current first, older after; `security.token_secret`
+/// is the one-element spelling). A configured secret never enters the database: each has a row
+/// holding only its [`token::fingerprint`], which gives it a stable key id wherever it stands in
+/// the list, so reordering or shortening the list never changes which key a context names. A
+/// context issued with a secret that was removed from the list no longer verifies (that is what
+/// retiring a secret means). Without configuration a secret is generated once and kept in the
+/// database (the only secret stored there); generated keys stay in the ring so that a first
+/// configuration does not break tokens already mailed. Rows with a plain-text configured secret,
+/// written by earlier releases, are scrubbed here.
 pub async fn load_key_ring(
     store: &crate::store::Store,
-    configured: Option<&crate::config::Secret>,
+    configured: &[crate::config::Secret],
     now: i64,
 ) -> anyhow::Result<KeyRing> {
-    let keys = store.token_keys().await?;
-    match configured {
-        Some(secret) if keys.last().is_none_or(|k| k.secret != secret.expose()) => {
-            store.add_token_key(secret.expose(), "config", now).await?;
-            tracing::info!(
-                "security.token_secret changed: a new reply-token key is current; older keys stay valid"
+    for key in store.token_keys().await? {
+        if key.source == "config" && !key.secret.is_empty() {
+            let print = token::fingerprint(key.secret.as_bytes());
+            store.scrub_token_key(key.kid, &print).await?;
+            tracing::warn!(
+                kid = key.kid,
+                "removed a configured reply-token secret that an earlier release stored in the database"
             );
         }
-        None if keys.is_empty() => {
-            store
-                .add_token_key(&token::generate_secret(), "generated", now)
-                .await?;
-            tracing::info!("generated a reply-token secret and stored it in the database");
-        }
-        _ => {}
     }
-    let keys = store.token_keys().await?;
-    KeyRing::new(
-        keys.into_iter()
-            .map(|k| (k.kid, k.secret.into_bytes()))
-            .collect(),
-    )
-    .map_err(|e| anyhow::anyhow!("reply-token keys: {e}"))
+    let mut ring: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut current = None;
+    for (i, secret) in configured.iter().enumerate() {
+        let print = token::fingerprint(secret.expose().as_bytes());
+        let mut kid = None;
+        // Two tries: a concurrent start may have taken the next kid first.
+        for _ in 0..3 {
+            kid = store
+                .token_keys()
+                .await?
+                .into_iter()
+                .find(|k| k.fingerprint == print)
+                .map(|k| k.kid);
+            if kid.is_some() {
+                break;
+            }
+            store.add_token_key("", &print, "config", now).await?;
+            tracing::info!(
+                position = i + 1,
+                "security.token_secrets: a new secret got a reply-token key id"
+            );
+        }
+        let kid = kid.ok_or_else(|| {
+            anyhow::anyhow!(
+                "security.token_secrets: no key id could be stored for secret {}",
+                i + 1
+            )
+        })?;
+        if ring.iter().any(|(k, _)| *k == kid) {
+            anyhow::bail!("security.token_secrets: secret {} is listed twice", i + 1);
+        }
+        current.get_or_insert(kid);
+        ring.push((kid, secret.expose().as_bytes().to_vec()));
+    }
+    let mut generated: Vec<_> = store
+        .token_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.source == "generated" && !k.secret.is_empty())
+        .collect();
+    if generated.is_empty() && configured.is_empty() {
+        store
+            .add_token_key(&token::generate_secret(), "", "generated", now)
+            .await?;
+        tracing::info!("generated a reply-token secret and stored it in the database");
+        generated = store
+            .token_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.source == "generated" && !k.secret.is_empty())
+            .collect();
+    }
+    if current.is_none() {
+        current = generated.iter().map(|k| k.kid).max();
+    }
+    ring.extend(
+        generated
+            .into_iter()
+            .map(|k| (k.kid, k.secret.into_bytes())),
+    );
+    let current = current.ok_or_else(|| anyhow::anyhow!("reply-token keys: none could be made"))?;
+    KeyRing::with_current(ring, current).map_err(|e| anyhow::anyhow!("reply-token keys: {e}"))
 }

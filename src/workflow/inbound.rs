@@ -128,13 +128,19 @@ impl Batch {
         self.wake_mailer = false;
         for i in self.uncommitted.drain(..) {
             if let Some(slot) = self.results.get_mut(i) {
-                *slot = Err(Error::Internal(anyhow::anyhow!(
-                    "rolled back with its batch: {why:#}"
-                )));
+                *slot = Err(Error::Internal(anyhow::Error::new(RolledBackWithBatch(
+                    format!("{why:#}"),
+                ))));
             }
         }
     }
 }
+
+/// A mail that was fine but shared a transaction that failed: not the mail's own failure, so it
+/// does not count towards quarantining it.
+#[derive(Debug, thiserror::Error)]
+#[error("rolled back with its batch: {0}")]
+struct RolledBackWithBatch(String);
 
 /// What an accepted reply does, in the transaction that records it.
 #[derive(Debug, Clone)]
@@ -181,6 +187,8 @@ enum Action {
 /// What the answer to a mail says about its sender and task, read with the checks.
 #[derive(Debug, Default)]
 struct AnswerFacts {
+    /// The sender is a registered user (address or alias): only those are answered.
+    registered: bool,
     locale: String,
     task: Option<Task>,
 }
@@ -282,7 +290,107 @@ impl Workflow {
             batch
         };
         let ((), batch) = tokio::join!(judging, writing);
-        batch.results
+        let mut results = batch.results;
+        // A mail that failed (an error, not a verdict) is tried again by its transport; one
+        // that keeps failing is recorded as quarantined instead, so it is moved out of the way.
+        for (slot, mail) in results.iter_mut().zip(mails) {
+            if let Err(error) = slot
+                && let Some(record) = self.quarantine_if_failing(mail, error).await
+            {
+                *slot = Ok(record);
+            }
+        }
+        results
+    }
+
+    /// Counts a failed ingestion of `mail` (unless the failure was not the mail's own: the
+    /// database unreachable, or its batch rolled back); at `mail.quarantine_after` failures the
+    /// mail is recorded as QUARANTINED, with the error in its reason, and that record returned.
+    async fn quarantine_if_failing(
+        &self,
+        mail: &ReceivedMail<'_>,
+        error: &Error,
+    ) -> Option<InboundEmail> {
+        let own = match error {
+            Error::Internal(e) => !e.chain().any(|cause| {
+                cause.is::<RolledBackWithBatch>() || crate::store::is_transient(cause)
+            }),
+            _ => true,
+        };
+        if !own {
+            return None;
+        }
+        let now = self.now();
+        let mut record = new_record(mail.raw, mail.raw.len() as u64, mail.transport, now);
+        let attempts = match self
+            .store
+            .note_inbound_failure(&record.sha256, &format!("{error:#}"), now)
+            .await
+        {
+            Ok(attempts) => attempts,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "counting a failed ingestion failed");
+                return None;
+            }
+        };
+        let limit = self.mailer.inbound_limits().quarantine_after;
+        if attempts < limit {
+            tracing::warn!(attempts, limit, sha256 = %record.sha256, "a received mail failed; it will be tried again, then quarantined");
+            return None;
+        }
+        // The header only, for the log: the rest is what failed.
+        let header = header_block(mail.raw);
+        let reading = reply::read_reply(
+            header,
+            &OutcomeWords::defaults(&["approve", "reject"]),
+            mail.delivered_to,
+        );
+        describe(&mut record, &reading);
+        record.subject = subject_of(header);
+        record.verdict = Verdict::Quarantined;
+        let error: String = format!("{error:#}").chars().take(500).collect();
+        record.reason = format!("reading or recording it failed {attempts} times: {error}");
+        record.answered = false;
+        match self.write_quarantined(record.clone()).await {
+            Ok(record) => Some(record),
+            Err(first) => {
+                // Perhaps a header field is what the database refuses: the bare facts instead.
+                let bare = InboundEmail {
+                    sender: String::new(),
+                    subject: String::new(),
+                    message_id: String::new(),
+                    correlation: json!({}),
+                    explanation: Vec::new(),
+                    authentication_results: String::new(),
+                    delegate_to: String::new(),
+                    ..record
+                };
+                match self.write_quarantined(bare).await {
+                    Ok(record) => Some(record),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), first = %format!("{first:#}"), "recording a quarantined mail failed");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// The log row of a quarantined mail (a copy already logged becomes `duplicate`); its
+    /// content hash is claimed, so the same bytes are never tried again.
+    async fn write_quarantined(&self, mut record: InboundEmail) -> Result<InboundEmail> {
+        let mut tx = self.store.begin().await?;
+        if let Some(first) = tx
+            .claim_inbound(&format!("sha256:{}", record.sha256), &record.id)
+            .await?
+        {
+            record.verdict = Verdict::Duplicate;
+            record.reason = format!("already received as {first}");
+        }
+        tx.insert_inbound(&record).await?;
+        tx.commit().await?;
+        tracing::warn!(inbound = %record.id, verdict = record.verdict.as_str(), reason = %record.reason, "received mail quarantined");
+        Ok(record)
     }
 
     async fn judge_with_facts(&self, mail: &ReceivedMail<'_>) -> Result<Plan> {
@@ -314,6 +422,19 @@ impl Workflow {
         );
         describe(&mut record, &first);
         record.subject = subject_of(raw);
+        if first.correlation.from_count > 1 {
+            // Which of them answered cannot be told: nothing is decided, and nobody answered
+            // (an answer could go to a bystander named in the header).
+            let mut judgement = judged(
+                Verdict::SeveralFrom,
+                format!(
+                    "the message names {} From mailboxes; a reply must come from exactly one",
+                    first.correlation.from_count
+                ),
+            );
+            judgement.silent = true;
+            return Ok(Plan::new(record, Action::Record(judgement)));
+        }
         match first.kind {
             ReplyKind::AutoReply => {
                 return Ok(Plan::new(
@@ -538,26 +659,33 @@ impl Workflow {
                 ),
             )));
         };
+        // Keyed by the context's own key id, whatever key the token names.
         match token::verify(
             self.mailer.keys(),
             parts,
+            context.kid,
             &context.approver_email,
             context.valid_until,
         ) {
             Ok(()) => {}
-            Err(TokenError::UnknownKey | TokenError::BadSignature) => {
+            Err(TokenError::UnknownKey | TokenError::BadSignature | TokenError::WrongKey) => {
                 return Ok(Verified::Refused(judged(
                     Verdict::BadSignature,
                     "the reply token's signature does not match",
                 )));
             }
         }
+        // The address the approval was sent to, or an alias the approver had then — and still
+        // the approver's now. An address added since (UpsertUser) never decides this context.
+        let from = c.from.to_lowercase();
+        let issued_to = from == context.approver_email.to_lowercase()
+            || context.approver_aliases.iter().any(|a| *a == from);
         let sender = self.store.user_by_address(&c.from).await?;
-        if sender.as_ref().is_none_or(|u| u.id != context.approver) {
+        if !issued_to || sender.as_ref().is_none_or(|u| u.id != context.approver) {
             return Ok(Verified::Refused(judged(
                 Verdict::SenderMismatch,
                 format!(
-                    "{} is not the approver's address or one of their aliases",
+                    "{} is not the address this approval was sent to, nor one of the approver's aliases when it was sent",
                     c.from
                 ),
             )));
@@ -1041,12 +1169,12 @@ fn log_committed(record: &InboundEmail) {
     }
 }
 
-/// At most this many answers per sender and hour: a mail loop or a flood gets silence.
-const MAX_ANSWERS_PER_HOUR: i64 = 5;
-
 impl Workflow {
     /// Queues the polite answer to a received mail in `tx`, unless the mail is a robot's (never
-    /// answered), a copy, or its sender was answered too often lately. Whether it queued one.
+    /// answered), a copy, its sender is not a registered user (by address or alias: forged
+    /// senders get nothing), its address cannot be mailed, or the answer budget is spent (per
+    /// sender, and for everyone together: a flood gets silence). Whether it queued one. Never
+    /// an error for the answer itself: a mail that cannot be answered is still judged.
     async fn answer(
         &self,
         tx: &mut Tx,
@@ -1066,14 +1194,25 @@ impl Workflow {
         .any(|prefix| sender.starts_with(prefix));
         if matches!(
             record.verdict,
-            Verdict::AutoReply | Verdict::Bounce | Verdict::Duplicate
-        ) || !sender.contains('@')
+            Verdict::AutoReply
+                | Verdict::Bounce
+                | Verdict::Duplicate
+                | Verdict::Quarantined
+                | Verdict::SeveralFrom
+        ) || !facts.registered
             || robot
+            || sender.parse::<lettre::Address>().is_err()
         {
             return Ok(false);
         }
-        if tx.recent_answers(&sender, now - 3_600_000).await? >= MAX_ANSWERS_PER_HOUR {
-            tracing::warn!(inbound = %record.id, "not answering: too many answers to this sender in the last hour");
+        let limits = self.mailer.inbound_limits();
+        let hour_ago = now - 3_600_000;
+        if tx.recent_answers(&sender, hour_ago).await? >= limits.answers_per_sender_per_hour {
+            tracing::warn!(inbound = %record.id, "not answering: too many answers to this sender in the last hour (mail.answers_per_sender_per_hour)");
+            return Ok(false);
+        }
+        if tx.recent_answers_total(hour_ago).await? >= limits.answers_per_hour {
+            tracing::warn!(inbound = %record.id, "not answering: the answer budget of the last hour is spent (mail.answers_per_hour)");
             return Ok(false);
         }
         let locale = facts.locale.clone();
@@ -1130,7 +1269,13 @@ impl Workflow {
             comment: record.comment.clone(),
             outcomes,
         };
-        let outbox = self.mailer.answer(mail, &record.task_id, now)?;
+        let outbox = match self.mailer.answer(mail, &record.task_id, now) {
+            Ok(outbox) => outbox,
+            Err(e) => {
+                tracing::warn!(inbound = %record.id, error = %format!("{e:#}"), "not answering: the answer could not be written");
+                return Ok(false);
+            }
+        };
         tx.insert_outbox(&outbox).await?;
         Ok(true)
     }
@@ -1144,18 +1289,19 @@ impl Workflow {
         if !sender.contains('@') {
             return Ok(AnswerFacts::default());
         }
-        let locale = self
-            .store
-            .user_by_address(&sender)
-            .await?
-            .map(|u| u.locale)
-            .unwrap_or_default();
+        let user = self.store.user_by_address(&sender).await?;
+        let registered = user.is_some();
+        let locale = user.map(|u| u.locale).unwrap_or_default();
         let task = match task {
             Some(task) => Some(task),
             None if !record.task_id.is_empty() => self.task(&record.task_id).await.ok(),
             None => None,
         };
-        Ok(AnswerFacts { locale, task })
+        Ok(AnswerFacts {
+            registered,
+            locale,
+            task,
+        })
     }
 }
 

@@ -118,14 +118,20 @@ impl Workflow {
         }
     }
 
+    /// Creates or replaces a user. A changed email address revokes the user's pending approval
+    /// contexts and mails each of their open tasks afresh to the new address, in the same
+    /// transaction (DESIGN §12, four eyes): a reply token is good only from where it was sent.
     pub async fn upsert_user(&self, user: User) -> Result<User> {
         validate_user(&user)?;
         self.check_manager_chain(&user).await?;
+        let now = self.now();
         let user = User {
-            updated_at: self.now(),
+            updated_at: now,
             ..user
         };
-        if let Some(taken) = self.store.upsert_user(&user, user.updated_at).await? {
+        let mut tx = self.store.begin().await?;
+        let before = tx.user(&user.id).await?;
+        if let Some(taken) = tx.upsert_user(&user, now).await? {
             let field = if taken.address.eq_ignore_ascii_case(&user.email) {
                 "user.email"
             } else {
@@ -135,6 +141,12 @@ impl Workflow {
                 "{field}: {} already belongs to user {}",
                 taken.address, taken.owner
             )));
+        }
+        let readdressed = before.is_some_and(|b| !b.email.eq_ignore_ascii_case(&user.email));
+        let queued = readdressed && self.readdress_approvals(&mut tx, &user, now).await?;
+        tx.commit().await?;
+        if queued {
+            self.mailer.wake().notify_one();
         }
         Ok(user)
     }
@@ -209,25 +221,39 @@ impl Workflow {
     }
 }
 
+/// Bounds of what UpsertUser stores: ids and names by [`crate::bounds`], addresses by the mail
+/// composer's own parser (lettre's `Address`), so that every address accepted here can be mailed
+/// and no transition fails later for a user's address.
 fn validate_user(user: &User) -> Result<()> {
     if user.id.trim().is_empty() {
         return Err(Error::invalid("user.id", "required"));
     }
-    if user.id.len() > 200 || user.id.chars().any(char::is_control) {
+    crate::bounds::check_line("user.id", &user.id, crate::bounds::MAX_ID_LEN)?;
+    crate::bounds::check_line(
+        "user.display_name",
+        &user.display_name,
+        crate::bounds::MAX_NAME_LEN,
+    )?;
+    crate::bounds::check_line(
+        "user.manager_id",
+        &user.manager_id,
+        crate::bounds::MAX_ID_LEN,
+    )?;
+    if user.email_aliases.len() > MAX_ALIASES {
         return Err(Error::invalid(
-            "user.id",
-            "at most 200 printable characters",
+            "user.email_aliases",
+            format!("at most {MAX_ALIASES} aliases"),
         ));
     }
-    for (field, address) in std::iter::once(("user.email", &user.email))
-        .chain(user.email_aliases.iter().map(|a| ("user.email_aliases", a)))
-    {
-        if !address.is_empty() && !looks_like_email(address) {
+    check_address("user.email", &user.email)?;
+    for (i, alias) in user.email_aliases.iter().enumerate() {
+        if alias.is_empty() {
             return Err(Error::invalid(
-                field,
-                format!("{address:?} is not an email address"),
+                format!("user.email_aliases[{i}]"),
+                "an empty alias",
             ));
         }
+        check_address(&format!("user.email_aliases[{i}]"), alias)?;
     }
     if user.locale.len() > 35
         || !user
@@ -249,23 +275,32 @@ fn validate_user(user: &User) -> Result<()> {
     Ok(())
 }
 
+/// Aliases per user at most.
+const MAX_ALIASES: usize = 20;
+
+/// RFC 5321's limit on a whole address.
+const MAX_ADDRESS_LEN: usize = 254;
+
+/// An address (empty = none) that the composer can put in a header: lettre's own parser, plus
+/// the length limit and no control or bidi characters.
+fn check_address(field: &str, address: &str) -> Result<()> {
+    if address.is_empty() {
+        return Ok(());
+    }
+    crate::bounds::check_line(field, address, MAX_ADDRESS_LEN)?;
+    address.parse::<lettre::Address>().map_err(|e| {
+        Error::invalid(
+            field,
+            format!("{address:?} is not a usable email address: {e}"),
+        )
+    })?;
+    Ok(())
+}
+
 fn is_e164(phone: &str) -> bool {
     phone.strip_prefix('+').is_some_and(|digits| {
         (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
     })
-}
-
-fn looks_like_email(address: &str) -> bool {
-    match address.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !address
-                    .chars()
-                    .any(|c| c.is_whitespace() || c == '<' || c == '>')
-        }
-        None => false,
-    }
 }
 
 /// A stable digest of a request's content, to tell a retry from a reuse of its id.

@@ -17,7 +17,6 @@ use replyflow::{
         token::{self, KeyRing},
     },
     proto::pb,
-    workflow::approvals::load_key_ring,
 };
 use serde_json::json;
 use tonic::Code;
@@ -163,11 +162,9 @@ async fn mail_with_id(app: &TestApp, message_id: &str) -> Vec<u8> {
 }
 
 /// The reply-token keys as the server knows them (the existing keys, none added).
+/// The keys the server signs and verifies reply tokens with.
 async fn key_ring(app: &TestApp) -> KeyRing {
-    let store = app.store().await;
-    let ring = load_key_ring(&store, None, 0).await.expect("key ring");
-    store.close().await;
-    ring
+    app.server_workflow.reply_token_keys().clone()
 }
 
 /// What the checks of [`check_approval_mail`] found, for further checks.
@@ -270,6 +267,7 @@ fn check_approval_mail(
     token::verify(
         ring,
         &parts,
+        parts.kid,
         &approval.approver_email,
         millis(approval.valid_until),
     )
@@ -850,9 +848,16 @@ async fn a_task_with_email_approval_off_has_no_context_no_event_and_no_mail() {
     app.stop().await;
 }
 
+const FIRST_SECRET: &str = "first-secret-0123456789";
+const SECOND_SECRET: &str = "second-secret-0123456789";
+
+fn rotation(secrets: &[&str]) -> Vec<Secret> {
+    secrets.iter().map(|s| Secret::new(*s)).collect()
+}
+
 #[tokio::test]
 async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key() {
-    let app = spawn_app_with(|s| s.security.token_secret = Some(Secret::new("first"))).await;
+    let app = spawn_app_with(|s| s.security.token_secrets = rotation(&[FIRST_SECRET])).await;
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (_, old_task) = start_expense(&app, "mary").await;
@@ -860,24 +865,34 @@ async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new
     let old_raw = mail_with_id(&app, &old.message_id).await;
     let old_token =
         check_approval_mail(&old_raw, &old, &key_ring(&app).await, EXPENSE_OUTCOMES).token;
-    assert_eq!(token::parse(&old_token).expect("token").kid, 1);
+    let first_kid = token::parse(&old_token).expect("token").kid;
     let db = app.stop_keeping_db().await;
 
+    // Rotation: the new secret first, the old one after it.
     let app = spawn_app_on_with(db, |s| {
-        s.security.token_secret = Some(Secret::new("second"));
+        s.security.token_secrets = rotation(&[SECOND_SECRET, FIRST_SECRET]);
     })
     .await;
     let ring = key_ring(&app).await;
-    assert_eq!(ring.current_kid(), 2, "the changed secret is a new key");
+    let second_kid = ring.current_kid();
+    assert_ne!(second_kid, first_kid, "the new secret is a new key");
     let parts = token::parse(&old_token).expect("token");
-    token::verify(&ring, &parts, &old.approver_email, millis(old.valid_until))
-        .expect("the old token still verifies after the rotation");
-    // ... because key 1 is still "first": under "second" it would not.
-    let only_second = KeyRing::new(vec![(1, b"second".to_vec())]).expect("ring");
+    token::verify(
+        &ring,
+        &parts,
+        first_kid,
+        &old.approver_email,
+        millis(old.valid_until),
+    )
+    .expect("the old token still verifies after the rotation");
+    // ... because that key is still the first secret: under the second it would not.
+    let only_second =
+        KeyRing::new(vec![(first_kid, SECOND_SECRET.as_bytes().to_vec())]).expect("ring");
     assert_eq!(
         token::verify(
             &only_second,
             &parts,
+            first_kid,
             &old.approver_email,
             millis(old.valid_until)
         ),
@@ -890,15 +905,47 @@ async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new
     let new = get_approval(&app, &new_task.id).await.expect("approval");
     let new_raw = mail_with_id(&app, &new.message_id).await;
     let new_token = check_approval_mail(&new_raw, &new, &ring, EXPENSE_OUTCOMES).token;
-    assert_eq!(token::parse(&new_token).expect("token").kid, 2);
+    assert_eq!(token::parse(&new_token).expect("token").kid, second_kid);
     let db = app.stop_keeping_db().await;
 
-    // Starting again with the same secret adds no key.
+    // The list reordered: every secret keeps its key id (ids come from the secret, not its
+    // place in the list); only which one signs new tokens changes.
     let app = spawn_app_on_with(db, |s| {
-        s.security.token_secret = Some(Secret::new("second"));
+        s.security.token_secrets = rotation(&[FIRST_SECRET, SECOND_SECRET]);
     })
     .await;
-    assert_eq!(key_ring(&app).await.current_kid(), 2);
+    let ring = key_ring(&app).await;
+    assert_eq!(ring.current_kid(), first_kid);
+    for (token, kid, approval) in [
+        (&old_token, first_kid, &old),
+        (&new_token, second_kid, &new),
+    ] {
+        let parts = token::parse(token).expect("token");
+        token::verify(
+            &ring,
+            &parts,
+            kid,
+            &approval.approver_email,
+            millis(approval.valid_until),
+        )
+        .expect("verifies after reordering");
+    }
+
+    // Configured secrets never enter the database.
+    let store = app.store().await;
+    let keys = store.token_keys().await.expect("token keys");
+    store.close().await;
+    assert!(keys.len() >= 2, "{keys:?}");
+    for key in &keys {
+        if key.source == "config" {
+            assert_eq!(
+                key.secret, "",
+                "a configured secret was stored (kid {})",
+                key.kid
+            );
+            assert_eq!(key.fingerprint.len(), 64);
+        }
+    }
     app.stop().await;
 }
 

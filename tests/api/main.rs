@@ -12,6 +12,7 @@ mod branches;
 mod concurrency;
 mod identity;
 mod limits;
+mod mail_trust;
 mod messages;
 mod protocol;
 mod reminder_stats;

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::helpers::{TestApp, expense_vars, req, spawn_app, spawn_app_with};
 
 /// The approval mail written for the task (file transport), waiting for it.
-pub async fn approval_mail(app: &TestApp) -> String {
+pub(crate) async fn approval_mail(app: &TestApp) -> String {
     for _ in 0..200 {
         let mail = std::fs::read_dir(app.outbox_dir.path())
             .expect("outbox dir")
@@ -30,14 +30,14 @@ pub async fn approval_mail(app: &TestApp) -> String {
     panic!("no approval mail was written");
 }
 
-fn header<'a>(mail: &'a str, name: &str) -> &'a str {
+pub(crate) fn header<'a>(mail: &'a str, name: &str) -> &'a str {
     mail.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
         .unwrap_or_else(|| panic!("no {name} header in\n{mail}"))
 }
 
 /// A reply as Gmail writes it: the decision, the attribution line, the quoted original.
-pub fn reply(from: &str, original: &str, body: &str, message_id: &str) -> Vec<u8> {
+pub(crate) fn reply(from: &str, original: &str, body: &str, message_id: &str) -> Vec<u8> {
     let reply_to = header(original, "Reply-To");
     let reply_to = reply_to
         .rsplit_once('<')
@@ -61,7 +61,7 @@ pub fn reply(from: &str, original: &str, body: &str, message_id: &str) -> Vec<u8
     .into_bytes()
 }
 
-pub async fn submit(app: &TestApp, raw: Vec<u8>) -> pb::InboundEmail {
+pub(crate) async fn submit(app: &TestApp, raw: Vec<u8>) -> pb::InboundEmail {
     pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
         .submit_inbound_email(req(
             pb::SubmitInboundEmailRequest {

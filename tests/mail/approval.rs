@@ -185,10 +185,16 @@ async fn the_approval_mail_arrives_in_the_approvers_inbox_signed_and_answerable(
     let parts = token::parse(&token).expect("the token parses");
     assert_eq!(parts.context_id, approval.id);
     let store = app.store().await;
-    let ring = load_key_ring(&store, None, 0).await.expect("key ring");
+    let ring = load_key_ring(&store, &[], 0).await.expect("key ring");
     store.close().await;
-    token::verify(&ring, &parts, &mary, millis(approval.valid_until))
-        .expect("the token verifies for mary and the context's valid-until");
+    token::verify(
+        &ring,
+        &parts,
+        parts.kid,
+        &mary,
+        millis(approval.valid_until),
+    )
+    .expect("the token verifies for mary and the context's valid-until");
 
     // multipart/alternative: text, then HTML.
     let root = mail.content_type().expect("Content-Type");

@@ -21,8 +21,8 @@ use crate::{
     },
     imap::{count_header, wait_for_header, wait_for_message_id},
     inbound::{
-        DEADLINE, Running, add_user, approval_mail_from_outbox, get_approval, get_task,
-        imap_worker, inbound_log, setup, start_expense, wait_until_decided,
+        DEADLINE, PROCESSED, Running, add_user, approval_mail_from_outbox, count_in_folder,
+        get_approval, get_task, imap_worker, inbound_log, setup, start_expense, wait_until_decided,
     },
 };
 
@@ -146,8 +146,10 @@ async fn a_forged_sender_is_refused_and_told_so_and_the_task_stays_open() {
     let original = delivered_approval(&app, "mary", &task.id).await;
     let reader = Running::start(&app, imap_worker(&app));
 
-    // outsider got hold of mary's approval mail and answers it from their own address.
+    // outsider, a colleague in the directory, got hold of mary's approval mail and answers it
+    // from their own address. (Senders who are not registered users get no answer at all.)
     let outsider = env.address("outsider");
+    add_user(&app, "outsider", &outsider).await;
     let (reply_id, raw) = gmail_reply("Mallory", &outsider, &original, "同意", "");
     send_via_postfix(&outsider, &original.reply_to, &raw).await;
 
@@ -502,5 +504,71 @@ async fn postfixs_bounce_of_an_approval_mail_is_a_bounce_never_answered() {
     );
     assert!(open(&get_task(&app, &task.id).await));
     reader.stop().await;
+    app.stop().await;
+}
+
+/// Makes the database refuse to record a mail whose subject contains POISON: a mail that fails
+/// every time it is ingested.
+async fn poison_subjects(app: &MailApp) {
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&app.db_url)
+        .await
+        .expect("connecting to the test database");
+    sqlx::Executor::execute(
+        &mut conn,
+        "CREATE TRIGGER rf_poison BEFORE INSERT ON inbound_emails \
+         WHEN NEW.subject LIKE '%POISON%' BEGIN SELECT RAISE(ABORT, 'poisoned mail'); END",
+    )
+    .await
+    .expect("creating the trigger");
+    let _ = sqlx::Connection::close(conn).await;
+}
+
+#[tokio::test]
+async fn a_mail_that_keeps_failing_over_imap_is_quarantined_and_never_holds_up_the_reply_behind_it()
+{
+    let _postfix = postfix_shared().await;
+    let _inbox = approvals_inbox().await;
+    let env = mail_env();
+    let mary = env.address("mary");
+    let app = spawn_mail_app().await;
+    setup(&app).await;
+    let task = start_expense(&app).await;
+    let original = delivered_approval(&app, "mary", &task.id).await;
+    poison_subjects(&app).await;
+
+    let (poison_id, raw) = gmail_reply("玛丽", &mary, &original, "同意", "");
+    let poisoned =
+        String::from_utf8(raw)
+            .expect("ASCII")
+            .replacen("\r\nSubject: ", "\r\nSubject: POISON ", 1);
+    send_via_postfix(&mary, &original.reply_to, poisoned.as_bytes()).await;
+    wait_for_message_id("approvals", &poison_id, DEADLINE).await;
+    let (reply_id, raw) = gmail_reply("玛丽", &mary, &original, "同意", "");
+    send_via_postfix(&mary, &original.reply_to, &raw).await;
+    wait_for_message_id("approvals", &reply_id, DEADLINE).await;
+
+    // Passes as the IDLE loop runs them: the reply behind the failing mail decides in the
+    // first; the failing one stays in INBOX until its third failure quarantines it.
+    let worker = imap_worker(&app);
+    worker.run_once().await.expect("pass 1");
+    assert_eq!(
+        get_task(&app, &task.id).await.outcome,
+        "approve",
+        "not held up"
+    );
+    assert_eq!(count_in_folder("INBOX", &poison_id).await, 1);
+    worker.run_once().await.expect("pass 2");
+    assert_eq!(count_in_folder("INBOX", &poison_id).await, 1);
+    worker.run_once().await.expect("pass 3");
+    assert_eq!(count_in_folder("INBOX", &poison_id).await, 0);
+    assert_eq!(count_in_folder(PROCESSED, &poison_id).await, 1);
+    let quarantined: Vec<_> = whole_log(&app)
+        .await
+        .into_iter()
+        .filter(|m| m.verdict == pb::Verdict::Quarantined as i32)
+        .collect();
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert!(!quarantined[0].answered);
     app.stop().await;
 }
