@@ -4,3 +4,4 @@ pub mod compose;
 pub mod reply;
 pub mod token;
 pub mod transport;
+pub mod trust;
