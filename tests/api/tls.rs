@@ -254,7 +254,9 @@ async fn unusable_tls_files_stop_the_start_naming_the_key() {
     std::fs::write(&not_pem, "hello\n").expect("writing");
     let missing = dir.join("missing.pem");
     let path = |p: &std::path::Path| Some(p.display().to_string());
-    let cases: Vec<(&str, Box<dyn Fn(&mut Settings)>, &str)> = vec![
+    // (what is wrong, how the settings get it, what the error must say)
+    type Change<'a> = Box<dyn Fn(&mut Settings) + 'a>;
+    let cases: Vec<(&str, Change<'_>, &str)> = vec![
         (
             "unreadable certificate",
             Box::new(|s| s.server.tls_cert = path(&missing)),
