@@ -301,3 +301,47 @@ async fn unusable_tls_files_stop_the_start_naming_the_key() {
     }
     db.drop_database().await;
 }
+
+/// Measures, prints, asserts nothing on time: what TLS costs per RPC on one connection and per
+/// new connection (handshake), against the plaintext listener, same build and machine.
+/// `cargo test --release --test api tls_cost -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn tls_cost() {
+    const RPCS: u32 = 2000;
+    const CONNECTIONS: u32 = 200;
+    let pki = Pki::new();
+    let plain = crate::helpers::spawn_app().await;
+    let tls = spawn_app_with(pki.configure(None)).await;
+    let per_rpc = |channel: Channel| async move {
+        list_users(channel.clone()).await.expect("warm-up");
+        let start = std::time::Instant::now();
+        for _ in 0..RPCS {
+            list_users(channel.clone()).await.expect("ListUsers");
+        }
+        start.elapsed() / RPCS
+    };
+    let plain_rpc = per_rpc(plain.channel.clone()).await;
+    let tls_rpc = per_rpc(tls_channel(&tls, &pki.ca, None).await.expect("TLS")).await;
+    let start = std::time::Instant::now();
+    for _ in 0..CONNECTIONS {
+        let channel = Channel::from_shared(format!("http://{}", plain.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("plain connect");
+        list_users(channel).await.expect("ListUsers");
+    }
+    let plain_connect = start.elapsed() / CONNECTIONS;
+    let start = std::time::Instant::now();
+    for _ in 0..CONNECTIONS {
+        served(&tls, &pki.ca, None).await.expect("TLS connect");
+    }
+    let tls_connect = start.elapsed() / CONNECTIONS;
+    println!(
+        "ListUsers on one connection: plaintext {plain_rpc:?}, TLS {tls_rpc:?} per RPC ({RPCS} RPCs)\n\
+         new connection + ListUsers: plaintext {plain_connect:?}, TLS {tls_connect:?} ({CONNECTIONS} connections)"
+    );
+    plain.stop().await;
+    tls.stop().await;
+}
