@@ -4,9 +4,9 @@
 //!
 //! The server here is real: a small tokio-rustls front presents such a certificate (made per
 //! test with rcgen) and passes the session on to the test stack's Dovecot (plain IMAP port) or
-//! Postfix (plain SMTP port). For SMTP with STARTTLS the front speaks the plain part itself
-//! (greeting, EHLO, STARTTLS), then hands the TLS session to Postfix without its greeting, so
-//! the client's EHLO over TLS is answered by Postfix. The mail that arrives in mary's box over
+//! Postfix (plain SMTP port). For STARTTLS the front speaks the plain part itself (greeting,
+//! EHLO, STARTTLS), then hands the TLS session to Dovecot or Postfix without their greeting, so
+//! what the client says over TLS is answered by the real server. The mail that arrives in mary's box over
 //! IMAPS proves the whole path.
 use std::{net::SocketAddr, sync::Arc};
 
@@ -35,6 +35,8 @@ enum Dialect {
     Implicit,
     /// SMTP greeting, EHLO and STARTTLS in plain text, then TLS.
     SmtpStartTls,
+    /// IMAP greeting and STARTTLS in plain text, then TLS.
+    ImapStartTls,
 }
 
 /// A TLS front on 127.0.0.1 presenting `cert`, passing sessions on to `upstream_port`.
@@ -90,11 +92,12 @@ async fn relay(
     let tcp = match dialect {
         Dialect::Implicit => tcp,
         Dialect::SmtpStartTls => smtp_until_starttls(tcp).await?,
+        Dialect::ImapStartTls => imap_until_starttls(tcp).await?,
     };
     let mut tls = acceptor.accept(tcp).await?;
     let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port)).await?;
-    if dialect == Dialect::SmtpStartTls {
-        // The client greeted us already; Postfix's greeting line is not for it.
+    if dialect != Dialect::Implicit {
+        // The client was greeted by us already; the server's greeting line is not for it.
         let mut byte = [0u8; 1];
         while byte[0] != b'\n' {
             upstream.read_exact(&mut byte).await?;
@@ -138,6 +141,36 @@ async fn smtp_until_starttls(tcp: TcpStream) -> std::io::Result<TcpStream> {
     Ok(session.into_inner())
 }
 
+/// The plain part of an IMAP session with STARTTLS: greeting, `<tag> STARTTLS`; returns the
+/// socket for the handshake.
+async fn imap_until_starttls(tcp: TcpStream) -> std::io::Result<TcpStream> {
+    let mut session = BufReader::new(tcp);
+    session
+        .get_mut()
+        .write_all(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] self-signed front\r\n")
+        .await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if session.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let (tag, command) = line.trim_end().split_once(' ').unwrap_or(("*", ""));
+        if command.eq_ignore_ascii_case("STARTTLS") {
+            let answer = format!("{tag} OK Begin TLS negotiation now\r\n");
+            session.get_mut().write_all(answer.as_bytes()).await?;
+            break;
+        }
+        let answer = format!("{tag} BAD STARTTLS first\r\n");
+        session.get_mut().write_all(answer.as_bytes()).await?;
+    }
+    assert!(
+        session.buffer().is_empty(),
+        "the client sent data before the TLS handshake"
+    );
+    Ok(session.into_inner())
+}
+
 fn port_from_env(name: &str) -> u16 {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} (run ./scripts/test)"))
@@ -166,48 +199,49 @@ fn self_signed() -> SelfSigned {
 }
 
 #[tokio::test]
-async fn imaps_to_a_self_signed_ca_flagged_certificate_works_when_it_is_in_ca_file() {
+async fn imap_to_a_self_signed_ca_flagged_certificate_works_when_it_is_in_ca_file() {
     let _inbox = approvals_inbox().await;
     let env = mail_env();
     let certs = self_signed();
-    let front = Front::start(
-        &certs.server,
-        port_from_env("RF_MAIL_IMAP_PORT"),
-        Dialect::Implicit,
-    )
-    .await;
+    let dovecot = port_from_env("RF_MAIL_IMAP_PORT");
+    let implicit = Front::start(&certs.server, dovecot, Dialect::Implicit).await;
+    let starttls = Front::start(&certs.server, dovecot, Dialect::ImapStartTls).await;
     let app = spawn_mail_app().await;
-    let worker = |ca_file: &std::path::Path| {
-        let source = InboundSource::from_url(&format!(
-            "imaps://approvals%40{}:{}@localhost:{}/INBOX",
-            env.domain,
-            env.password,
-            front.port()
-        ))
-        .expect("the IMAPS URL parses");
-        InboundWorker::new(
-            app.engine.clone(),
-            source,
-            PROCESSED.into(),
-            Some(ca_file.to_path_buf()),
-        )
-    };
+    for (scheme, front) in [("imaps", &implicit), ("imap", &starttls)] {
+        let worker = |ca_file: &std::path::Path| {
+            let source = InboundSource::from_url(&format!(
+                "{scheme}://approvals%40{}:{}@localhost:{}/INBOX",
+                env.domain,
+                env.password,
+                front.port()
+            ))
+            .expect("the IMAP URL parses");
+            InboundWorker::new(
+                app.engine.clone(),
+                source,
+                PROCESSED.into(),
+                Some(ca_file.to_path_buf()),
+            )
+        };
 
-    worker(&certs.server.cert_path)
-        .run_once()
-        .await
-        .expect("IMAPS with the server's own certificate in mail.ca_file");
+        worker(&certs.server.cert_path)
+            .run_once()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("{scheme} with the server's own certificate in mail.ca_file: {e:#}")
+            });
 
-    for (what, ca_file) in [
-        ("the stack's CA", env.ca_file.as_path()),
-        ("another self-signed certificate", &certs.impostor.cert_path),
-    ] {
-        let error = worker(ca_file).run_once().await.expect_err(what);
-        let text = format!("{error:#}");
-        assert!(
-            text.contains("TLS handshake") && text.contains("invalid peer certificate"),
-            "{what}: {text}"
-        );
+        for (what, ca_file) in [
+            ("the stack's CA", env.ca_file.as_path()),
+            ("another self-signed certificate", &certs.impostor.cert_path),
+        ] {
+            let error = worker(ca_file).run_once().await.expect_err(what);
+            let text = format!("{error:#}");
+            assert!(
+                text.contains("TLS handshake") && text.contains("invalid peer certificate"),
+                "{scheme}, {what}: {text}"
+            );
+        }
     }
     app.stop().await;
 }
