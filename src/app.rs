@@ -27,6 +27,7 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    tls: Option<api::tls::ServerTls>,
     workflow: Arc<Workflow>,
     authenticator: Arc<crate::api::auth::Authenticator>,
     outbox: OutboxWorker,
@@ -79,6 +80,8 @@ impl Application {
             settings.mail.pool_size as usize,
         )
         .with_sms_gateway(sms_gateway);
+        // Before binding: a certificate that cannot be used stops the start, naming the key.
+        let tls = api::tls::ServerTls::load(&settings.server)?;
         let listener = TcpListener::bind(&settings.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
@@ -123,6 +126,7 @@ impl Application {
         Ok(Self {
             listener,
             addr,
+            tls,
             workflow: workflow.clone(),
             authenticator,
             outbox,
@@ -147,7 +151,12 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.addr, "replyflow listening");
+        let tls = match &self.tls {
+            None => "off",
+            Some(tls) if tls.is_mutual() => "mutual (client certificates required)",
+            Some(_) => "on",
+        };
+        tracing::info!(addr = %self.addr, tls, "replyflow listening");
         let shutdown = self.shutdown.clone();
         self.outbox.spawn(shutdown.clone(), &self.tracker);
         if let Some(inbound) = self.inbound {
@@ -160,6 +169,7 @@ impl Application {
             self.listener,
             self.workflow.clone(),
             self.authenticator.clone(),
+            self.tls,
             shutdown.clone(),
         )
         .await;

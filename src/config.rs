@@ -10,6 +10,9 @@ use serde::Deserialize;
 /// Every configuration key that a file or the environment may set.
 pub const KEYS: &[&str] = &[
     "server.listen",
+    "server.tls_cert",
+    "server.tls_key",
+    "server.tls_client_ca",
     "database.url",
     "database.max_connections",
     "database.synchronous",
@@ -149,6 +152,14 @@ impl Default for SmsSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: String,
+    /// PEM certificate chain (the server's certificate first) for TLS on the gRPC listener;
+    /// together with `tls_key`. Unset: plaintext (for a loopback listener or a TLS proxy).
+    pub tls_cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the first certificate of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// PEM CA certificate(s): when set, every client must present a certificate they signed
+    /// (mutual TLS). Needs `tls_cert` and `tls_key`.
+    pub tls_client_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +289,9 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:50051".into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -403,6 +417,20 @@ impl Settings {
         }
         if !matches!(self.database.synchronous.as_str(), "full" | "normal") {
             bail!("database.synchronous: expected full or normal");
+        }
+        // The files themselves are read and checked at start (api::tls::ServerTls::load), with
+        // errors that name the key.
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) => {
+                bail!("server.tls_cert is set but server.tls_key is not: set both or neither")
+            }
+            (None, Some(_)) => {
+                bail!("server.tls_key is set but server.tls_cert is not: set both or neither")
+            }
+            (None, None) if self.server.tls_client_ca.is_some() => {
+                bail!("server.tls_client_ca (mutual TLS) needs server.tls_cert and server.tls_key")
+            }
+            _ => {}
         }
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
@@ -677,6 +705,42 @@ mod tests {
             "{err}"
         );
         assert!(!err.to_string().contains("short"), "{err}");
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together() {
+        for (pairs, expected) in [
+            (
+                vec![("REPLYFLOW_SERVER_TLS_CERT", "c.pem")],
+                "server.tls_cert is set but server.tls_key is not",
+            ),
+            (
+                vec![("REPLYFLOW_SERVER_TLS_KEY", "k.pem")],
+                "server.tls_key is set but server.tls_cert is not",
+            ),
+            (
+                vec![("REPLYFLOW_SERVER_TLS_CLIENT_CA", "ca.pem")],
+                "server.tls_client_ca",
+            ),
+        ] {
+            let err = Settings::load_from(None, env(&pairs)).unwrap_err();
+            assert!(
+                format!("{err:#}").starts_with(expected),
+                "{pairs:?}: {err:#}"
+            );
+        }
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("REPLYFLOW_SERVER_TLS_CERT", "c.pem"),
+                ("REPLYFLOW_SERVER_TLS_KEY", "k.pem"),
+                ("REPLYFLOW_SERVER_TLS_CLIENT_CA", "ca.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.tls_cert.as_deref(), Some("c.pem"));
+        assert_eq!(s.server.tls_key.as_deref(), Some("k.pem"));
+        assert_eq!(s.server.tls_client_ca.as_deref(), Some("ca.pem"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod reminder;
 mod reminder_runs;
 pub mod status;
 mod tasks;
+pub mod tls;
 mod workflow;
 
 use std::{sync::Arc, time::Duration};
@@ -26,11 +27,13 @@ use tonic::{
 use crate::{proto::pb, workflow::Workflow};
 
 /// Serves every service on `listener` until `shutdown` is cancelled, then lets calls in flight
-/// finish.
+/// finish. With `tls` (from `server.tls_*`) every connection is TLS first, gRPC-Web, health and
+/// reflection included.
 pub async fn serve(
     listener: TcpListener,
     workflow: Arc<Workflow>,
     authenticator: Arc<auth::Authenticator>,
+    tls: Option<tls::ServerTls>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let authenticate = auth::Authenticate(authenticator);
@@ -74,10 +77,7 @@ pub async fn serve(
             .await;
     }
 
-    // Builder::tcp_nodelay is ignored for an incoming stream: without NODELAY every response
-    // waited ~40 ms for the client's delayed ACK (measured with `replyflow bench`).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    let router = Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(tonic_web::GrpcWebLayer::new())
@@ -100,8 +100,21 @@ pub async fn serve(
         .add_service(InterceptedService::new(
             reminder_service,
             authenticate.clone(),
-        ))
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
-        .context("gRPC server")
+        ));
+    let served = match tls {
+        None => {
+            // Builder::tcp_nodelay is ignored for an incoming stream: without NODELAY every
+            // response waited ~40 ms for the client's delayed ACK (measured with `replyflow bench`).
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown.cancelled_owned())
+                .await
+        }
+    };
+    served.context("gRPC server")
 }

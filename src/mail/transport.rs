@@ -17,13 +17,12 @@
 //!
 //! Credentials from the URL are percent-decoded, handed to lettre, and never printed: the
 //! transports' `Debug` shows the user name at most. TLS trusts one store for all mail traffic
-//! ([`tls_roots`]): the system's CA bundle plus `mail.ca_file`.
+//! ([`super::trust`]): the system's CA bundle plus `mail.ca_file`, whose certificates are also
+//! trusted as themselves (a mail server's self-signed certificate).
 use std::{
     fmt,
     path::{Path, PathBuf},
-    pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -34,21 +33,18 @@ use lettre::{
     transport::smtp::{
         self,
         authentication::{Credentials, DEFAULT_MECHANISMS},
-        client::{
-            AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
-        },
+        client::AsyncSmtpConnection,
+        commands::Starttls,
         extension::ClientId,
         response::{Response, Severity},
     },
 };
-use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
 use sha2::{Digest, Sha256};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-    sync::Semaphore,
-};
-use tokio_rustls::TlsConnector;
+use tokio::{net::TcpStream, sync::Semaphore};
+
+use super::smtp_tls::{SharedTcp, TlsClient, TlsTcp};
+
+pub use super::trust::tls_roots;
 
 /// Why a mail was not delivered, sorted by what the outbox should do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,78 +97,6 @@ pub fn from_url(
         Outbound::File { dir } => Ok(Arc::new(FileTransport::new(dir)?)),
         Outbound::Smtp(target) => Ok(Arc::new(SmtpTransport::new(target, ca_file, pool_size)?)),
     }
-}
-
-/// Loads rustls root certificates: the system's CA bundle (`SSL_CERT_FILE`, else the usual
-/// bundle paths of Debian, RHEL and Alpine) plus every certificate in `ca_file` — the one trust
-/// store of the mail code (SMTP uses the same). Fails when `ca_file` cannot be read or holds no
-/// usable certificate, or when no root at all is found.
-pub fn tls_roots(ca_file: Option<&Path>) -> anyhow::Result<rustls::RootCertStore> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(trusted_roots(ca_file)?);
-    Ok(roots)
-}
-
-/// The trusted roots as DER: the system bundle's (entries rustls cannot use are skipped: one bad
-/// entry must not make the server unusable) and `ca_file`'s (every one must be usable).
-fn trusted_roots(ca_file: Option<&Path>) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let usable =
-        |der: &CertificateDer<'static>| rustls::RootCertStore::empty().add(der.clone()).is_ok();
-    let mut roots: Vec<CertificateDer<'static>> = system_bundle()
-        .and_then(|bundle| CertificateDer::pem_file_iter(bundle).ok())
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter(usable)
-        .collect();
-    if let Some(path) = ca_file {
-        for der in read_ca_file(path)? {
-            if !usable(&der) {
-                bail!(
-                    "mail.ca_file {}: a certificate rustls cannot use as a root",
-                    path.display()
-                );
-            }
-            roots.push(der);
-        }
-    }
-    if roots.is_empty() {
-        bail!(
-            "no trusted root certificates: set mail.ca_file or install the system CA bundle \
-             (ca-certificates), or use ?tls=none for a trusted local relay"
-        );
-    }
-    Ok(roots)
-}
-
-fn system_bundle() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
-        return Some(PathBuf::from(path));
-    }
-    [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-        "/etc/ssl/cert.pem",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file())
-}
-
-/// The certificates of a PEM file, with errors that name the file.
-fn read_ca_file(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path)
-        .with_context(|| format!("mail.ca_file: cannot read {}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("mail.ca_file {}: not valid PEM", path.display()))?;
-    if certs.is_empty() {
-        bail!(
-            "mail.ca_file {}: no CERTIFICATE in the file",
-            path.display()
-        );
-    }
-    Ok(certs)
 }
 
 // ------------------------------------------------------------------------------------ the URL
@@ -363,14 +287,13 @@ struct SmtpTransport {
 
 enum Security {
     Plain,
+    /// STARTTLS (when offered, or `required`), then TLS with `tls`.
     StartTls {
-        params: TlsParameters,
+        tls: TlsClient,
         required: bool,
     },
-    Implicit {
-        connector: TlsConnector,
-        server: ServerName<'static>,
-    },
+    /// TLS from the first byte (smtps).
+    Implicit(TlsClient),
 }
 
 struct IdleConnection {
@@ -402,41 +325,14 @@ impl fmt::Debug for SmtpTransport {
 impl SmtpTransport {
     fn new(target: SmtpTarget, ca_file: Option<&Path>, pool_size: u32) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls_client = || TlsClient::new(&target.host, ca_file);
         let security = match target.tls {
             TlsMode::None => Security::Plain,
-            TlsMode::Opportunistic | TlsMode::Required => {
-                let mut params = TlsParameters::builder(target.host.clone())
-                    .certificate_store(CertificateStore::None);
-                for der in trusted_roots(ca_file)? {
-                    let cert = Certificate::from_der(der.to_vec())
-                        .context("mail.outbound: a trusted root certificate")?;
-                    params = params.add_root_certificate(cert);
-                }
-                Security::StartTls {
-                    params: params
-                        .build_rustls()
-                        .context("mail.outbound: building the TLS configuration")?,
-                    required: target.tls == TlsMode::Required,
-                }
-            }
-            TlsMode::Implicit => {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .context("mail.outbound: TLS protocol versions")?
-                    .with_root_certificates(tls_roots(ca_file)?)
-                    .with_no_client_auth();
-                let server = ServerName::try_from(target.host.clone()).with_context(|| {
-                    format!(
-                        "mail.outbound: {:?} is not a valid TLS server name",
-                        target.host
-                    )
-                })?;
-                Security::Implicit {
-                    connector: TlsConnector::from(Arc::new(config)),
-                    server,
-                }
-            }
+            TlsMode::Opportunistic | TlsMode::Required => Security::StartTls {
+                tls: tls_client()?,
+                required: target.tls == TlsMode::Required,
+            },
+            TlsMode::Implicit => Security::Implicit(tls_client()?),
         };
         let credentials = target
             .credentials
@@ -463,31 +359,71 @@ impl SmtpTransport {
         // The point of this pool: see the type's documentation.
         tcp.set_nodelay(true)
             .map_err(|e| SendError::Transient(format!("TCP_NODELAY: {e}")))?;
-        let stream: Box<dyn AsyncTokioStream> = match &self.security {
-            Security::Implicit { connector, server } => {
-                let tls = connector.connect(server.clone(), tcp).await.map_err(|e| {
-                    SendError::Transient(format!("TLS handshake with {host}:{port}: {e}"))
-                })?;
-                Box::new(TlsTcp(tls))
+        let mut conn = match &self.security {
+            Security::Plain => {
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
+                    .await
+                    .map_err(|e| classify(&e))?
             }
-            _ => Box::new(tcp),
-        };
-        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
-            .await
-            .map_err(|e| classify(&e))?;
-        if let Security::StartTls { params, required } = &self.security
-            && (*required || conn.can_starttls())
-        {
-            conn.starttls(params.clone(), &self.hello)
+            Security::Implicit(tls) => {
+                let stream = tls.handshake(tcp, host, port).await?;
+                AsyncSmtpConnection::connect_with_transport(
+                    Box::new(TlsTcp::new(stream)),
+                    &self.hello,
+                )
                 .await
-                .map_err(|e| classify(&e))?;
-        }
+                .map_err(|e| classify(&e))?
+            }
+            Security::StartTls { tls, required } => self.starttls(tcp, tls, *required).await?,
+        };
         if let Some(credentials) = &self.credentials {
             conn.auth(DEFAULT_MECHANISMS, credentials)
                 .await
                 .map_err(|e| classify(&e))?;
         }
         Ok(conn)
+    }
+
+    /// The greeting and EHLO in plain text; then, when the server offers STARTTLS (or `required`
+    /// says it must), the STARTTLS command, our handshake and a new EHLO over TLS. lettre speaks
+    /// SMTP on both sides of the handshake; the socket goes from the plain session to the TLS one
+    /// through [`SharedTcp`].
+    async fn starttls(
+        &self,
+        tcp: TcpStream,
+        tls: &TlsClient,
+        required: bool,
+    ) -> Result<AsyncSmtpConnection, SendError> {
+        let (host, port) = (self.target.host.as_str(), self.target.port);
+        let shared = SharedTcp::new(tcp);
+        let mut plain =
+            AsyncSmtpConnection::connect_with_transport(Box::new(shared.clone()), &self.hello)
+                .await
+                .map_err(|e| classify(&e))?;
+        if !plain.can_starttls() {
+            if required {
+                plain.abort().await;
+                // Transient: a server's TLS setup is configuration, and may be fixed.
+                return Err(SendError::Transient(format!(
+                    "{host}:{port} does not offer STARTTLS (mail.outbound has tls=required)"
+                )));
+            }
+            return Ok(plain);
+        }
+        plain.command(Starttls).await.map_err(|e| classify(&e))?;
+        // Dropping the plain session also drops whatever it had read beyond the 220 answer: text
+        // injected before the handshake must never count as said over TLS.
+        drop(plain);
+        let tcp = shared.into_inner().ok_or_else(|| {
+            SendError::Transient("the plain SMTP session still holds the socket".into())
+        })?;
+        let stream = tls.handshake(tcp, host, port).await?;
+        AsyncSmtpConnection::connect_with_transport(
+            Box::new(TlsTcp::after_starttls(stream)),
+            &self.hello,
+        )
+        .await
+        .map_err(|e| classify(&e))
     }
 
     /// An idle connection that still answers, else a new one.
@@ -563,44 +499,6 @@ impl MailTransport for SmtpTransport {
                 self.target.host, self.target.port
             ))),
         }
-    }
-}
-
-/// A TLS stream over TCP in the shape lettre's connection takes (implicit TLS, smtps).
-#[derive(Debug)]
-struct TlsTcp(tokio_rustls::client::TlsStream<TcpStream>);
-
-impl AsyncRead for TlsTcp {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsTcp {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl AsyncTokioStream for TlsTcp {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().0.peer_addr()
     }
 }
 

@@ -47,7 +47,6 @@ use tokio_rustls::{TlsConnector, client::TlsStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    mail::transport::tls_roots,
     store::imap_state::ImapState,
     workflow::{
         Workflow,
@@ -518,10 +517,9 @@ impl InboundWorker {
         PROVIDER.call_once(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
         });
-        let roots = tls_roots(self.ca_file.as_deref())?;
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        // The mail trust: system roots plus mail.ca_file, whose certificates are also pinned
+        // (a server's self-signed certificate is trusted as itself).
+        let config = crate::mail::trust::client_config(self.ca_file.as_deref())?;
         let server_name = ServerName::try_from(host.clone())
             .with_context(|| format!("{host:?} is not a valid TLS server name"))?;
         let connect = async {

@@ -181,11 +181,16 @@ pub async fn spawn_app_on_clock(
     let server_workflow = app.workflow();
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped());
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connecting to the test server");
+    let endpoint = Channel::from_shared(format!("http://{addr}")).expect("uri");
+    let channel = if settings.server.tls_cert.is_some() {
+        // A TLS listener: this plaintext channel would fail; tests/api/tls.rs makes its own.
+        endpoint.connect_lazy()
+    } else {
+        endpoint
+            .connect()
+            .await
+            .expect("connecting to the test server")
+    };
     TestApp {
         addr,
         channel,

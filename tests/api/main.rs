@@ -3,6 +3,8 @@
 //! with a fresh database and talks to it over TCP with the generated client. Run with
 //! TEST_DATABASE=sqlite (default) or TEST_DATABASE=postgres; scripts/test runs both.
 mod helpers;
+#[path = "../shared/pki.rs"]
+mod pki;
 
 mod approvals;
 mod authz;
@@ -21,4 +23,5 @@ mod reminders;
 mod replies;
 mod requests;
 mod stories;
+mod tls;
 mod watch;

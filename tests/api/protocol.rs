@@ -7,7 +7,7 @@ use std::time::Duration;
 use prost::Message;
 use replyflow::proto::pb;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 use tonic::Code;
@@ -170,10 +170,16 @@ fn assert_declares_workflow_service(version: &str, files: &[Vec<u8>]) {
     }
 }
 
+/// What a reflection v1 client sees on `channel`: every service and WorkflowService's file (also
+/// used over TLS, tests/api/tls.rs).
+pub(crate) async fn assert_reflection_v1_works(channel: tonic::transport::Channel) {
+    check_reflection!(reflection_v1, channel.clone());
+}
+
 #[tokio::test]
 async fn reflection_v1_lists_every_service_and_serves_their_descriptors() {
     let app = spawn_app().await;
-    check_reflection!(reflection_v1, app.channel.clone());
+    assert_reflection_v1_works(app.channel.clone()).await;
     app.stop().await;
 }
 
@@ -202,14 +208,14 @@ async fn reminder_service_answers() {
 }
 
 /// One HTTP/1.1 response, read off the wire.
-struct HttpResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -220,6 +226,18 @@ impl HttpResponse {
 /// POSTs a gRPC-Web call over a raw TCP connection, as a browser's fetch would, and reads the
 /// response until the server closes the connection (`Connection: close`).
 async fn grpc_web_call(
+    addr: std::net::SocketAddr,
+    path: &str,
+    user: &str,
+    message: &impl Message,
+) -> HttpResponse {
+    let stream = TcpStream::connect(addr).await.expect("connecting");
+    grpc_web_call_over(stream, addr, path, user, message).await
+}
+
+/// [`grpc_web_call`] over a connection the caller opened (e.g. TLS, tests/api/tls.rs).
+pub(crate) async fn grpc_web_call_over(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     addr: std::net::SocketAddr,
     path: &str,
     user: &str,
@@ -243,7 +261,6 @@ async fn grpc_web_call(
         body.len()
     );
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connecting");
         stream.write_all(head.as_bytes()).await.expect("writing");
         stream.write_all(&body).await.expect("writing");
         stream.flush().await.expect("flushing");
@@ -318,7 +335,7 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
 
 /// A gRPC-Web body: data frames (flag 0x00) and one trailer frame (flag 0x80) of
 /// `name: value\r\n` lines.
-fn grpc_web_frames(mut body: &[u8]) -> (Vec<Vec<u8>>, Vec<(String, String)>) {
+pub(crate) fn grpc_web_frames(mut body: &[u8]) -> (Vec<Vec<u8>>, Vec<(String, String)>) {
     let mut messages = Vec::new();
     let mut trailers = Vec::new();
     while !body.is_empty() {
@@ -346,7 +363,7 @@ fn grpc_web_frames(mut body: &[u8]) -> (Vec<Vec<u8>>, Vec<(String, String)>) {
 /// A gRPC trailer of a gRPC-Web response: in the trailer frame at the end of the body, or in the
 /// headers of a trailers-only response (both are valid gRPC-Web and browsers read either; tonic
 /// answers an error without a message as trailers-only).
-fn grpc_web_trailer(
+pub(crate) fn grpc_web_trailer(
     response: &HttpResponse,
     trailers: &[(String, String)],
     name: &str,

@@ -9,6 +9,8 @@
 //! `cargo test --release --test mail -- --ignored --nocapture bench` (or scripts/bench-smtp.sh).
 mod helpers;
 mod imap;
+#[path = "../shared/pki.rs"]
+mod pki;
 
 mod approval;
 mod bench;
@@ -17,4 +19,5 @@ mod delivery;
 mod inbound;
 mod outage;
 mod oversized;
+mod self_signed;
 mod verdicts;
