@@ -953,3 +953,39 @@ async fn an_sms_the_gateway_cannot_take_falls_back_to_the_next_channel_later() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn escalation_never_hands_a_request_to_its_own_initiator() {
+    // Alice's manager boss starts a request that alice must approve; when alice's reminders run
+    // out, `reassign-manager` must not hand boss his own request (four eyes): it goes one level
+    // up, to boss's manager.
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    app.add_user("boss", "ceo").await;
+    app.deploy_xml(&one_task(
+        "esc",
+        r#"count="1" interval="PT1H" channels="inbox" escalation="reassign-manager""#,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app
+        .workflow()
+        .start_process(req(
+            pb::StartProcessRequest {
+                definition_key: "esc".into(),
+                ..Default::default()
+            },
+            "boss",
+        ))
+        .await
+        .expect("boss starts")
+        .into_inner();
+    for _ in 0..3 {
+        clock.advance(HOUR);
+        fire(&app).await;
+    }
+    let task = app.task(&instance.open_tasks[0].id).await;
+    assert_eq!(task.assignee, "ceo", "one level above the initiator");
+    assert_eq!(task.status, pb::TaskStatus::Open as i32);
+    app.stop().await;
+}
