@@ -677,6 +677,12 @@ impl ProcessBuilder {
             self.error(&owner, format!("a <{}> without an id", element.local));
             return None;
         };
+        if let Some(reason) = crate::bounds::single_line_problem(id, crate::bounds::MAX_ID_LEN) {
+            // The id itself may be what is wrong: name the element by a shortened, escaped id.
+            let shown: String = id.chars().take(40).collect();
+            self.error(&format!("{shown:?}"), format!("id: {reason}"));
+            return None;
+        }
         if !self.seen_ids.insert(id.to_owned()) {
             self.error(id, "duplicate id: ids must be unique in the document");
             return None;
@@ -1029,6 +1035,7 @@ impl ProcessBuilder {
         }
         self.check_listed_flows(&flows);
         self.check_writable();
+        self.check_names();
         for (element_id, reason) in loops_without_user_task(&self.nodes, &flows) {
             self.error(&element_id, reason);
         }
@@ -1042,6 +1049,42 @@ impl ProcessBuilder {
                 reminder_types: self.reminder_types,
             }),
             _ => Err(self.errors),
+        }
+    }
+
+    /// Names and labels reach mail subjects, bodies and OA screens: one line, no bidi tricks.
+    fn check_names(&mut self) {
+        let mut problems = Vec::new();
+        let process_name = (self.key.clone(), "name", self.name.clone());
+        for (id, what, text) in
+            std::iter::once(process_name).chain(self.nodes.iter().flat_map(|node| {
+                let outcomes = match &node.kind {
+                    NodeKind::UserTask(spec) => spec
+                        .outcomes
+                        .iter()
+                        .flat_map(|o| {
+                            [
+                                ("outcome id", o.id.clone()),
+                                ("outcome label", o.label.clone()),
+                            ]
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                std::iter::once(("name", node.name.clone()))
+                    .chain(outcomes)
+                    .map(|(what, text)| (node.id.clone(), what, text))
+                    .collect::<Vec<_>>()
+            }))
+        {
+            if let Some(reason) =
+                crate::bounds::single_line_problem(&text, crate::bounds::MAX_NAME_LEN)
+            {
+                problems.push((id, format!("{what}: {reason}")));
+            }
+        }
+        for (id, reason) in problems {
+            self.error(&id, reason);
         }
     }
 

@@ -555,3 +555,32 @@ async fn ids_and_comments_with_control_or_bidi_characters_are_refused_naming_the
         pb::TaskStatus::Open as i32
     );
 }
+
+#[tokio::test]
+async fn a_definition_whose_names_would_read_reversed_in_a_mail_is_refused_naming_the_element() {
+    let app = spawn_app().await;
+    for (from, to, element) in [
+        (
+            r#"<bpmn:userTask id="review""#,
+            "<bpmn:userTask id=\"review\" name=\"Approve \u{202E}gnp.exe\"",
+            "review",
+        ),
+        (
+            r#"<bpmn:endEvent id="end"/>"#,
+            "<bpmn:endEvent id=\"end\" name=\"a\u{7}b\"/>",
+            "end",
+        ),
+        (
+            r#"id="review""#,
+            &format!(r#"id="{}""#, "r".repeat(300)),
+            "id: at most 200 bytes",
+        ),
+    ] {
+        let xml = WRITABLE.replace(from, to);
+        assert_ne!(xml, WRITABLE, "{from}");
+        let status = app.deploy_xml(&xml).await.expect_err(element);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(element), "{element}: {status:?}");
+    }
+    assert!(app.definitions().await.is_empty());
+}
