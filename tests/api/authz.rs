@@ -349,6 +349,37 @@ async fn a_stranger_cannot_read_other_peoples_requests_tasks_approvals_or_inbox(
     );
     denied(
         app.reminders()
+            .list_reminders(req(
+                pb::ListRemindersRequest {
+                    recipient: "mary".into(),
+                    ..Default::default()
+                },
+                "eve",
+            ))
+            .await,
+        "eve lists the reminders chasing mary",
+    );
+    let everything = app
+        .reminders()
+        .list_reminders(req(pb::ListRemindersRequest::default(), "eve"))
+        .await
+        .expect_err("eve lists every reminder");
+    assert_eq!(everything.code(), Code::InvalidArgument, "{everything:?}");
+    denied(
+        app.reminders()
+            .mark_messages_read(req(
+                pb::MarkMessagesReadRequest {
+                    user_id: "mary".into(),
+                    all: true,
+                    ..Default::default()
+                },
+                "eve",
+            ))
+            .await,
+        "eve marks mary's messages read",
+    );
+    denied(
+        app.reminders()
             .list_messages(req(
                 pb::ListMessagesRequest {
                     user_id: "mary".into(),
