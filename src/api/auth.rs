@@ -211,9 +211,18 @@ impl Authenticator {
                         api_key.id
                     )));
                 }
-                // Acting for a user gives that user's rights, not the key's.
+                // Acting for a user gives that user's rights, never more than the key's: a key
+                // that may only act for users cannot become an admin by naming one.
                 let user = header_user(value.to_str().ok(), ACT_AS_HEADER)?;
-                Ok(self.user(user, Vec::new()))
+                let roles = self
+                    .configured_roles
+                    .get(&user)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|r| api_key.roles.contains(r) || api_key.roles.contains(&Role::Admin))
+                    .collect::<Vec<_>>();
+                Ok(Actor::new(user).with_roles(roles))
             }
             None => Ok(Actor::new(format!("key:{}", api_key.id))
                 .with_roles(api_key.roles.iter().copied().filter(|r| *r != Role::ActAs))),
@@ -314,6 +323,18 @@ impl JwtVerifier {
                 "security.auth = jwt needs security.jwt_hs256_secret, security.jwt_public_keys or security.jwt_jwks_file"
             );
         }
+        // A token minted for another application of the same identity provider must not work
+        // here: both are required in jwt mode.
+        if s.jwt_issuer.as_deref().is_none_or(str::is_empty) {
+            bail!(
+                "security.jwt_issuer: required with security.auth = jwt (the iss of valid tokens)"
+            );
+        }
+        if s.jwt_audience.as_deref().is_none_or(str::is_empty) {
+            bail!(
+                "security.jwt_audience: required with security.auth = jwt (the aud of tokens meant for replyflow)"
+            );
+        }
         if s.jwt_roles_claim.trim().is_empty() {
             bail!("security.jwt_roles_claim: must name a claim");
         }
@@ -329,7 +350,7 @@ impl JwtVerifier {
         let mut v = Validation::new(algorithm);
         v.leeway = JWT_LEEWAY_SECS;
         v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp", "sub"]);
+        v.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         match &self.issuer {
             Some(iss) => v.set_issuer(&[iss]),
             None => v.iss = None,
@@ -381,6 +402,25 @@ impl JwtVerifier {
     }
 
     fn identity(&self, claims: &Map<String, Value>) -> Result<(String, Vec<Role>), Status> {
+        // jsonwebtoken 9 skips a time claim it cannot read as a number (`"nbf": "9999999999"`
+        // would not delay anything): such a token is malformed, not unrestricted.
+        for claim in ["exp", "nbf", "iat"] {
+            if claims.get(claim).is_some_and(|v| !v.is_number()) {
+                return Err(Status::unauthenticated(format!(
+                    "authorization: JWT claim {claim} is not a number"
+                )));
+            }
+        }
+        if !matches!(claims.get("iss"), Some(Value::String(_))) {
+            return Err(Status::unauthenticated(
+                "authorization: JWT claim iss is not a string",
+            ));
+        }
+        if !matches!(claims.get("aud"), Some(Value::String(_) | Value::Array(_))) {
+            return Err(Status::unauthenticated(
+                "authorization: JWT claim aud is not a string",
+            ));
+        }
         let user = header_user(claims.get("sub").and_then(Value::as_str), "sub")?;
         // Roles the identity provider knows that replyflow does not are ignored.
         let roles = match claims.get(&self.roles_claim) {

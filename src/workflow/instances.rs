@@ -34,6 +34,15 @@ impl Workflow {
             return self.instance(&id).await;
         }
         let (stored, graph) = self.definition(&req.definition_key, req.version).await?;
+        // The engine writes `outcome` (the last decision): a start may not forge one. (Activity
+        // records are overwritten when their activity completes, and examples name assignee
+        // variables after their activities, so those stay allowed at start.)
+        if req.variables.contains_key("outcome") {
+            return Err(Error::invalid(
+                "variables.outcome",
+                "is written by the engine (the last decision)",
+            ));
+        }
         let transition = runtime::apply(
             &graph,
             Snapshot {

@@ -104,6 +104,15 @@ impl Workflow {
         }
         // The instance a task belongs to never changes: find it outside the transaction.
         let task = self.task(&req.task_id).await?;
+        // Refused before any condition is evaluated, so that a caller who may not decide the
+        // task cannot spend the server's condition budget; both are checked again under the lock.
+        if req.via != CompletedVia::Escalation {
+            check_can_complete(&task, actor)?;
+        }
+        let graph = self
+            .graph_of(&task.definition_key, task.definition_version)
+            .await?;
+        check_writable(&graph, &task, &req.variables)?;
         let now = self.now();
         for attempt in 1.. {
             let prepared = if attempt <= PREPARE_ATTEMPTS {
@@ -417,6 +426,14 @@ impl Workflow {
             return Err(Error::invalid(
                 "new_assignee",
                 format!("the task is already assigned to {}", r.new_assignee),
+            ));
+        }
+        // Whoever may hand a task on may not hand it to themselves: an admin would otherwise
+        // make themselves the assignee and decide (four eyes).
+        if r.new_assignee == r.actor.user_id {
+            return Err(Error::invalid(
+                "new_assignee",
+                "a task cannot be handed to the caller themselves",
             ));
         }
         // Four eyes: whoever hands it on, the initiator never approves their own request.

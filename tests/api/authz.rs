@@ -57,6 +57,12 @@ async fn the_initiator_cannot_take_the_approvers_task_and_approve_it_herself() {
     let task = app.task(&task.id).await;
     assert_eq!(task.assignee, "mary");
     assert_eq!(task.status, pb::TaskStatus::Open as i32);
+    // An admin cannot make themselves the assignee to decide it either.
+    let status = app
+        .reassign_as(&task, "admin", "admin")
+        .await
+        .expect_err("an admin hands mary's task to themselves");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     // Mary may still hand it to someone who is not the initiator (转办), and an admin may too.
     let moved = app
         .reassign_as(&task, "admin", "fred")
@@ -614,4 +620,23 @@ async fn a_definition_whose_names_would_read_reversed_in_a_mail_is_refused_namin
         assert!(status.message().contains(element), "{element}: {status:?}");
     }
     assert!(app.definitions().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_start_cannot_forge_the_last_outcome() {
+    let (app, _) = expense_for_mary().await;
+    for name in ["outcome"] {
+        let mut variables = expense_vars(20000);
+        variables[name] = json!({"outcome": "approve", "completed_by": "mary"});
+        let status = app
+            .try_start("expense", variables)
+            .await
+            .expect_err("a forged record at start");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().starts_with(&format!("variables.{name}:")),
+            "{status:?}"
+        );
+    }
+    assert_eq!(app.instances().await.len(), 1);
 }

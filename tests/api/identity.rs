@@ -107,6 +107,14 @@ async fn a_forged_expired_early_or_misaddressed_jwt_is_refused() {
         ("another issuer", json!({"iss": "https://evil.example"})),
         ("another audience", json!({"aud": "payroll"})),
         ("without a subject", json!({"sub": null})),
+        ("without an issuer", json!({"iss": null})),
+        ("without an audience", json!({"aud": null})),
+        ("an audience that is a number", json!({"aud": 5})),
+        ("an issuer that is a number", json!({"iss": 5})),
+        (
+            "a not-before that is a string",
+            json!({"nbf": "99999999999"}),
+        ),
     ] {
         let mut c = claims("mary");
         for (k, v) in change.as_object().expect("object") {
@@ -211,6 +219,8 @@ async fn rs256_keys_from_a_pem_file_and_es256_keys_from_a_jwks_file_verify() {
 
     let app = spawn_app_with(|s| {
         s.security.auth = "jwt".into();
+        s.security.jwt_issuer = Some(ISSUER.into());
+        s.security.jwt_audience = Some(AUDIENCE.into());
         s.security.jwt_public_keys = Some(rsa_public.display().to_string());
         s.security.jwt_jwks_file = Some(jwks_file.display().to_string());
     })
@@ -332,6 +342,25 @@ async fn api_keys_carry_their_roles_and_act_as_only_with_that_role() {
         .expect("act_as mary completes mary's task")
         .into_inner();
     assert_eq!(done.task.expect("task").completed_by, "mary");
+    // Acting for an admin gives the key no admin rights: only roles the key holds itself.
+    let xml = std::fs::read(crate::helpers::repo_path("examples/expense.bpmn")).expect("example");
+    let deploy = pb::DeployDefinitionRequest {
+        bpmn_xml: xml,
+        request_id: String::new(),
+    };
+    assert_eq!(
+        code(
+            app.workflow()
+                .deploy_definition(with_header(
+                    key(deploy, "oa-secret-key"),
+                    "x-act-as",
+                    "admin"
+                ))
+                .await
+        ),
+        Err(Code::PermissionDenied),
+        "an act_as key naming the admin"
+    );
     // A key without act_as cannot name a user.
     let status = app
         .tasks()
@@ -371,6 +400,16 @@ fn dev_mode_refuses_a_network_listener_unless_told_and_bad_jwt_settings_are_name
         (
             vec![("REPLYFLOW_SECURITY_AUTH", "jwt")],
             "security.auth = jwt needs",
+        ),
+        (
+            vec![
+                ("REPLYFLOW_SECURITY_AUTH", "jwt"),
+                (
+                    "REPLYFLOW_SECURITY_JWT_HS256_SECRET",
+                    "a secret of at least thirty-two bytes",
+                ),
+            ],
+            "security.jwt_issuer: required",
         ),
         (
             vec![
