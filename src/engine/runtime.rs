@@ -149,8 +149,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_steps: Self::DEFAULT_MAX_STEPS,
-            // Four times what a single condition may cost.
-            condition_budget: 4 * MAX_EVALUATION_COST,
+            // Twice what a single condition may cost: a few ordinary conditions cost almost
+            // nothing, and a whole transition stays within tens of milliseconds.
+            condition_budget: 2 * MAX_EVALUATION_COST,
         }
     }
 }
