@@ -91,7 +91,8 @@ pub fn screen_source(source: &str) -> Result<(), String> {
                 }
             }
             ')' | ']' | '}' => depth = depth.saturating_sub(1),
-            '.' if !previous.is_ascii_digit() => operators += 1,
+            // Member access, but not the point of a number (`1.5`).
+            '.' if !iter.peek().is_some_and(char::is_ascii_digit) => operators += 1,
             '+' | '-' | '*' | '/' | '%' | '?' | '!' => operators += 1,
             '<' | '>' | '=' => {
                 // `<=`, `>=`, `==` are one operator; `!=` was counted at `!`.
@@ -584,6 +585,13 @@ mod tests {
         assert!(error.contains("149 operators"), "{error}");
         let members = format!("a{}", ".b".repeat(150));
         assert!(screen_source(&members).unwrap_err().contains("operators"));
+        let after_digits = format!("a1{}", ".b1".repeat(150));
+        assert!(
+            screen_source(&after_digits)
+                .unwrap_err()
+                .contains("operators")
+        );
+        screen_source("amount > 1.5 && rate < 0.25").unwrap();
     }
 
     #[test]
