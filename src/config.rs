@@ -442,6 +442,9 @@ impl Settings {
             crate::engine::definition::iso_duration_secs(value)
                 .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         }
+        // The default validity obeys the bounds of `replyflow:validFor`.
+        crate::engine::definition::check_valid_for(&self.mail.valid_for)
+            .map_err(|e| anyhow::anyhow!("mail.valid_for: {e}"))?;
         if !(1..=1_000_000).contains(&self.limits.max_steps) {
             bail!("limits.max_steps: must be 1 to 1000000");
         }
@@ -566,6 +569,18 @@ mod tests {
         assert_eq!(s.mail.inbound.expose(), "maildir:mail/inbox");
         assert_eq!(s.mail.processed_folder, "replyflow-processed");
         assert_eq!(s.limits.max_steps, 10_000);
+    }
+
+    #[test]
+    fn the_default_valid_for_has_the_bounds_of_replyflow_valid_for() {
+        for bad in ["PT0S", "P99999999999D"] {
+            let error =
+                Settings::load_from(None, env(&[("REPLYFLOW_MAIL_VALID_FOR", bad)])).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("mail.valid_for"),
+                "{bad}: {error:#}"
+            );
+        }
     }
 
     #[test]

@@ -801,7 +801,7 @@ impl ProcessBuilder {
                 "reminderType" => non_empty(value).map(|name| spec.reminder_type = Some(name)),
                 "emailApproval" => parse_flag(value).map(|flag| spec.email_approval = flag),
                 "allowDelegate" => parse_flag(value).map(|flag| spec.allow_delegate = flag),
-                "validFor" => checked_valid_for(value).map(|raw| spec.valid_for = Some(raw)),
+                "validFor" => check_valid_for(value).map(|raw| spec.valid_for = Some(raw)),
                 "show" => {
                     spec.show = split_list(value);
                     Ok(())
@@ -1641,7 +1641,8 @@ pub const MIN_VALID_FOR_SECS: u64 = 60;
 /// values overflowed the expiry timestamp.
 pub const MAX_VALID_FOR_SECS: u64 = 365 * 86_400;
 
-fn checked_valid_for(value: &str) -> Result<String, String> {
+/// A `validFor` duration (`replyflow:validFor`, `mail.valid_for`): PT1M..P365D.
+pub fn check_valid_for(value: &str) -> Result<String, String> {
     let secs = iso_duration_secs(value)?;
     if !(MIN_VALID_FOR_SECS..=MAX_VALID_FOR_SECS).contains(&secs) {
         return Err(format!(

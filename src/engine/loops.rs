@@ -24,10 +24,11 @@ pub fn loops_without_user_task(nodes: &[Node], flows: &[Flow]) -> Vec<(String, S
     };
     let mut successors: Vec<Vec<NodeIdx>> = vec![Vec::new(); nodes.len()];
     for flow in flows {
-        if passes(flow.source) && passes(flow.target) {
-            if let Some(next) = successors.get_mut(flow.source) {
-                next.push(flow.target);
-            }
+        if passes(flow.source)
+            && passes(flow.target)
+            && let Some(next) = successors.get_mut(flow.source)
+        {
+            next.push(flow.target);
         }
     }
     let mut errors = Vec::new();

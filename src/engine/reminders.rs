@@ -8,7 +8,7 @@
 //! the whole group; a parallel join arms an edge per incoming branch, each when its branch
 //! arrives — the early ones wait at the join (`via_join`) and chase the tasks still open on the
 //! other branches until the join fires.
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use serde_json::Value;
 
@@ -52,6 +52,9 @@ pub struct Plan {
 /// the completed task's deferred-choice group).
 pub fn plan(def: &ProcessDefinition, transition: &Transition, open_before: &[OpenTask]) -> Plan {
     let mut plan = Plan::default();
+    // A transition may hold thousands of `join_waiting` events (up to `limits.max_steps`); the
+    // user tasks after a join (with their reminder types) are searched once per join.
+    let mut after_join: HashMap<&str, Vec<(String, String)>> = HashMap::new();
     for event in &transition.events {
         match event.kind {
             "task_completed" => {
@@ -72,16 +75,22 @@ pub fn plan(def: &ProcessDefinition, transition: &Transition, open_before: &[Ope
                     .get("from_activity")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                for end in next_user_tasks(def, &event.activity_id) {
-                    if let Some(reminder_type) = reminder_type_of(def, &end) {
-                        plan.arm.push(Arm {
-                            start_activity: from.to_string(),
-                            end_activity: end,
-                            via_join: event.activity_id.clone(),
-                            group_id: String::new(),
-                            reminder_type,
-                        });
-                    }
+                let ends = after_join
+                    .entry(event.activity_id.as_str())
+                    .or_insert_with(|| {
+                        next_user_tasks(def, &event.activity_id)
+                            .into_iter()
+                            .filter_map(|end| reminder_type_of(def, &end).map(|t| (end, t)))
+                            .collect()
+                    });
+                for (end, reminder_type) in ends.iter() {
+                    plan.arm.push(Arm {
+                        start_activity: from.to_string(),
+                        end_activity: end.clone(),
+                        via_join: event.activity_id.clone(),
+                        group_id: String::new(),
+                        reminder_type: reminder_type.clone(),
+                    });
                 }
             }
             "join_fired" => plan.joins_fired.push(event.activity_id.clone()),

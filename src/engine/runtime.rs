@@ -149,11 +149,15 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_steps: Self::DEFAULT_MAX_STEPS,
-            // Four times what a single condition may cost.
-            condition_budget: 4 * MAX_EVALUATION_COST,
+            // Twice what a single condition may cost: a few ordinary conditions cost almost
+            // nothing, and a whole transition stays within tens of milliseconds.
+            condition_budget: 2 * MAX_EVALUATION_COST,
         }
     }
 }
+
+/// How many of a failed walk's own events (gateways decided, ends reached, joins) are kept.
+const MAX_FAILED_WALK_EVENTS: usize = 100;
 
 /// Applies `action` to an instance of `def`. `new_id` names deferred-choice groups.
 pub fn apply(
@@ -278,9 +282,34 @@ pub fn apply(
             )
         }
     };
-    // Tasks opened by a walk that then failed were never created: drop their events too.
+    // Tasks opened by a walk that then failed were never created: drop their events too. The
+    // walk's other moves did not happen either; up to `limits.max_steps` of them would be
+    // written as audit rows, so past a few they are only counted in the failure event.
     if matches!(outcome, InstanceOutcome::Failed { .. }) {
         events.retain(|e| e.kind != "task_opened");
+        let mut walk_events = 0usize;
+        events.retain(|e| {
+            let of_the_walk = matches!(
+                e.kind,
+                "gateway_decided"
+                    | "end_reached"
+                    | "join_waiting"
+                    | "join_fired"
+                    | "deferred_choice"
+            );
+            walk_events += usize::from(of_the_walk);
+            !of_the_walk || walk_events <= MAX_FAILED_WALK_EVENTS
+        });
+        let dropped = walk_events.saturating_sub(MAX_FAILED_WALK_EVENTS);
+        if dropped > 0
+            && let Some(failure) = events
+                .iter_mut()
+                .rev()
+                .find(|e| e.kind == "instance_failed")
+            && let Some(detail) = failure.detail.as_object_mut()
+        {
+            detail.insert("walk_events_not_recorded".into(), json!(dropped));
+        }
     }
     Ok(Transition {
         variables,
@@ -1029,6 +1058,42 @@ mod tests {
         assert_eq!(element_id, "g20");
         assert!(reason.contains("limits.max_steps = 20"), "{reason}");
         assert!(run.open.is_empty());
+    }
+
+    #[test]
+    fn a_failed_walk_records_only_its_first_moves() {
+        let def = gateway_chain(1_000);
+        let mut variables = Map::new();
+        variables.insert("amount".into(), json!(5));
+        let limits = Limits {
+            max_steps: 500,
+            ..Limits::default()
+        };
+        let t = apply(
+            &def,
+            Snapshot {
+                variables: &variables,
+                joins: &JoinState::default(),
+                open_tasks: &[],
+            },
+            Action::Start,
+            limits,
+            &mut || "g".to_string(),
+        )
+        .expect("applies");
+        assert!(matches!(t.outcome, InstanceOutcome::Failed { .. }));
+        let decided = t
+            .events
+            .iter()
+            .filter(|e| e.kind == "gateway_decided")
+            .count();
+        assert_eq!(decided, MAX_FAILED_WALK_EVENTS);
+        let failure = t.events.last().expect("events");
+        assert_eq!(failure.kind, "instance_failed");
+        assert_eq!(
+            failure.detail["walk_events_not_recorded"],
+            500 - MAX_FAILED_WALK_EVENTS
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Prepared {
 
 /// What completing under the lock came to.
 enum Locked {
-    Done(Task, Vec<TaskEvent>),
+    Done(Box<Task>, Vec<TaskEvent>),
     /// The instance changed after the snapshot: drop the transaction and prepare again.
     Stale,
 }
@@ -150,7 +150,7 @@ impl Workflow {
             self.publish(published);
             self.mailer.wake().notify_one();
             let instance = self.instance(&task.instance_id).await?;
-            return Ok((completed, instance));
+            return Ok((*completed, instance));
         }
         unreachable!("the loop returns once PREPARE_ATTEMPTS are used up")
     }
@@ -225,7 +225,7 @@ impl Workflow {
             .complete_locked(tx, actor, instance_id, req, now, None)
             .await?
         {
-            Locked::Done(task, published) => Ok((task, published)),
+            Locked::Done(task, published) => Ok((*task, published)),
             Locked::Stale => Err(Error::Internal(anyhow::anyhow!(
                 "a completion without a snapshot cannot be stale"
             ))),
@@ -319,7 +319,7 @@ impl Workflow {
             )
             .await?,
         );
-        Ok(Locked::Done(completed, published))
+        Ok(Locked::Done(Box::new(completed), published))
     }
 
     async fn task_and_instance(&self, task_id: &str) -> Result<(Task, InstanceView)> {
