@@ -709,3 +709,58 @@ async fn a_forged_authentication_results_below_ours_or_signed_by_a_public_suffix
     assert_eq!(signed.verdict, pb::Verdict::Applied as i32, "{signed:?}");
     app.stop().await;
 }
+
+/// The flood at full size: 3,000 forged senders, 8 clients at once. Run with
+/// `cargo test --test api three_thousand -- --ignored --nocapture`; prints the rate.
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn three_thousand_forged_senders_get_no_answer() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    let task = start_expense(&app).await;
+    let original = approval_mail(&app).await;
+    let started = std::time::Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..8 {
+        let channel = app.channel.clone();
+        let original = original.clone();
+        clients.spawn(async move {
+            let mut answered = 0;
+            for i in (client..3000).step_by(8) {
+                let raw = reply(
+                    &format!("stranger{i}@spam.test"),
+                    &original,
+                    &format!("同意 {}", "spam ".repeat(20)),
+                    &format!("<s{i}@spam.test>"),
+                );
+                let verdict =
+                    pb::approval_service_client::ApprovalServiceClient::new(channel.clone())
+                        .submit_inbound_email(req(
+                            pb::SubmitInboundEmailRequest {
+                                raw,
+                                ..Default::default()
+                            },
+                            "mta",
+                        ))
+                        .await
+                        .expect("submit")
+                        .into_inner();
+                assert_eq!(verdict.verdict, pb::Verdict::SenderMismatch as i32);
+                answered += usize::from(verdict.answered);
+            }
+            answered
+        });
+    }
+    let mut answered = 0;
+    while let Some(n) = clients.join_next().await {
+        answered += n.expect("client");
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(answered, 0);
+    assert_eq!(app.task(&task.id).await.status, pb::TaskStatus::Open as i32);
+    println!(
+        "3000 forged replies judged in {elapsed:?} ({:.0}/s), {answered} answered",
+        3000.0 / elapsed.as_secs_f64()
+    );
+    app.stop().await;
+}
