@@ -463,7 +463,21 @@ impl Workflow {
         };
         self.end_mail(&mut batch, result).await;
         self.commit_batch(&mut batch).await;
-        single(batch.results)
+        match single(batch.results) {
+            // Counted like any failing mail (by the header's hash, as its log row is).
+            Err(error) => {
+                let mail = ReceivedMail {
+                    raw: header,
+                    delivered_to,
+                    transport,
+                };
+                match self.quarantine_if_failing(&mail, &error).await {
+                    Some(record) => Ok(record),
+                    None => Err(error),
+                }
+            }
+            ok => ok,
+        }
     }
 
     async fn judge_too_large(
