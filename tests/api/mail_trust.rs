@@ -308,6 +308,49 @@ async fn a_token_forged_with_a_rotated_out_secret_for_a_new_context_is_refused()
 }
 
 #[tokio::test]
+async fn a_secret_an_earlier_release_stored_in_plain_text_is_scrubbed_and_keeps_its_key_id() {
+    let app = spawn_app().await;
+    let db = app.stop_keeping_db().await;
+    // What an earlier release wrote for a configured secret: the secret itself.
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .expect("connecting to the test database");
+    sqlx::Executor::execute(
+        &mut conn,
+        "INSERT INTO token_keys (kid, secret, source, created_at) \
+         VALUES (7, 'first-secret-0123456789', 'config', 0)",
+    )
+    .await
+    .expect("a legacy key row");
+    let _ = sqlx::Connection::close(conn).await;
+
+    let app = spawn_app_on_with(db, |s| {
+        s.security.token_secrets = vec![Secret::new(FIRST_SECRET)];
+    })
+    .await;
+    assert_eq!(
+        app.server_workflow.reply_token_keys().current_kid(),
+        7,
+        "tokens issued with it keep verifying"
+    );
+    let store = app.store().await;
+    let keys = store.token_keys().await.expect("token keys");
+    store.close().await;
+    let legacy = keys.iter().find(|k| k.kid == 7).expect("kid 7 kept");
+    assert_eq!(legacy.secret, "", "the plain-text secret is gone");
+    assert_eq!(
+        legacy.fingerprint,
+        token::fingerprint(FIRST_SECRET.as_bytes())
+    );
+    assert!(
+        keys.iter().all(|k| !k.secret.contains("secret-0123456789")),
+        "{keys:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn upsert_user_refuses_addresses_the_composer_cannot_mail_and_changes_nothing() {
     let app = spawn_app().await;
     for (email, aliases, field) in [
