@@ -136,12 +136,6 @@ impl Batch {
     }
 }
 
-/// A mail that was fine but shared a transaction that failed: not the mail's own failure, so it
-/// does not count towards quarantining it.
-#[derive(Debug, thiserror::Error)]
-#[error("rolled back with its batch: {0}")]
-struct RolledBackWithBatch(String);
-
 /// What an accepted reply does, in the transaction that records it.
 #[derive(Debug, Clone)]
 enum Effect {
@@ -182,15 +176,6 @@ enum Action {
     Apply(Box<(ApprovalContext, Effect)>),
     /// A bounce that names sent mail of ours as failed.
     Bounce(BounceReport),
-}
-
-/// What the answer to a mail says about its sender and task, read with the checks.
-#[derive(Debug, Default)]
-struct AnswerFacts {
-    /// The sender is a registered user (address or alias): only those are answered.
-    registered: bool,
-    locale: String,
-    task: Option<Task>,
 }
 
 /// Outcome of [`Workflow::verify`].
@@ -301,96 +286,6 @@ impl Workflow {
             }
         }
         results
-    }
-
-    /// Counts a failed ingestion of `mail` (unless the failure was not the mail's own: the
-    /// database unreachable, or its batch rolled back); at `mail.quarantine_after` failures the
-    /// mail is recorded as QUARANTINED, with the error in its reason, and that record returned.
-    async fn quarantine_if_failing(
-        &self,
-        mail: &ReceivedMail<'_>,
-        error: &Error,
-    ) -> Option<InboundEmail> {
-        let own = match error {
-            Error::Internal(e) => !e.chain().any(|cause| {
-                cause.is::<RolledBackWithBatch>() || crate::store::is_transient(cause)
-            }),
-            _ => true,
-        };
-        if !own {
-            return None;
-        }
-        let now = self.now();
-        let mut record = new_record(mail.raw, mail.raw.len() as u64, mail.transport, now);
-        let attempts = match self
-            .store
-            .note_inbound_failure(&record.sha256, &format!("{error:#}"), now)
-            .await
-        {
-            Ok(attempts) => attempts,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "counting a failed ingestion failed");
-                return None;
-            }
-        };
-        let limit = self.mailer.inbound_limits().quarantine_after;
-        if attempts < limit {
-            tracing::warn!(attempts, limit, sha256 = %record.sha256, "a received mail failed; it will be tried again, then quarantined");
-            return None;
-        }
-        // The header only, for the log: the rest is what failed.
-        let header = header_block(mail.raw);
-        let reading = reply::read_reply(
-            header,
-            &OutcomeWords::defaults(&["approve", "reject"]),
-            mail.delivered_to,
-        );
-        describe(&mut record, &reading);
-        record.subject = subject_of(header);
-        record.verdict = Verdict::Quarantined;
-        let error: String = format!("{error:#}").chars().take(500).collect();
-        record.reason = format!("reading or recording it failed {attempts} times: {error}");
-        record.answered = false;
-        match self.write_quarantined(record.clone()).await {
-            Ok(record) => Some(record),
-            Err(first) => {
-                // Perhaps a header field is what the database refuses: the bare facts instead.
-                let bare = InboundEmail {
-                    sender: String::new(),
-                    subject: String::new(),
-                    message_id: String::new(),
-                    correlation: json!({}),
-                    explanation: Vec::new(),
-                    authentication_results: String::new(),
-                    delegate_to: String::new(),
-                    ..record
-                };
-                match self.write_quarantined(bare).await {
-                    Ok(record) => Some(record),
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), first = %format!("{first:#}"), "recording a quarantined mail failed");
-                        None
-                    }
-                }
-            }
-        }
-    }
-
-    /// The log row of a quarantined mail (a copy already logged becomes `duplicate`); its
-    /// content hash is claimed, so the same bytes are never tried again.
-    async fn write_quarantined(&self, mut record: InboundEmail) -> Result<InboundEmail> {
-        let mut tx = self.store.begin().await?;
-        if let Some(first) = tx
-            .claim_inbound(&format!("sha256:{}", record.sha256), &record.id)
-            .await?
-        {
-            record.verdict = Verdict::Duplicate;
-            record.reason = format!("already received as {first}");
-        }
-        tx.insert_inbound(&record).await?;
-        tx.commit().await?;
-        tracing::warn!(inbound = %record.id, verdict = record.verdict.as_str(), reason = %record.reason, "received mail quarantined");
-        Ok(record)
     }
 
     async fn judge_with_facts(&self, mail: &ReceivedMail<'_>) -> Result<Plan> {
@@ -568,7 +463,21 @@ impl Workflow {
         };
         self.end_mail(&mut batch, result).await;
         self.commit_batch(&mut batch).await;
-        single(batch.results)
+        match single(batch.results) {
+            // Counted like any failing mail (by the header's hash, as its log row is).
+            Err(error) => {
+                let mail = ReceivedMail {
+                    raw: header,
+                    delivered_to,
+                    transport,
+                };
+                match self.quarantine_if_failing(&mail, &error).await {
+                    Some(record) => Ok(record),
+                    None => Err(error),
+                }
+            }
+            ok => ok,
+        }
     }
 
     async fn judge_too_large(
@@ -679,7 +588,7 @@ impl Workflow {
         // the approver's now. An address added since (UpsertUser) never decides this context.
         let from = c.from.to_lowercase();
         let issued_to = from == context.approver_email.to_lowercase()
-            || context.approver_aliases.iter().any(|a| *a == from);
+            || context.approver_aliases.contains(&from);
         let sender = self.store.user_by_address(&c.from).await?;
         if !issued_to || sender.as_ref().is_none_or(|u| u.id != context.approver) {
             return Ok(Verified::Refused(judged(
@@ -1145,6 +1054,12 @@ impl Workflow {
     }
 }
 
+mod answers;
+mod quarantine;
+
+use answers::AnswerFacts;
+use quarantine::RolledBackWithBatch;
+
 /// The one result of a batch of one.
 fn single(mut results: Vec<Result<InboundEmail>>) -> Result<InboundEmail> {
     results.pop().unwrap_or_else(|| {
@@ -1169,142 +1084,6 @@ fn log_committed(record: &InboundEmail) {
     }
 }
 
-impl Workflow {
-    /// Queues the polite answer to a received mail in `tx`, unless the mail is a robot's (never
-    /// answered), a copy, its sender is not a registered user (by address or alias: forged
-    /// senders get nothing), its address cannot be mailed, or the answer budget is spent (per
-    /// sender, and for everyone together: a flood gets silence). Whether it queued one. Never
-    /// an error for the answer itself: a mail that cannot be answered is still judged.
-    async fn answer(
-        &self,
-        tx: &mut Tx,
-        record: &InboundEmail,
-        facts: &AnswerFacts,
-        now: i64,
-    ) -> Result<bool> {
-        let sender = record.sender.to_lowercase();
-        let robot = [
-            "mailer-daemon@",
-            "postmaster@",
-            "noreply",
-            "no-reply",
-            "do-not-reply",
-        ]
-        .iter()
-        .any(|prefix| sender.starts_with(prefix));
-        if matches!(
-            record.verdict,
-            Verdict::AutoReply
-                | Verdict::Bounce
-                | Verdict::Duplicate
-                | Verdict::Quarantined
-                | Verdict::SeveralFrom
-        ) || !facts.registered
-            || robot
-            || sender.parse::<lettre::Address>().is_err()
-        {
-            return Ok(false);
-        }
-        let limits = self.mailer.inbound_limits();
-        let hour_ago = now - 3_600_000;
-        if tx.recent_answers(&sender, hour_ago).await? >= limits.answers_per_sender_per_hour {
-            tracing::warn!(inbound = %record.id, "not answering: too many answers to this sender in the last hour (mail.answers_per_sender_per_hour)");
-            return Ok(false);
-        }
-        if tx.recent_answers_total(hour_ago).await? >= limits.answers_per_hour {
-            tracing::warn!(inbound = %record.id, "not answering: the answer budget of the last hour is spent (mail.answers_per_hour)");
-            return Ok(false);
-        }
-        let locale = facts.locale.clone();
-        let mut task_name = String::new();
-        let mut outcomes = Vec::new();
-        let mut outcome_label = record.outcome.clone();
-        if let Some(task) = &facts.task {
-            task_name = task.name.clone();
-            if let Ok(graph) = self
-                .graph_of(&task.definition_key, task.definition_version)
-                .await
-                && let Some(NodeKind::UserTask(spec)) =
-                    graph.node(&task.activity_id).map(|(_, n)| &n.kind)
-            {
-                outcomes = spec
-                    .outcomes
-                    .iter()
-                    .zip(1..)
-                    .map(|(o, number)| crate::mail::compose::OutcomeChoice {
-                        number,
-                        id: o.id.clone(),
-                        label: o.label.clone(),
-                        keywords: o.keywords.clone(),
-                    })
-                    .collect();
-                if let Some(o) = spec.outcomes.iter().find(|o| o.id == record.outcome) {
-                    outcome_label = o.label.clone();
-                }
-            }
-        }
-        let mail = crate::mail::answer::AnswerMail {
-            locale: crate::mail::compose::Locale::from_tag(&locale),
-            from: crate::mail::compose::Mailbox {
-                name: String::new(),
-                address: String::new(),
-            },
-            to: sender,
-            subject: record.subject.clone(),
-            in_reply_to: (!record.message_id.is_empty()).then(|| {
-                format!(
-                    "<{}>",
-                    record
-                        .message_id
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                )
-            }),
-            message_id: String::new(),
-            date: now,
-            verdict: answer_kind(record).to_string(),
-            reason: record.reason.clone(),
-            task_name,
-            outcome_label,
-            comment: record.comment.clone(),
-            outcomes,
-        };
-        let outbox = match self.mailer.answer(mail, &record.task_id, now) {
-            Ok(outbox) => outbox,
-            Err(e) => {
-                tracing::warn!(inbound = %record.id, error = %format!("{e:#}"), "not answering: the answer could not be written");
-                return Ok(false);
-            }
-        };
-        tx.insert_outbox(&outbox).await?;
-        Ok(true)
-    }
-}
-
-impl Workflow {
-    /// What an answer to `record` needs to read: its sender's locale and its task (`task` when
-    /// the checks read it already). Nothing for mail that is never answered.
-    async fn answer_facts(&self, record: &InboundEmail, task: Option<Task>) -> Result<AnswerFacts> {
-        let sender = record.sender.to_lowercase();
-        if !sender.contains('@') {
-            return Ok(AnswerFacts::default());
-        }
-        let user = self.store.user_by_address(&sender).await?;
-        let registered = user.is_some();
-        let locale = user.map(|u| u.locale).unwrap_or_default();
-        let task = match task {
-            Some(task) => Some(task),
-            None if !record.task_id.is_empty() => self.task(&record.task_id).await.ok(),
-            None => None,
-        };
-        Ok(AnswerFacts {
-            registered,
-            locale,
-            task,
-        })
-    }
-}
-
 /// A bounce's diagnostic and ` to RECIPIENT`, for its log row.
 fn bounce_words(report: &BounceReport) -> (String, String) {
     let diagnostic = if report.diagnostic.is_empty() {
@@ -1318,15 +1097,6 @@ fn bounce_words(report: &BounceReport) -> (String, String) {
         format!(" to {}", report.recipient)
     };
     (diagnostic, to)
-}
-
-/// What the answer says: the verdict, told apart for a hand-over by mail (done or refused).
-fn answer_kind(record: &InboundEmail) -> &'static str {
-    match record.verdict {
-        Verdict::Applied if !record.delegate_to.is_empty() => "delegated",
-        Verdict::NoDecision if !record.delegate_to.is_empty() => "delegate_refused",
-        verdict => verdict.as_str(),
-    }
 }
 
 /// A log row for a received mail, before any verdict.
