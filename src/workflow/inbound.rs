@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Actor, Workflow, new_id,
-    tasks::{CompleteTask, ReassignAuthority, Reassignment},
+    tasks::{CompleteTask, Prepared, ReassignAuthority, Reassignment},
 };
 use crate::{
     engine::definition::{NodeKind, UserTaskSpec},
@@ -137,10 +137,17 @@ impl Batch {
 }
 
 /// What an accepted reply does, in the transaction that records it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Effect {
-    Decide { outcome: String, comment: String },
-    Delegate { to: User, comment: String },
+    /// `prepared`: the completion computed by the checks, before the write transaction.
+    Decide {
+        request: CompleteTask,
+        prepared: Option<Box<Prepared>>,
+    },
+    Delegate {
+        to: User,
+        comment: String,
+    },
 }
 
 /// The result of every check (committed state only): what to write for one mail.
@@ -402,10 +409,24 @@ impl Workflow {
         describe(&mut record, &reading);
         match (reading.kind, reading.outcome.as_deref()) {
             (ReplyKind::Decision, Some(outcome)) => {
-                let effect = Effect::Decide {
+                let request = CompleteTask {
+                    task_id: found.context.task_id.clone(),
                     outcome: outcome.to_string(),
                     comment: reading.comment.clone(),
+                    variables: Default::default(),
+                    request_id: String::new(),
+                    via: CompletedVia::Email,
                 };
+                // Conditions are evaluated here, while only reading, not under the write lock.
+                let prepared = self
+                    .prepare_completion(
+                        &Actor::new(found.context.approver.clone()),
+                        &found.context.instance_id,
+                        &request,
+                    )
+                    .await?
+                    .map(Box::new);
+                let effect = Effect::Decide { request, prepared };
                 Ok(
                     Plan::new(record, Action::Apply(Box::new((found.context, effect))))
                         .with_task(task),
@@ -746,23 +767,21 @@ impl Workflow {
         }
         let actor = Actor::new(context.approver.clone());
         let done = match effect {
-            Effect::Decide { outcome, comment } => {
-                let request = CompleteTask {
-                    task_id: context.task_id.clone(),
-                    outcome: outcome.to_string(),
-                    comment: comment.to_string(),
-                    variables: Default::default(),
-                    request_id: String::new(),
-                    via: CompletedVia::Email,
-                };
-                self.complete_in(tx, &actor, &context.instance_id, &request, now)
-                    .await
-                    .map(|(_, published)| {
-                        record.outcome = outcome.to_string();
-                        record.comment = comment.to_string();
-                        (format!("task completed: {outcome}"), published)
-                    })
-            }
+            Effect::Decide { request, prepared } => self
+                .complete_in_prepared(
+                    tx,
+                    &actor,
+                    &context.instance_id,
+                    request,
+                    now,
+                    prepared.as_deref(),
+                )
+                .await
+                .map(|(_, published)| {
+                    record.outcome = request.outcome.clone();
+                    record.comment = request.comment.clone();
+                    (format!("task completed: {}", request.outcome), published)
+                }),
             Effect::Delegate { to, comment } => {
                 let reassignment = Reassignment {
                     task_id: &context.task_id,

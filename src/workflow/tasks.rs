@@ -34,7 +34,8 @@ const PREPARE_ATTEMPTS: usize = 3;
 
 /// A completion computed outside the transaction, valid while the instance still holds what it
 /// was computed from.
-struct Prepared {
+#[derive(Debug)]
+pub(super) struct Prepared {
     graph: Arc<ProcessDefinition>,
     variables: Map<String, Value>,
     joins: JoinState,
@@ -155,9 +156,32 @@ impl Workflow {
         unreachable!("the loop returns once PREPARE_ATTEMPTS are used up")
     }
 
+    /// [`Workflow::complete_in`] with a transition `prepared` before the transaction (a reply's
+    /// read-only checks prepare it, so that its conditions are not evaluated under the write
+    /// lock). Only when another writer changed the instance in between is it computed again
+    /// here, under the lock, bounded by the condition budget.
+    pub(super) async fn complete_in_prepared(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        instance_id: &str,
+        req: &CompleteTask,
+        now: i64,
+        prepared: Option<&Prepared>,
+    ) -> Result<(Task, Vec<TaskEvent>)> {
+        if let Some(prepared) = prepared
+            && let Locked::Done(task, published) = self
+                .complete_locked(tx, actor, instance_id, req, now, Some(prepared))
+                .await?
+        {
+            return Ok((*task, published));
+        }
+        self.complete_in(tx, actor, instance_id, req, now).await
+    }
+
     /// Computes a completion from a snapshot read outside any transaction; `None` when the
     /// instance is gone (the locked path then reports it).
-    async fn prepare_completion(
+    pub(super) async fn prepare_completion(
         &self,
         actor: &Actor,
         instance_id: &str,
