@@ -293,6 +293,8 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         );
         settings.security.auth = "jwt".into();
         settings.security.jwt_hs256_secret = Some(Secret::new(secret.clone()));
+        settings.security.jwt_issuer = Some(BENCH_JWT_ISSUER.into());
+        settings.security.jwt_audience = Some(BENCH_JWT_AUDIENCE.into());
         args.jwt_secret = Some(secret);
     }
     let args = &args;
@@ -543,6 +545,9 @@ impl Clients {
     }
 }
 
+const BENCH_JWT_ISSUER: &str = "https://sso.bench.example";
+const BENCH_JWT_AUDIENCE: &str = "replyflow";
+
 /// Who a bench client is: `x-user-id` in dev mode, or a Bearer JWT minted once per user (as a
 /// real client reuses its token until it expires).
 #[derive(Debug, Clone)]
@@ -574,7 +579,10 @@ impl Identity {
                 let roles: &[&str] = if user == "admin" { &["admin"] } else { &[] };
                 let token = jsonwebtoken::encode(
                     &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-                    &json!({"sub": user, "exp": exp, "roles": roles}),
+                    &json!({
+                        "sub": user, "exp": exp, "roles": roles,
+                        "iss": BENCH_JWT_ISSUER, "aud": BENCH_JWT_AUDIENCE,
+                    }),
                     &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
                 )?;
                 Ok(Self {

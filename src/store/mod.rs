@@ -101,8 +101,10 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // Writers wait for each other instead of failing with SQLITE_BUSY; every
                         // write transaction starts with a write so waiting is always possible.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        // busy_timeout first: a new connection's journal_mode pragma may meet a
+                        // checkpoint and would otherwise fail at once with SQLITE_BUSY.
                         conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         let pragma = format!("PRAGMA synchronous = {synchronous}");
                         conn.execute(AssertSqlSafe(pragma)).await?;
