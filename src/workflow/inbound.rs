@@ -317,11 +317,11 @@ impl Workflow {
                 .await;
         }
         let mut record = new_record(raw, raw.len() as u64, transport, self.now());
-        let first = reply::read_reply(
+        let first = read_contained(
             raw,
             &OutcomeWords::defaults(&["approve", "reject"]),
             delivered_to,
-        );
+        )?;
         describe(&mut record, &first);
         record.subject = subject_of(raw);
         if first.correlation.from_count > 1 {
@@ -405,7 +405,7 @@ impl Workflow {
             || OutcomeWords::defaults(&["approve", "reject"]),
             outcome_words,
         );
-        let reading = reply::read_reply(raw, &outcomes, delivered_to);
+        let reading = read_contained(raw, &outcomes, delivered_to)?;
         describe(&mut record, &reading);
         match (reading.kind, reading.outcome.as_deref()) {
             (ReplyKind::Decision, Some(outcome)) => {
@@ -510,11 +510,11 @@ impl Workflow {
     ) -> Result<Plan> {
         let header = &header[..header.len().min(MAX_HEADER_BYTES)];
         let mut record = new_record(header, size, transport, self.now());
-        let reading = reply::read_reply(
+        let reading = read_contained(
             header,
             &OutcomeWords::defaults(&["approve", "reject"]),
             delivered_to,
-        );
+        )?;
         describe(&mut record, &reading);
         record.subject = subject_of(header);
         let limit = mib(MAX_INBOUND_BYTES as u64);
@@ -1147,11 +1147,28 @@ fn new_record(hashed: &[u8], size: u64, transport: &str, now: i64) -> InboundEma
     }
 }
 
+/// [`reply::read_reply`] with a panic in the parsing libraries turned into this mail's error: it
+/// is then counted, tried again and quarantined like any failing mail, instead of taking the
+/// reader (and every mail behind it) down with it.
+fn read_contained(
+    raw: &[u8],
+    outcomes: &[OutcomeWords],
+    delivered_to: Option<&str>,
+) -> Result<ReplyReading> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        reply::read_reply(raw, outcomes, delivered_to)
+    }))
+    .map_err(|_| Error::Internal(anyhow::anyhow!("the reply reader panicked on this mail")))
+}
+
 fn subject_of(raw: &[u8]) -> String {
-    mail_parser::MessageParser::default()
-        .parse(raw)
-        .and_then(|m| m.subject().map(str::to_string))
-        .unwrap_or_default()
+    std::panic::catch_unwind(|| {
+        mail_parser::MessageParser::default()
+            .parse(raw)
+            .and_then(|m| m.subject().map(str::to_string))
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
 }
 
 /// The header block of a raw mail: up to and including the blank line that ends it, or the
