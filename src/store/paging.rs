@@ -137,6 +137,9 @@ impl Filter {
     }
 }
 
+/// At most this many bytes, as measured by the function, in one page.
+pub(super) type ByteBudget<'a, T> = (usize, &'a dyn Fn(&T) -> usize);
+
 impl PageQuery {
     /// Cuts the extra row off and turns the last id into the next token. With a byte budget,
     /// the page also ends after the item that reaches it (at least one item is always kept).
@@ -144,7 +147,7 @@ impl PageQuery {
         self,
         mut items: Vec<T>,
         id: impl Fn(&T) -> &str,
-        budget: Option<(usize, &dyn Fn(&T) -> usize)>,
+        budget: Option<ByteBudget<'_, T>>,
     ) -> Page<T> {
         let mut keep = self.limit;
         if let Some((max_bytes, size)) = budget {
