@@ -191,10 +191,11 @@ impl Tx {
         row.as_ref().map(context).transpose()
     }
 
-    /// The pending approval contexts addressed to `approver`.
+    /// The pending approval contexts addressed to `approver`, by instance: their instances are
+    /// locked in this order, the same order in every transaction, so two changes cannot deadlock.
     pub async fn pending_approvals_of(&mut self, approver: &str) -> Result<Vec<ApprovalContext>> {
         let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM approval_contexts WHERE approver = $1 AND status = 'pending' ORDER BY sent_at, id"
+            "SELECT {COLUMNS} FROM approval_contexts WHERE approver = $1 AND status = 'pending' ORDER BY instance_id, sent_at, id"
         )))
         .bind(approver)
         .fetch_all(&mut *self.inner)
