@@ -334,6 +334,20 @@ impl Tx {
 }
 
 impl Store {
+    /// Due reminders whose escalation completes the task (`complete:<outcome>`), read without
+    /// claiming: the scheduler prepares those completions before its transaction.
+    pub async fn due_completing_escalations(&self, now: i64, limit: i64) -> Result<Vec<Reminder>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM reminders WHERE next_fire_at <= $1 AND state = 'remind_completed' \
+             AND escalation LIKE 'complete:%' ORDER BY next_fire_at LIMIT {limit}"
+        );
+        let rows = sqlx::query::<Any>(AssertSqlSafe(sql))
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(reminder).collect()
+    }
+
     pub async fn list_reminders(
         &self,
         filter: &ReminderFilter,

@@ -2,7 +2,7 @@
 //! scheduler in batches (one transaction per batch: claims, messages, outbox rows, state changes
 //! and audit events commit together, or not at all), escalated once when they run out, sent by
 //! hand with RemindNow, and listed.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -11,7 +11,7 @@ use super::{
     Actor, Workflow, check_request_id, fingerprint,
     instances::engine_tasks,
     new_id,
-    tasks::{CompleteTask, ReassignAuthority, Reassignment},
+    tasks::{CompleteTask, Prepared, ReassignAuthority, Reassignment},
 };
 use crate::{
     engine::{
@@ -215,6 +215,9 @@ impl Workflow {
     /// failed channel deliveries by falling back to the next channel. One transaction.
     pub async fn fire_due_reminders(&self, limit: i64) -> Result<FireReport> {
         let now = self.now();
+        // Escalations that complete a task evaluate its conditions: do that before the write
+        // lock, like CompleteTask, from committed state.
+        let prepared = self.prepare_escalations(now, limit).await?;
         let mut tx = self.store.begin().await?;
         tx.yield_on_lock_waits(self.store.backend()).await?;
         let due = tx
@@ -226,7 +229,8 @@ impl Workflow {
             ..FireReport::default()
         };
         if !due.is_empty() {
-            self.fire(&mut tx, due, now, &mut out, &mut report).await?;
+            self.fire(&mut tx, due, now, &prepared, &mut out, &mut report)
+                .await?;
         }
         for (mail, error) in tx.take_fallbacks(limit).await? {
             self.fall_back(&mut tx, &mail, &error, now, &mut out)
@@ -244,11 +248,39 @@ impl Workflow {
         Ok(report)
     }
 
+    /// The completions that due `complete:<outcome>` escalations will make, computed from
+    /// committed state outside any transaction (by task id). One that no longer holds under the
+    /// lock is computed again there.
+    async fn prepare_escalations(&self, now: i64, limit: i64) -> Result<HashMap<String, Prepared>> {
+        let mut prepared = HashMap::new();
+        let system = Actor::new(SYSTEM);
+        for r in self.store.due_completing_escalations(now, limit).await? {
+            let Some(outcome) = r.escalation.strip_prefix("complete:") else {
+                continue;
+            };
+            for task in self.store.open_tasks(&r.instance_id).await? {
+                if task.activity_id != r.end_activity {
+                    continue;
+                }
+                let req = escalation_completion(&task, outcome, r.sent_count);
+                if let Some(p) = self
+                    .prepare_completion(&system, &r.instance_id, &req)
+                    .await?
+                {
+                    prepared.insert(task.id, p);
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn fire(
         &self,
         tx: &mut Tx,
         due: Vec<Reminder>,
         now: i64,
+        prepared: &HashMap<String, Prepared>,
         out: &mut Outputs,
         report: &mut FireReport,
     ) -> Result<()> {
@@ -382,7 +414,7 @@ impl Workflow {
                     ));
                     if r.escalated {
                         let changed = self
-                            .escalate(tx, &r, instance, &graph, &chased, now, out)
+                            .escalate(tx, &r, instance, &graph, &chased, now, prepared, out)
                             .await?;
                         if changed {
                             moved.insert(r.instance_id.clone());
@@ -407,6 +439,7 @@ impl Workflow {
         graph: &ProcessDefinition,
         chased: &[&Task],
         now: i64,
+        prepared: &HashMap<String, Prepared>,
         out: &mut Outputs,
     ) -> Result<bool> {
         let mut changed = false;
@@ -456,19 +489,17 @@ impl Workflow {
                 }
                 other if other.starts_with("complete:") => {
                     let outcome = &other["complete:".len()..];
-                    let req = CompleteTask {
-                        task_id: task.id.clone(),
-                        outcome: outcome.to_string(),
-                        comment: format!(
-                            "completed by escalation after {} reminders",
-                            r.sent_count
-                        ),
-                        variables: Default::default(),
-                        request_id: String::new(),
-                        via: CompletedVia::Escalation,
-                    };
+                    let req = escalation_completion(task, outcome, r.sent_count);
+                    let ready = prepared.get(&task.id);
                     match self
-                        .complete_in(tx, &Actor::new(SYSTEM), &instance.id, &req, now)
+                        .complete_in_prepared(
+                            tx,
+                            &Actor::new(SYSTEM),
+                            &instance.id,
+                            &req,
+                            now,
+                            ready,
+                        )
                         .await
                     {
                         Ok((_, events)) => {
@@ -985,6 +1016,18 @@ impl Workflow {
             inbox_message_id,
             sent_at: row.sent_at,
         })
+    }
+}
+
+/// The completion a `complete:<outcome>` escalation makes of `task`.
+fn escalation_completion(task: &Task, outcome: &str, sent_count: i64) -> CompleteTask {
+    CompleteTask {
+        task_id: task.id.clone(),
+        outcome: outcome.to_string(),
+        comment: format!("completed by escalation after {sent_count} reminders"),
+        variables: Default::default(),
+        request_id: String::new(),
+        via: CompletedVia::Escalation,
     }
 }
 

@@ -36,6 +36,9 @@ const PREPARE_ATTEMPTS: usize = 3;
 /// was computed from.
 #[derive(Debug)]
 pub(super) struct Prepared {
+    /// What was asked (outcome, comment, variables), so that a completion prepared for one
+    /// request is never applied for another.
+    request: (String, String, Map<String, Value>),
     graph: Arc<ProcessDefinition>,
     variables: Map<String, Value>,
     joins: JoinState,
@@ -44,6 +47,12 @@ pub(super) struct Prepared {
 }
 
 impl Prepared {
+    fn is_for(&self, req: &CompleteTask) -> bool {
+        self.request.0 == req.outcome
+            && self.request.1 == req.comment
+            && self.request.2 == req.variables
+    }
+
     /// Everything the engine read is unchanged: the transition computed from it stands.
     fn still_holds(&self, record: &InstanceRecord, open: &[OpenTask]) -> bool {
         self.variables == record.instance.variables
@@ -169,7 +178,8 @@ impl Workflow {
         now: i64,
         prepared: Option<&Prepared>,
     ) -> Result<(Task, Vec<TaskEvent>)> {
-        if let Some(prepared) = prepared
+        // Prepared for this very request (outcome, comment, variables) or not used at all.
+        if let Some(prepared) = prepared.filter(|p| p.is_for(req))
             && let Locked::Done(task, published) = self
                 .complete_locked(tx, actor, instance_id, req, now, Some(prepared))
                 .await?
@@ -199,6 +209,11 @@ impl Workflow {
         let open = engine_tasks(&self.store.open_tasks(instance_id).await?);
         let transition = self.compute_completion(&graph, &record, &open, actor, req);
         Ok(Some(Prepared {
+            request: (
+                req.outcome.clone(),
+                req.comment.clone(),
+                req.variables.clone(),
+            ),
             graph,
             variables: record.instance.variables,
             joins: record.joins,
