@@ -10,7 +10,8 @@
 //! | upsert a user | `directory` |
 //! | submit a raw inbound mail | `mail` |
 //! | list every inbound mail, reminder statistics | `admin`, `mail` (inbound) / `deployer` (stats) |
-//! | read an instance, its tasks, approval contexts, reminders, inbound mail | its initiator, a participant (has or had a task in it) |
+//! | read an instance, its tasks, approval contexts, reminders, inbound mail | its initiator, a participant (has or had a task in it); a task also its assignee |
+//! | list every reminder | `admin` |
 //! | cancel, remind now, resend or revoke an approval mail | the initiator; resend/revoke also the assignee |
 //! | decide a task (complete) | its current assignee only — never an admin (four eyes) |
 //! | reassign a task (转办) | its assignee |
@@ -120,6 +121,14 @@ pub enum Action<'a> {
     ReminderStats,
     /// Read an instance or what hangs off it (tasks, approval contexts, reminders, inbound mail).
     ReadInstance(InstanceAccess<'a>),
+    /// Read a task (or its approval context): also its holder (`assignee`, or the context's
+    /// approver).
+    ReadTask {
+        assignee: &'a str,
+        instance: InstanceAccess<'a>,
+    },
+    /// List every reminder, unfiltered.
+    ListAllReminders,
     CancelInstance(InstanceAccess<'a>),
     RemindNow(InstanceAccess<'a>),
     /// Resend or revoke the approval mail of a task.
@@ -153,6 +162,10 @@ pub fn can(actor: &Actor, action: Action<'_>) -> Result<(), Error> {
         Action::SubmitInboundEmail | Action::ListAllInboundEmails => actor.has(Role::Mail),
         Action::ReminderStats => actor.has(Role::Deployer),
         Action::ReadInstance(i) => actor.is_admin() || i.started_by == me || i.participant,
+        Action::ReadTask { assignee, instance } => {
+            assignee == me || actor.is_admin() || instance.started_by == me || instance.participant
+        }
+        Action::ListAllReminders => actor.is_admin(),
         Action::CancelInstance(i) | Action::RemindNow(i) => actor.is_admin() || i.started_by == me,
         Action::ManageApprovalMail { instance, assignee } => {
             actor.is_admin() || instance.started_by == me || assignee == me
@@ -190,9 +203,12 @@ fn denial(actor: &Actor, action: Action<'_>) -> String {
         Action::ReminderStats => {
             format!("{who} may not read reminder statistics: role deployer needed")
         }
-        Action::ReadInstance(_) => {
+        Action::ReadInstance(_) | Action::ReadTask { .. } => {
             format!("{who} neither started this instance nor takes part in it")
         }
+        Action::ListAllReminders => format!(
+            "{who} may list reminders by process_instance_id, task_id or recipient; only an admin lists them all"
+        ),
         Action::CancelInstance(i) | Action::RemindNow(i) => {
             format!(
                 "only the initiator ({}) or an admin may do this",

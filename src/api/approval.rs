@@ -198,11 +198,9 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
             .workflow
             .approval(&request.into_inner().task_id)
             .await?;
-        if view.context.approver != actor.user_id {
-            self.workflow
-                .authorize_read_id(&actor, &view.context.instance_id)
-                .await?;
-        }
+        self.workflow
+            .authorize_task_read(&actor, &view.context.approver, &view.context.instance_id)
+            .await?;
         Ok(Response::new(approval_pb(&view)))
     }
 
@@ -255,11 +253,15 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
     ) -> Result<Response<pb::ListInboundEmailsResponse>, Status> {
         let actor = actor(&request)?;
         let req = request.into_inner();
-        if req.task_id.is_empty() {
-            policy::can(&actor, policy::Action::ListAllInboundEmails)?;
-        } else if !actor.has(policy::Role::Mail) {
+        // The mail role lists everything; others only the replies to a task they may read.
+        if let Err(refused) = policy::can(&actor, policy::Action::ListAllInboundEmails) {
+            if req.task_id.is_empty() {
+                return Err(refused.into());
+            }
             let task = self.workflow.task(&req.task_id).await?;
-            self.workflow.authorize_task_read(&actor, &task).await?;
+            self.workflow
+                .authorize_task_read(&actor, &task.assignee, &task.instance_id)
+                .await?;
         }
         let page = PageRequest::new(req.page_size, req.page_token)?;
         let filter = InboundFilter {

@@ -61,12 +61,8 @@ pub(super) async fn list_reminders(
                 user_id: &req.recipient,
             },
         )?;
-    } else if req.task_id.is_empty() && !actor.is_admin() {
-        return Err(Error::invalid(
-            "recipient",
-            "give process_instance_id, task_id or recipient (only an admin lists every reminder)",
-        )
-        .into());
+    } else if req.task_id.is_empty() {
+        policy::can(&actor, policy::Action::ListAllReminders)?;
     }
     let mut filter = ReminderFilter {
         instance_id: req.process_instance_id,
@@ -78,7 +74,9 @@ pub(super) async fn list_reminders(
     if !req.task_id.is_empty() {
         // Reminders chasing a task: those of its instance that end at its activity.
         let task = workflow.task(&req.task_id).await?;
-        workflow.authorize_task_read(&actor, &task).await?;
+        workflow
+            .authorize_task_read(&actor, &task.assignee, &task.instance_id)
+            .await?;
         if !filter.instance_id.is_empty() && filter.instance_id != task.instance_id {
             return Err(Error::invalid(
                 "task_id",

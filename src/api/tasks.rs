@@ -77,7 +77,9 @@ impl pb::task_service_server::TaskService for TaskApi {
     ) -> Result<Response<pb::Task>, Status> {
         let actor = actor(&request)?;
         let task = self.workflow.task(&request.into_inner().task_id).await?;
-        self.workflow.authorize_task_read(&actor, &task).await?;
+        self.workflow
+            .authorize_task_read(&actor, &task.assignee, &task.instance_id)
+            .await?;
         Ok(Response::new(self.task_pb(&task).await))
     }
 

@@ -3,7 +3,7 @@
 use super::{Actor, Workflow};
 use crate::{
     error::{Error, Result},
-    model::{Instance, Task},
+    model::Instance,
     policy::{self, Action, InstanceAccess},
 };
 
@@ -17,36 +17,61 @@ impl Workflow {
         }
     }
 
-    /// May `actor` read this instance (and its tasks, contexts, reminders, inbound mail)?
+    /// May `actor` read this instance (and its tasks, contexts, reminders, inbound mail)? The
+    /// participation query runs only when the cheaper facts do not already decide.
     pub async fn authorize_read(&self, actor: &Actor, instance: &Instance) -> Result<()> {
-        if actor.is_admin() || instance.started_by == actor.user_id {
-            return Ok(());
-        }
-        let participant = self.store.takes_part(&instance.id, &actor.user_id).await?;
-        policy::can(
-            actor,
+        self.authorize_with_participation(actor, &instance.id, |participant| {
             Action::ReadInstance(InstanceAccess {
                 started_by: &instance.started_by,
                 participant,
-            }),
-        )
+            })
+        })
+        .await
     }
 
     /// [`Workflow::authorize_read`] for an instance known by id.
     pub async fn authorize_read_id(&self, actor: &Actor, instance_id: &str) -> Result<()> {
-        let instance = self
-            .store
-            .instance(instance_id)
-            .await?
-            .ok_or_else(|| Error::not_found("process instance", instance_id))?;
+        let instance = self.known_instance(instance_id).await?;
         self.authorize_read(actor, &instance).await
     }
 
-    /// May `actor` read this task? Its assignee may; otherwise as for its instance.
-    pub async fn authorize_task_read(&self, actor: &Actor, task: &Task) -> Result<()> {
-        if task.assignee == actor.user_id {
+    /// May `actor` read a task (or an approval context) held by `holder` in this instance?
+    pub async fn authorize_task_read(
+        &self,
+        actor: &Actor,
+        holder: &str,
+        instance_id: &str,
+    ) -> Result<()> {
+        let instance = self.known_instance(instance_id).await?;
+        self.authorize_with_participation(actor, instance_id, |participant| Action::ReadTask {
+            assignee: holder,
+            instance: InstanceAccess {
+                started_by: &instance.started_by,
+                participant,
+            },
+        })
+        .await
+    }
+
+    async fn known_instance(&self, instance_id: &str) -> Result<Instance> {
+        self.store
+            .instance(instance_id)
+            .await?
+            .ok_or_else(|| Error::not_found("process instance", instance_id))
+    }
+
+    /// Asks the policy without the participation fact, and only when that is refused, again
+    /// with it read from the store.
+    async fn authorize_with_participation<'a>(
+        &self,
+        actor: &Actor,
+        instance_id: &str,
+        action: impl Fn(bool) -> Action<'a>,
+    ) -> Result<()> {
+        if policy::can(actor, action(false)).is_ok() {
             return Ok(());
         }
-        self.authorize_read_id(actor, &task.instance_id).await
+        let participant = self.store.takes_part(instance_id, &actor.user_id).await?;
+        policy::can(actor, action(participant))
     }
 }

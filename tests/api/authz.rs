@@ -365,12 +365,12 @@ async fn a_stranger_cannot_read_other_peoples_requests_tasks_approvals_or_inbox(
             .await,
         "eve lists the reminders chasing mary",
     );
-    let everything = app
-        .reminders()
-        .list_reminders(req(pb::ListRemindersRequest::default(), "eve"))
-        .await
-        .expect_err("eve lists every reminder");
-    assert_eq!(everything.code(), Code::InvalidArgument, "{everything:?}");
+    denied(
+        app.reminders()
+            .list_reminders(req(pb::ListRemindersRequest::default(), "eve"))
+            .await,
+        "eve lists every reminder",
+    );
     denied(
         app.reminders()
             .mark_messages_read(req(
