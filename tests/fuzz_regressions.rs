@@ -31,7 +31,14 @@ fn replay_dir(target: Target, kind: &str) -> usize {
         return 0;
     };
     let mut count = 0;
-    for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_file()) {
+    let mut paths: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        // `*.unfixed`: fixed in another branch; replayed by its own ignored test until then.
+        .filter(|p| p.is_file() && p.extension().is_none_or(|e| e != "unfixed"))
+        .collect();
+    paths.sort();
+    for path in paths {
         eprintln!("{target}: {}", path.display());
         on_server_stack(target, fs::read(&path).expect("readable"));
         count += 1;
@@ -84,4 +91,50 @@ fn a_multipart_with_nested_empty_rfc822_parts_is_read_not_a_panic() {
         .join()
         .unwrap_or_else(|_| panic!("the reply reader panicked"));
     assert_eq!(reading.outcome, None, "a mail without any text decided");
+}
+
+/// Issue 9's reproduction, met again by the condition fuzz target (7,557 additions): a CEL
+/// condition that is a chain of additions overflows the 2 MiB stack of a tokio worker inside
+/// the `cel` crate at about 4,500 terms, which aborts the server during DeployDefinition. The
+/// CEL size/depth limit of the engine-limits work refuses it before the parser; until that is
+/// merged this test is ignored (and the file is named `.unfixed` so that the replay above skips
+/// it). Once merged: drop `#[ignore]`, rename the files without `.unfixed`.
+#[test]
+#[ignore = "fixed by limits branch (CEL size/depth limit at deploy)"]
+fn a_cel_condition_of_6000_additions_is_refused_not_a_stack_overflow() {
+    let chain = regression_file(Target::Condition, "chain_of_6000_additions.cel.unfixed");
+    let refused = std::thread::Builder::new()
+        .stack_size(SERVER_STACK)
+        .spawn(move || {
+            let source = String::from_utf8(chain).expect("ASCII");
+            replyflow::engine::condition::Condition::compile(&source).is_err()
+        })
+        .expect("spawn")
+        .join()
+        .expect("no panic");
+    assert!(
+        refused,
+        "a condition of 6,000 terms must be refused at deploy"
+    );
+    on_server_stack(
+        Target::Condition,
+        regression_file(Target::Condition, "chain_of_6000_additions.cel.unfixed"),
+    );
+}
+
+/// The same chain inside a definition (how it reaches the server: DeployDefinition).
+#[test]
+#[ignore = "fixed by limits branch (CEL size/depth limit at deploy)"]
+fn a_definition_with_a_condition_of_6000_additions_is_refused_not_a_stack_overflow() {
+    let xml = regression_file(
+        Target::Definition,
+        "condition_of_6000_additions.bpmn.unfixed",
+    );
+    let refused = std::thread::Builder::new()
+        .stack_size(SERVER_STACK)
+        .spawn(move || replyflow::engine::definition::parse(&xml).is_err())
+        .expect("spawn")
+        .join()
+        .expect("no panic");
+    assert!(refused, "the definition must be refused, naming the flow");
 }

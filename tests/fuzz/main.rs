@@ -16,7 +16,7 @@
 //! longer than `RF_FUZZ_HANG_SECONDS` (default 10), same file. Targets run on a thread with the
 //! 2 MiB stack of tokio's worker threads, so that a recursion deep enough to stop the server is
 //! deep enough here. Environment: `RF_FUZZ_SECONDS`, `RF_FUZZ_SEED` (default: time-based, printed),
-//! `RF_FUZZ_MAX_LEN` (bytes, default 65536), `RF_FUZZ_HANG_SECONDS`, `RF_FUZZ_DIR`.
+//! `RF_FUZZ_MAX_LEN` (bytes, default 65536; 4096 for conditions, see [`CONDITION_MAX_LEN`]), `RF_FUZZ_HANG_SECONDS`, `RF_FUZZ_DIR`.
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../fuzz/src/lib.rs"]
@@ -40,6 +40,14 @@ use std::{
 
 use rand::{SeedableRng as _, rngs::StdRng};
 use targets::Target;
+
+/// The default input size limit. A CEL condition of about 4,500 additions (9 KB) overflows a
+/// 2 MiB stack inside the `cel` crate (issue 9's known crash, fixed by the CEL size limit of the
+/// engine-limits work): until that limit is in, condition inputs are kept under it, so that the
+/// known crash does not end every run before it finds anything new. Raise it to 65536 with the
+/// limit in place (`RF_FUZZ_MAX_LEN=65536` tries it).
+const DEFAULT_MAX_LEN: usize = 65536;
+const CONDITION_MAX_LEN: usize = 4096;
 
 /// tokio's default worker thread stack, where the server parses definitions and reads replies.
 const SERVER_STACK: usize = 2 * 1024 * 1024;
@@ -77,7 +85,7 @@ fn settings() -> Settings {
     Settings {
         seconds: number("RF_FUZZ_SECONDS", 5.0),
         seed,
-        max_len: number("RF_FUZZ_MAX_LEN", 65536.0) as usize,
+        max_len: number("RF_FUZZ_MAX_LEN", DEFAULT_MAX_LEN as f64) as usize,
         hang: Duration::from_secs_f64(number("RF_FUZZ_HANG_SECONDS", 10.0)),
         dir: std::env::var_os("RF_FUZZ_DIR")
             .map(PathBuf::from)
@@ -113,7 +121,9 @@ fn seeds(target: Target) -> Vec<Vec<u8>> {
                 }
                 Target::Condition => true,
             };
-            if wanted && path.is_file() {
+            // A finding whose fix lives in another branch: replayed by its ignored test only.
+            let unfixed = path.extension().is_some_and(|e| e == "unfixed");
+            if wanted && !unfixed && path.is_file() {
                 found.push(fs::read(&path).expect("a readable seed"));
             }
         }
@@ -217,6 +227,10 @@ fn run_target(target: Target, settings: &Settings, dir: &Path, seeds: Vec<Vec<u8
             }
         })
     };
+    let max_len = match target {
+        Target::Condition if std::env::var_os("RF_FUZZ_MAX_LEN").is_none() => CONDITION_MAX_LEN,
+        _ => settings.max_len,
+    };
     let deadline = Instant::now() + Duration::from_secs_f64(settings.seconds);
     let mut report = Report::default();
     // Seeds first, as they are: a seed that fails is a finding too.
@@ -227,7 +241,7 @@ fn run_target(target: Target, settings: &Settings, dir: &Path, seeds: Vec<Vec<u8
             Some(seed) => seed,
             None => next_input(target, &seeds, &mut rng),
         };
-        input.truncate(settings.max_len);
+        input.truncate(max_len);
         // Written before the run: an abort leaves it behind.
         current.set_len(0).expect("truncate current-input");
         current
