@@ -865,7 +865,7 @@ impl Gen<'_> {
         let nest = depth < 3 || (depth < 4000 && self.chance(0.02));
         let kind = if nest { self.below(8) } else { self.below(3) };
         match kind {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let html = kind == 2;
                 let charset = self.pick(CHARSETS);
                 let body = if html {
@@ -913,7 +913,7 @@ impl Gen<'_> {
                     }
                 }
             }
-            3 | 4 | 5 => {
+            3..=5 => {
                 let subtype = self.pick(&[
                     "mixed",
                     "alternative",

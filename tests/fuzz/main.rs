@@ -233,6 +233,7 @@ fn run_target(target: Target, settings: &Settings, dir: &Path, seeds: Vec<Vec<u8
     };
     let deadline = Instant::now() + Duration::from_secs_f64(settings.seconds);
     let mut report = Report::default();
+    let mut slowest_input = Vec::new();
     // Seeds first, as they are: a seed that fails is a finding too.
     let mut queue: Vec<Vec<u8>> = seeds.clone();
     queue.reverse();
@@ -256,6 +257,7 @@ fn run_target(target: Target, settings: &Settings, dir: &Path, seeds: Vec<Vec<u8
         if took > report.slowest {
             report.slowest = took;
             report.slowest_len = input.len();
+            slowest_input.clone_from(&input);
         }
         if let Err(panic) = outcome {
             let why = panic
@@ -273,6 +275,8 @@ fn run_target(target: Target, settings: &Settings, dir: &Path, seeds: Vec<Vec<u8
     }
     started_at.store(u64::MAX, Ordering::Release);
     let _ = watchdog.join();
+    // Kept for a look at what is slow (cost that grows faster than the input is a hang).
+    let _ = fs::write(dir.join("slowest-input"), &slowest_input);
     drop(current);
     let _ = fs::remove_file(&current_path);
     report
