@@ -823,3 +823,37 @@ async fn a_batch_of_replies_is_judged_in_order_and_a_failing_one_is_undone_alone
         pb::TaskStatus::Completed as i32
     );
 }
+
+/// A fuzz finding (fuzz/regressions/inbound/): a reply whose body is a multipart holding a
+/// message/rfc822 that holds another, empty, one. mail-parser's own debug assertion fired on it,
+/// so in a debug build (tests, CI, `cargo run`) SubmitInboundEmail panicked while reading it.
+/// Now it is read like any mail without text: a verdict, nothing decided, and the approver's
+/// real answer after it still applies.
+#[tokio::test]
+async fn a_reply_with_nested_empty_rfc822_parts_gets_a_verdict_not_a_panic() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let instance = app.start("expense", expense_vars(20000)).await;
+    let task = instance.open_tasks[0].clone();
+    let original = approval_mail(&app).await;
+
+    let plain = reply("mary@example.com", &original, "同意", "<nested@x>");
+    let plain = String::from_utf8(plain).expect("UTF-8");
+    let head = plain.split("Content-Type:").next().expect("headers");
+    let finding = format!(
+        "{head}Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+         Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\n\r\n--b--\r\n"
+    );
+    let judged = submit(&app, finding.into_bytes()).await;
+    assert_ne!(judged.verdict, pb::Verdict::Applied as i32, "{judged:?}");
+    assert_eq!(app.task(&task.id).await.status, pb::TaskStatus::Open as i32);
+
+    let applied = submit(
+        &app,
+        reply("mary@example.com", &original, "同意", "<after@x>"),
+    )
+    .await;
+    assert_eq!(applied.verdict, pb::Verdict::Applied as i32, "{applied:?}");
+    app.stop().await;
+}
