@@ -9,9 +9,7 @@ mod targets;
 
 use std::{fs, path::Path};
 
-use targets::Target;
-
-const SERVER_STACK: usize = 2 * 1024 * 1024;
+use targets::{SERVER_STACK, Target};
 
 fn on_server_stack(target: Target, input: Vec<u8>) {
     std::thread::Builder::new()
@@ -91,6 +89,34 @@ fn a_multipart_with_nested_empty_rfc822_parts_is_read_not_a_panic() {
         .join()
         .unwrap_or_else(|_| panic!("the reply reader panicked"));
     assert_eq!(reading.outcome, None, "a mail without any text decided");
+}
+
+/// Found by the inbound fuzz target: a quoted-printable part that is just a soft line break
+/// (`=`) before the closing boundary. mail-parser's decoder computes `buf.len() - 3` on an empty
+/// buffer: wrapping (harmless) in a release build, "attempt to subtract with overflow" — a panic
+/// of the reply reader — in a debug build. Fixed by building mail-parser without overflow checks
+/// (Cargo.toml), as release does.
+#[test]
+fn a_quoted_printable_part_ending_in_a_soft_break_is_read_not_a_panic() {
+    on_server_stack(
+        Target::Inbound,
+        regression_file(Target::Inbound, "qp_subtract_overflow_as_found.eml"),
+    );
+    let mail = regression_file(Target::Inbound, "qp_soft_break_before_boundary.eml");
+    on_server_stack(Target::Inbound, mail.clone());
+    let reading = std::thread::Builder::new()
+        .stack_size(SERVER_STACK)
+        .spawn(move || {
+            replyflow::mail::reply::read_reply(
+                &mail,
+                &replyflow::mail::reply::OutcomeWords::defaults(&["approve", "reject"]),
+                None,
+            )
+        })
+        .expect("spawn")
+        .join()
+        .unwrap_or_else(|_| panic!("the reply reader panicked"));
+    assert_eq!(reading.outcome, None, "an empty part decided");
 }
 
 /// Issue 9's reproduction, met again by the condition fuzz target (7,557 additions): a CEL

@@ -75,6 +75,26 @@ impl Target {
     }
 }
 
+/// tokio's default worker thread stack, where the server parses definitions and reads replies:
+/// a recursion deep enough to stop the server must be deep enough under the fuzzer too (the
+/// main thread's 8 MiB would hide it).
+pub const SERVER_STACK: usize = 2 * 1024 * 1024;
+
+impl Target {
+    /// [`Target::run`] on a thread with the server's stack; a broken property panics here too.
+    pub fn run_on_server_stack(self, data: &[u8]) {
+        std::thread::scope(|scope| {
+            let run = std::thread::Builder::new()
+                .stack_size(SERVER_STACK)
+                .spawn_scoped(scope, || self.run(data))
+                .expect("spawn a fuzz thread");
+            if let Err(panic) = run.join() {
+                std::panic::resume_unwind(panic);
+            }
+        });
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -192,7 +192,8 @@ rf_fuzz_afl() {
         # Seeds: the project's own files only (never third-party fixtures).
         local src
         for src in "$ROOT/fuzz/seeds/$t" "$ROOT/fuzz/regressions/$t"; do
-            [[ -d "$src" ]] && find "$src" -maxdepth 1 -type f -exec cp {} "$dir/in/" \;
+            # `*.unfixed`: a known crash whose fix lives elsewhere; it would only be found again.
+            [[ -d "$src" ]] && find "$src" -maxdepth 1 -type f ! -name '*.unfixed' -exec cp {} "$dir/in/" \;
         done
         case "$t" in
             definition) cp "$ROOT"/examples/*.bpmn "$dir/in/" ;;

@@ -39,18 +39,16 @@ use std::{
 };
 
 use rand::{SeedableRng as _, rngs::StdRng};
-use targets::Target;
+use targets::{SERVER_STACK, Target};
 
-/// The default input size limit. A CEL condition of about 4,500 additions (9 KB) overflows a
-/// 2 MiB stack inside the `cel` crate (issue 9's known crash, fixed by the CEL size limit of the
-/// engine-limits work): until that limit is in, condition inputs are kept under it, so that the
-/// known crash does not end every run before it finds anything new. Raise it to 65536 with the
-/// limit in place (`RF_FUZZ_MAX_LEN=65536` tries it).
+/// Inputs are cut to this many bytes (`RF_FUZZ_MAX_LEN`).
 const DEFAULT_MAX_LEN: usize = 65536;
+/// The condition target's limit unless `RF_FUZZ_MAX_LEN` is set. A CEL condition of about 4,500
+/// additions (9 KB) overflows a 2 MiB stack inside the `cel` crate (issue 9's known crash, fixed
+/// by the CEL size limit of the engine-limits work): until that limit is in, condition inputs
+/// stay under it, so that the known crash does not end every run before it finds anything new.
+/// Set it to [`DEFAULT_MAX_LEN`] once the limit is in place (`RF_FUZZ_MAX_LEN=65536` tries it).
 const CONDITION_MAX_LEN: usize = 4096;
-
-/// tokio's default worker thread stack, where the server parses definitions and reads replies.
-const SERVER_STACK: usize = 2 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 struct Settings {
