@@ -823,3 +823,48 @@ async fn a_batch_of_replies_is_judged_in_order_and_a_failing_one_is_undone_alone
         pb::TaskStatus::Completed as i32
     );
 }
+
+/// Two fuzz findings (fuzz/regressions/inbound/): a reply whose body is a multipart holding a
+/// message/rfc822 that holds another, empty, one (mail-parser's own debug assertion fired), and
+/// one whose quoted-printable part is a lone soft line break (an arithmetic overflow). In a debug
+/// build (tests, CI, `cargo run`) SubmitInboundEmail panicked while reading either. Now each is
+/// read like any mail without text: a verdict, nothing decided, and the approver's real answer
+/// after them still applies.
+#[tokio::test]
+async fn replies_with_malformed_mime_parts_get_a_verdict_not_a_panic() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let instance = app.start("expense", expense_vars(20000)).await;
+    let task = instance.open_tasks[0].clone();
+    let original = approval_mail(&app).await;
+
+    let plain = reply("mary@example.com", &original, "同意", "<nested@x>");
+    let plain = String::from_utf8(plain).expect("UTF-8");
+    let head = plain.split("Content-Type:").next().expect("headers");
+    let finding = format!(
+        "{head}Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+         Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\n\r\n--b--\r\n"
+    );
+    let judged = submit(&app, finding.into_bytes()).await;
+    assert_ne!(judged.verdict, pb::Verdict::Applied as i32, "{judged:?}");
+    assert_eq!(app.task(&task.id).await.status, pb::TaskStatus::Open as i32);
+    // The second finding: a quoted-printable part that is just a soft line break (mail-parser
+    // subtracted below zero on it).
+    let soft_break = format!(
+        "{head}Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+         Content-Transfer-Encoding: quoted-printable\r\n\r\n=\r\n--b--\r\n"
+    )
+    .replace("<nested@x>", "<soft@x>");
+    let judged = submit(&app, soft_break.into_bytes()).await;
+    assert_ne!(judged.verdict, pb::Verdict::Applied as i32, "{judged:?}");
+    assert_eq!(app.task(&task.id).await.status, pb::TaskStatus::Open as i32);
+
+    let applied = submit(
+        &app,
+        reply("mary@example.com", &original, "同意", "<after@x>"),
+    )
+    .await;
+    assert_eq!(applied.verdict, pb::Verdict::Applied as i32, "{applied:?}");
+    app.stop().await;
+}
