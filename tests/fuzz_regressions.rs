@@ -122,13 +122,10 @@ fn a_quoted_printable_part_ending_in_a_soft_break_is_read_not_a_panic() {
 /// Issue 9's reproduction, met again by the condition fuzz target (7,557 additions): a CEL
 /// condition that is a chain of additions overflows the 2 MiB stack of a tokio worker inside
 /// the `cel` crate at about 4,500 terms, which aborts the server during DeployDefinition. The
-/// CEL size/depth limit of the engine-limits work refuses it before the parser; until that is
-/// merged this test is ignored (and the file is named `.unfixed` so that the replay above skips
-/// it). Once merged: drop `#[ignore]`, rename the files without `.unfixed`.
+/// CEL size/depth limit (src/engine/condition_limits.rs) refuses it before the parser.
 #[test]
-#[ignore = "fixed by limits branch (CEL size/depth limit at deploy)"]
 fn a_cel_condition_of_6000_additions_is_refused_not_a_stack_overflow() {
-    let chain = regression_file(Target::Condition, "chain_of_6000_additions.cel.unfixed");
+    let chain = regression_file(Target::Condition, "chain_of_6000_additions.cel");
     let refused = std::thread::Builder::new()
         .stack_size(SERVER_STACK)
         .spawn(move || {
@@ -144,18 +141,14 @@ fn a_cel_condition_of_6000_additions_is_refused_not_a_stack_overflow() {
     );
     on_server_stack(
         Target::Condition,
-        regression_file(Target::Condition, "chain_of_6000_additions.cel.unfixed"),
+        regression_file(Target::Condition, "chain_of_6000_additions.cel"),
     );
 }
 
 /// The same chain inside a definition (how it reaches the server: DeployDefinition).
 #[test]
-#[ignore = "fixed by limits branch (CEL size/depth limit at deploy)"]
 fn a_definition_with_a_condition_of_6000_additions_is_refused_not_a_stack_overflow() {
-    let xml = regression_file(
-        Target::Definition,
-        "condition_of_6000_additions.bpmn.unfixed",
-    );
+    let xml = regression_file(Target::Definition, "condition_of_6000_additions.bpmn");
     let refused = std::thread::Builder::new()
         .stack_size(SERVER_STACK)
         .spawn(move || replyflow::engine::definition::parse(&xml).is_err())

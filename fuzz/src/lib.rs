@@ -324,7 +324,7 @@ pub fn token_verifier(data: &[u8]) {
                 Some(parts.clone())
             );
             // A random token is a forgery: 80 bits of MAC.
-            assert!(token::verify(&ring, &parts, "mary@example.com", 0).is_err());
+            assert!(token::verify(&ring, &parts, parts.kid, "mary@example.com", 0).is_err());
         }
     }
     if let Some(parts) = token::find_in_text(&text) {
@@ -351,17 +351,19 @@ pub fn token_verifier(data: &[u8]) {
         token::parse(&issued.to_ascii_uppercase()).as_ref(),
         Some(&parts)
     );
-    assert_eq!(token::verify(&ring, &parts, &email, until), Ok(()));
+    assert_eq!(token::verify(&ring, &parts, kid, &email, until), Ok(()));
     assert_eq!(
-        token::verify(&ring, &parts, &email.to_ascii_uppercase(), until),
+        token::verify(&ring, &parts, kid, &email.to_ascii_uppercase(), until),
         Ok(()),
         "the approver's address is compared in any case"
     );
-    assert!(token::verify(&ring, &parts, &email, until.wrapping_add(1)).is_err());
-    assert!(token::verify(&ring, &parts, &format!("{email}x"), until).is_err());
+    assert!(token::verify(&ring, &parts, kid, &email, until.wrapping_add(1)).is_err());
+    // The context's own key decides, not the one the token names.
+    assert!(token::verify(&ring, &parts, kid % 1023 + 1, &email, until).is_err());
+    assert!(token::verify(&ring, &parts, kid, &format!("{email}x"), until).is_err());
     let other = KeyRing::new(vec![(kid, b"another secret".to_vec())]).expect("a valid ring");
     if other.current_kid() == kid {
-        assert!(token::verify(&other, &parts, &email, until).is_err());
+        assert!(token::verify(&other, &parts, kid, &email, until).is_err());
     }
     let mut changed = issued.clone().into_bytes();
     let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
@@ -371,7 +373,7 @@ pub fn token_verifier(data: &[u8]) {
         let changed = String::from_utf8(changed).expect("ASCII");
         if let Some(forged) = token::parse(&changed) {
             assert!(
-                token::verify(&ring, &forged, &email, until).is_err(),
+                token::verify(&ring, &forged, kid, &email, until).is_err(),
                 "a token with one symbol changed verifies: {changed}"
             );
         }

@@ -16,7 +16,7 @@
 //! longer than `RF_FUZZ_HANG_SECONDS` (default 10), same file. Targets run on a thread with the
 //! 2 MiB stack of tokio's worker threads, so that a recursion deep enough to stop the server is
 //! deep enough here. Environment: `RF_FUZZ_SECONDS`, `RF_FUZZ_SEED` (default: time-based, printed),
-//! `RF_FUZZ_MAX_LEN` (bytes, default 65536; 4096 for conditions, see [`CONDITION_MAX_LEN`]), `RF_FUZZ_HANG_SECONDS`, `RF_FUZZ_DIR`.
+//! `RF_FUZZ_MAX_LEN` (bytes, default 65536), `RF_FUZZ_HANG_SECONDS`, `RF_FUZZ_DIR`.
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../fuzz/src/lib.rs"]
@@ -43,12 +43,6 @@ use targets::{SERVER_STACK, Target};
 
 /// Inputs are cut to this many bytes (`RF_FUZZ_MAX_LEN`).
 const DEFAULT_MAX_LEN: usize = 65536;
-/// The condition target's limit unless `RF_FUZZ_MAX_LEN` is set. A CEL condition of about 4,500
-/// additions (9 KB) overflows a 2 MiB stack inside the `cel` crate (issue 9's known crash, fixed
-/// by the CEL size limit of the engine-limits work): until that limit is in, condition inputs
-/// stay under it, so that the known crash does not end every run before it finds anything new.
-/// Set it to [`DEFAULT_MAX_LEN`] once the limit is in place (`RF_FUZZ_MAX_LEN=65536` tries it).
-const CONDITION_MAX_LEN: usize = 4096;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -225,10 +219,7 @@ fn run_target(target: Target, settings: &Settings, dir: &Path, seeds: Vec<Vec<u8
             }
         })
     };
-    let max_len = match target {
-        Target::Condition if std::env::var_os("RF_FUZZ_MAX_LEN").is_none() => CONDITION_MAX_LEN,
-        _ => settings.max_len,
-    };
+    let max_len = settings.max_len;
     let deadline = Instant::now() + Duration::from_secs_f64(settings.seconds);
     let mut report = Report::default();
     let mut slowest_input = Vec::new();
