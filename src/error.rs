@@ -21,6 +21,10 @@ pub enum Error {
     AlreadyExists(String),
     #[error("{0}")]
     Unauthenticated(String),
+    /// The work could not be done now for a reason that goes away (the instance kept changing
+    /// between a snapshot and its lock): the same request may be sent again.
+    #[error("{0}")]
+    Aborted(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -18,6 +18,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(msg) => Status::permission_denied(msg),
             Error::AlreadyExists(msg) => Status::already_exists(msg),
             Error::Unauthenticated(msg) => Status::unauthenticated(msg),
+            Error::Aborted(msg) => Status::aborted(msg),
             Error::Internal(err) => {
                 tracing::error!(error = ?err, "internal error");
                 Status::new(Code::Internal, "internal error")

@@ -193,6 +193,11 @@ enum Verified {
     Open(Box<Task>),
 }
 
+/// How often a mail whose instance changed between its checks and its write is checked again in
+/// the same pass; after that it fails for now (not held against it) and its transport brings it
+/// again.
+const STALE_RETRIES: usize = 3;
+
 /// Mails judged at once ahead of the writes (on other connections of the pool).
 const JUDGED_AT_ONCE: usize = 4;
 
@@ -266,10 +271,25 @@ impl Workflow {
                 } else {
                     plan
                 };
-                let result = match plan {
+                let mut result = match plan {
                     Ok(plan) => self.write(&mut batch, plan).await,
                     Err(e) => Err(e),
                 };
+                for _ in 0..STALE_RETRIES {
+                    if !matches!(result, Err(Error::Aborted(_))) {
+                        break;
+                    }
+                    // Another writer changed the instance between this mail's checks (where its
+                    // completion was computed) and its write: undo it, commit what came before,
+                    // and check it again from the new state, as if it had just arrived.
+                    self.drop_mail(&mut batch).await;
+                    self.commit_batch(&mut batch).await;
+                    committed.store(batch.results.len(), Ordering::Release);
+                    result = match self.judge_with_facts(mail).await {
+                        Ok(plan) => self.write(&mut batch, plan).await,
+                        Err(e) => Err(e),
+                    };
+                }
                 let instance = batch.mail.touched.clone();
                 self.end_mail(&mut batch, result).await;
                 if let Some(instance) = instance
@@ -1007,6 +1027,23 @@ impl Workflow {
         }
         batch.mail = MailEffects::default();
         Ok(())
+    }
+
+    /// Undoes the current mail without recording a result for it (it is about to be written
+    /// again). A savepoint that cannot be rolled back abandons the transaction.
+    async fn drop_mail(&self, batch: &mut Batch) {
+        batch.mail = MailEffects::default();
+        if std::mem::replace(&mut batch.in_mail, false)
+            && let Some(tx) = batch.tx.as_mut()
+        {
+            let undone = match tx.rollback_to_savepoint(MAIL_SAVEPOINT).await {
+                Ok(()) => tx.release_savepoint(MAIL_SAVEPOINT).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = undone {
+                batch.abandon(&e);
+            }
+        }
     }
 
     /// Ends the current mail: kept (savepoint released, its effects wait for the commit) or, on

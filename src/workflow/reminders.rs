@@ -188,6 +188,31 @@ struct Outputs {
     queued_mail: bool,
 }
 
+/// How far [`Outputs`] had grown, to undo an escalation that was rolled back.
+#[derive(Debug, Clone, Copy)]
+struct OutputMarks(usize, usize, usize, bool);
+
+impl Outputs {
+    fn marks(&self) -> OutputMarks {
+        OutputMarks(
+            self.messages.len(),
+            self.events.len(),
+            self.task_events.len(),
+            self.queued_mail,
+        )
+    }
+
+    fn truncate(&mut self, marks: OutputMarks) {
+        self.messages.truncate(marks.0);
+        self.events.truncate(marks.1);
+        self.task_events.truncate(marks.2);
+        self.queued_mail = marks.3;
+    }
+}
+
+/// The savepoint each escalation runs under (one at a time).
+const ESCALATION_SAVEPOINT: &str = "rf_escalation";
+
 /// One reminder to deliver to one person about one task.
 struct Delivery<'a> {
     reminder_id: &'a str,
@@ -401,6 +426,12 @@ impl Workflow {
                 Step::Fail => {
                     // An escalation may run transitions that read this instance's reminders.
                     tx.save_fired_reminders(&std::mem::take(&mut fired)).await?;
+                    // A `complete:` escalation uses the completion prepared before this
+                    // transaction; if its instance changed since (another escalation of this
+                    // tick, a decision in between), the reminder is left exactly as it was, due,
+                    // and escalates at the next tick from the new state.
+                    tx.savepoint(ESCALATION_SAVEPOINT).await?;
+                    let marks = out.marks();
                     r.state = ReminderState::RemindFailed;
                     r.next_fire_at = None;
                     r.finished_at = now;
@@ -412,15 +443,28 @@ impl Workflow {
                         now,
                         json!({"escalation": r.escalation, "tasks": chased_ids}),
                     ));
-                    if r.escalated {
-                        let changed = self
-                            .escalate(tx, &r, instance, &graph, &chased, now, prepared, out)
-                            .await?;
-                        if changed {
-                            moved.insert(r.instance_id.clone());
+                    let escalated = if r.escalated {
+                        self.escalate(tx, &r, instance, &graph, &chased, now, prepared, out)
+                            .await
+                    } else {
+                        Ok(false)
+                    };
+                    match escalated {
+                        Ok(changed) => {
+                            tx.release_savepoint(ESCALATION_SAVEPOINT).await?;
+                            if changed {
+                                moved.insert(r.instance_id.clone());
+                            }
+                            report.failed += 1;
                         }
+                        Err(Error::Aborted(why)) => {
+                            tx.rollback_to_savepoint(ESCALATION_SAVEPOINT).await?;
+                            tx.release_savepoint(ESCALATION_SAVEPOINT).await?;
+                            out.truncate(marks);
+                            tracing::debug!(reminder = %r.id, %why, "escalation postponed to the next tick");
+                        }
+                        Err(e) => return Err(e),
                     }
-                    report.failed += 1;
                 }
             }
         }

@@ -6,9 +6,10 @@
 //! CompleteTask computes the transition (conditions included) *before* its transaction, from a
 //! snapshot of the instance, so that no CEL runs while SQLite's one writer is held (DESIGN §12).
 //! Under the lock it re-reads the instance; if anything the engine reads changed meanwhile, it
-//! drops the transaction and computes again, at most [`PREPARE_ATTEMPTS`] times, then computes
-//! under the lock (a hot instance must still make progress; the evaluation is bounded by the
-//! engine's budget either way).
+//! drops the transaction and computes again, at most [`PREPARE_ATTEMPTS`] times, then answers
+//! ABORTED (retry with the same request id). Replies and escalations prepare their completions
+//! the same way before their transactions ([`Workflow::complete_in_prepared`]): no path computes
+//! a transition while holding the lock.
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -28,9 +29,10 @@ use crate::{
     store::{InstanceRecord, PageRequest, TaskFilter, Tx},
 };
 
-/// How many times CompleteTask computes a completion outside the lock before it computes one
-/// under it, when the instance keeps changing between its snapshot and its lock.
-const PREPARE_ATTEMPTS: usize = 3;
+/// How many times CompleteTask computes a completion outside the lock, when the instance keeps
+/// changing between its snapshot and its lock, before it answers ABORTED. Writers queue in order
+/// on SQLite, so an attempt is stale only when one queued before it changed the same instance.
+const PREPARE_ATTEMPTS: usize = 20;
 
 /// A completion computed outside the transaction, valid while the instance still holds what it
 /// was computed from.
@@ -124,13 +126,11 @@ impl Workflow {
             .await?;
         check_writable(&graph, &task, &req.variables)?;
         let now = self.now();
-        for attempt in 1.. {
-            let prepared = if attempt <= PREPARE_ATTEMPTS {
-                self.prepare_completion(actor, &task.instance_id, &req)
-                    .await?
-            } else {
-                None
-            };
+        for attempt in 1..=PREPARE_ATTEMPTS {
+            let prepared = self
+                .prepare_completion(actor, &task.instance_id, &req)
+                .await?
+                .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
             let mut tx = self.store.begin().await?;
             if !req.request_id.is_empty()
                 && !tx
@@ -141,14 +141,7 @@ impl Workflow {
                 return self.task_and_instance(&req.task_id).await;
             }
             let locked = self
-                .complete_locked(
-                    &mut tx,
-                    actor,
-                    &task.instance_id,
-                    &req,
-                    now,
-                    prepared.as_ref(),
-                )
+                .complete_locked(&mut tx, actor, &task.instance_id, &req, now, &prepared)
                 .await?;
             let Locked::Done(completed, published) = locked else {
                 drop(tx);
@@ -162,13 +155,18 @@ impl Workflow {
             let instance = self.instance(&task.instance_id).await?;
             return Ok((*completed, instance));
         }
-        unreachable!("the loop returns once PREPARE_ATTEMPTS are used up")
+        Err(Error::Aborted(format!(
+            "process instance {} kept changing while task {} was being completed; send the same request again",
+            task.instance_id, task.id
+        )))
     }
 
-    /// [`Workflow::complete_in`] with a transition `prepared` before the transaction (a reply's
-    /// read-only checks prepare it, so that its conditions are not evaluated under the write
-    /// lock). Only when another writer changed the instance in between is it computed again
-    /// here, under the lock, bounded by the condition budget.
+    /// Completes a task inside the caller's transaction (a reply's effect commits with its
+    /// inbound-log row) with a transition `prepared` before the transaction (a reply's read-only
+    /// checks, the scheduler before its tick), so that no condition is evaluated under the write
+    /// lock. When the instance changed in between, or nothing was prepared for this request, it
+    /// is [`Error::Aborted`]: the caller checks again from the new state. Returns the task as
+    /// completed and the task events to publish after the commit.
     pub(super) async fn complete_in_prepared(
         &self,
         tx: &mut Tx,
@@ -179,14 +177,22 @@ impl Workflow {
         prepared: Option<&Prepared>,
     ) -> Result<(Task, Vec<TaskEvent>)> {
         // Prepared for this very request (outcome, comment, variables) or not used at all.
-        if let Some(prepared) = prepared.filter(|p| p.is_for(req))
-            && let Locked::Done(task, published) = self
-                .complete_locked(tx, actor, instance_id, req, now, Some(prepared))
-                .await?
+        let Some(prepared) = prepared.filter(|p| p.is_for(req)) else {
+            return Err(Error::Aborted(format!(
+                "task {}: no completion was prepared for this request",
+                req.task_id
+            )));
+        };
+        match self
+            .complete_locked(tx, actor, instance_id, req, now, prepared)
+            .await?
         {
-            return Ok((*task, published));
+            Locked::Done(task, published) => Ok((*task, published)),
+            Locked::Stale => Err(Error::Aborted(format!(
+                "process instance {instance_id} changed after task {} was checked",
+                req.task_id
+            ))),
         }
-        self.complete_in(tx, actor, instance_id, req, now).await
     }
 
     /// Computes a completion from a snapshot read outside any transaction; `None` when the
@@ -249,31 +255,9 @@ impl Workflow {
         )
     }
 
-    /// Completes a task inside the caller's transaction (a reply's effect commits with its
-    /// inbound-log row). Locks the instance first. Returns the task as completed and the task
-    /// events to publish after the commit.
-    pub(super) async fn complete_in(
-        &self,
-        tx: &mut Tx,
-        actor: &Actor,
-        instance_id: &str,
-        req: &CompleteTask,
-        now: i64,
-    ) -> Result<(Task, Vec<TaskEvent>)> {
-        match self
-            .complete_locked(tx, actor, instance_id, req, now, None)
-            .await?
-        {
-            Locked::Done(task, published) => Ok((*task, published)),
-            Locked::Stale => Err(Error::Internal(anyhow::anyhow!(
-                "a completion without a snapshot cannot be stale"
-            ))),
-        }
-    }
-
-    /// [`Workflow::complete_in`] with a transition `prepared` outside the transaction: used if
-    /// the instance still holds what it was computed from, else [`Locked::Stale`]. Without one,
-    /// the transition is computed here, under the lock.
+    /// Completes a task with a transition `prepared` outside the transaction: used if the
+    /// instance still holds what it was computed from, else [`Locked::Stale`]. Locks the instance
+    /// first.
     async fn complete_locked(
         &self,
         tx: &mut Tx,
@@ -281,7 +265,7 @@ impl Workflow {
         instance_id: &str,
         req: &CompleteTask,
         now: i64,
-        prepared: Option<&Prepared>,
+        prepared: &Prepared,
     ) -> Result<Locked> {
         let (task, record) = tx.lock_task(&req.task_id, instance_id).await?;
         if req.via == CompletedVia::Escalation {
@@ -294,20 +278,10 @@ impl Workflow {
         }
         let open = tx.open_tasks(&task.instance_id).await?;
         let open_now = engine_tasks(&open);
-        let (graph, transition) = match prepared {
-            Some(p) if p.still_holds(&record, &open_now) => (p.graph.clone(), p.transition.clone()),
-            Some(_) => return Ok(Locked::Stale),
-            None => {
-                let graph = self
-                    .graph_of(
-                        &record.instance.definition_key,
-                        record.instance.definition_version,
-                    )
-                    .await?;
-                let transition = self.compute_completion(&graph, &record, &open_now, actor, req);
-                (graph, transition)
-            }
-        };
+        if !prepared.still_holds(&record, &open_now) {
+            return Ok(Locked::Stale);
+        }
+        let (graph, transition) = (prepared.graph.clone(), prepared.transition.clone());
         check_writable(&graph, &task, &req.variables)?;
         let transition = transition.map_err(|e| match e {
             ActionError::UnknownOutcome { outcome, allowed } => Error::invalid(

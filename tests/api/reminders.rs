@@ -989,3 +989,69 @@ async fn escalation_never_hands_a_request_to_its_own_initiator() {
     assert_eq!(task.status, pb::TaskStatus::Open as i32);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn two_completing_escalations_of_one_instance_in_one_tick_both_apply_one_after_the_other() {
+    // Both branches of a parallel split run out of reminders at the same tick and escalate with
+    // `complete:approve`. Each completion is computed before the scheduler's transaction (no
+    // condition runs under the write lock); the second finds the instance changed by the first,
+    // is left due, and applies at the next tick from the new state.
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    let body = format!(
+        r#"<startEvent id="s"/><parallelGateway id="split"/>{}{}<parallelGateway id="join"/><endEvent id="e"/>
+           {}{}{}{}{}{}"#,
+        task("a1", "alice"),
+        task("a2", "bob"),
+        flow("s", "split"),
+        flow("split", "a1"),
+        flow("split", "a2"),
+        flow("a1", "join"),
+        flow("a2", "join"),
+        flow("join", "e")
+    );
+    app.deploy_xml(&definition(
+        "both",
+        r#"count="1" interval="PT1H" channels="inbox" escalation="complete:approve""#,
+        &body,
+    ))
+    .await
+    .expect("deploy");
+    let instance = app.start("both", json!({})).await;
+    assert_eq!(instance.open_tasks.len(), 2);
+    clock.advance(HOUR);
+    fire(&app).await; // both reminded once: their count is reached
+    clock.advance(HOUR);
+    fire(&app).await; // both escalate: one applies, the other is left due
+    assert_eq!(
+        completed_count(&app, &instance).await,
+        1,
+        "the second escalation waits for the next tick"
+    );
+    fire(&app).await; // still due: it applies now, from the new state
+    assert_eq!(completed_count(&app, &instance).await, 2);
+    let done = app.instance(&instance.id).await;
+    assert_eq!(done.status, pb::InstanceStatus::Completed as i32);
+    for task in &instance.open_tasks {
+        let task = app.task(&task.id).await;
+        assert_eq!(task.completed_via, pb::CompletedVia::Escalation as i32);
+        assert_eq!(task.outcome, "approve");
+    }
+    let kinds = app.event_kinds(&instance.id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "reminder_escalated").count(),
+        2,
+        "{kinds:?}"
+    );
+    app.stop().await;
+}
+
+async fn completed_count(app: &TestApp, instance: &pb::ProcessInstance) -> usize {
+    let mut n = 0;
+    for task in &instance.open_tasks {
+        if app.task(&task.id).await.status == pb::TaskStatus::Completed as i32 {
+            n += 1;
+        }
+    }
+    n
+}

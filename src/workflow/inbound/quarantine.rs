@@ -33,6 +33,8 @@ impl Workflow {
             Error::Internal(e) => !e.chain().any(|cause| {
                 cause.is::<RolledBackWithBatch>() || crate::store::is_transient(cause)
             }),
+            // Its instance kept changing under it: nothing wrong with the mail.
+            Error::Aborted(_) => false,
             _ => true,
         };
         if !own {
