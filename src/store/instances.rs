@@ -88,6 +88,15 @@ impl Store {
         row.as_ref().map(rows::task).transpose()
     }
 
+    /// The open tasks of several instances (a page of a list) in one query, by instance id.
+    pub async fn open_tasks_of(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<Task>>> {
+        let mut conn = self.pool.acquire().await?;
+        super::reminders::open_tasks_by_instance(&mut conn, instance_ids).await
+    }
+
     pub async fn open_tasks(&self, instance_id: &str) -> Result<Vec<Task>> {
         let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = $1 AND status = 'open' ORDER BY id"

@@ -234,25 +234,7 @@ impl Tx {
 
     /// Open tasks of several instances, by instance.
     pub async fn open_tasks_of(&mut self, ids: &[String]) -> Result<HashMap<String, Vec<Task>>> {
-        let mut found: HashMap<String, Vec<Task>> = HashMap::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'open' AND instance_id IN ({}) ORDER BY id",
-                placeholders(1, chunk.len())
-            );
-            let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id);
-            }
-            for row in query.fetch_all(&mut *self.inner).await? {
-                let task = rows::task(&row)?;
-                found
-                    .entry(task.instance_id.clone())
-                    .or_default()
-                    .push(task);
-            }
-        }
-        Ok(found)
+        open_tasks_by_instance(&mut self.inner, ids).await
     }
 
     /// Users by id.
@@ -464,4 +446,30 @@ impl Store {
             .map(|row| row.try_get::<String, _>(column).map_err(Error::from))
             .collect()
     }
+}
+
+/// The open tasks of these instances, by instance id, oldest first: one query per 500 ids.
+pub(super) async fn open_tasks_by_instance(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[String],
+) -> Result<HashMap<String, Vec<Task>>> {
+    let mut found: HashMap<String, Vec<Task>> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'open' AND instance_id IN ({}) ORDER BY id",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let task = rows::task(&row)?;
+            found
+                .entry(task.instance_id.clone())
+                .or_default()
+                .push(task);
+        }
+    }
+    Ok(found)
 }

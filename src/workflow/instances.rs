@@ -128,13 +128,17 @@ impl Workflow {
         page: &PageRequest,
     ) -> Result<Page<InstanceView>> {
         let page = self.store.list_instances(filter, page).await?;
+        // One query for the open tasks of the whole page, not one per instance.
+        let running: Vec<String> = page
+            .items
+            .iter()
+            .filter(|i| i.status == InstanceStatus::Running)
+            .map(|i| i.id.clone())
+            .collect();
+        let mut open = self.store.open_tasks_of(&running).await?;
         let mut items = Vec::with_capacity(page.items.len());
         for instance in page.items {
-            let open_tasks = if instance.status == InstanceStatus::Running {
-                self.store.open_tasks(&instance.id).await?
-            } else {
-                Vec::new()
-            };
+            let open_tasks = open.remove(&instance.id).unwrap_or_default();
             items.push(InstanceView {
                 instance,
                 open_tasks,

@@ -516,6 +516,13 @@ async fn a_list_of_big_instances_leaves_variables_out_and_a_full_list_is_cut_in_
             .all(|i| to_json(&i.variables).is_empty()),
         "the basic view carries no variables"
     );
+    assert!(
+        basic
+            .instances
+            .iter()
+            .all(|i| i.open_tasks.len() == 1 && i.open_tasks[0].activity_id == "manager_approval"),
+        "each listed instance comes with its open task (one query for the page)"
+    );
     let mut seen = 0;
     let mut token = String::new();
     let mut pages = 0;
