@@ -22,8 +22,31 @@ pub(super) struct CtlArgs {
         value_name = "USER"
     )]
     user: String,
+    /// A JWT to send as `authorization: Bearer` (security.auth = jwt); `--as` is then unused.
+    #[arg(
+        long,
+        env = "REPLYFLOW_TOKEN",
+        value_name = "JWT",
+        conflicts_with = "api_key"
+    )]
+    token: Option<String>,
+    /// A service API key to send as `x-api-key`; with `--act-as`, the user it acts for.
+    #[arg(long, env = "REPLYFLOW_API_KEY", value_name = "KEY")]
+    api_key: Option<String>,
+    /// With `--api-key` (a key with the act_as role): the user to act for (`x-act-as`).
+    #[arg(long, value_name = "USER", requires = "api_key")]
+    act_as: Option<String>,
     #[command(subcommand)]
     command: CtlCommand,
+}
+
+/// How ctl identifies itself: a JWT, an API key (acting for a user or not), or `x-user-id`.
+#[derive(Debug)]
+struct Caller<'a> {
+    user: &'a str,
+    token: Option<&'a str>,
+    api_key: Option<&'a str>,
+    act_as: Option<&'a str>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,12 +109,29 @@ enum UsersCommand {
     List,
 }
 
-fn request<T>(message: T, user: &str) -> anyhow::Result<Request<T>> {
+fn request<T>(message: T, caller: &Caller<'_>) -> anyhow::Result<Request<T>> {
     let mut request = Request::new(message);
-    let value: MetadataValue<_> = user.parse().context("--as must be printable ASCII")?;
-    request
-        .metadata_mut()
-        .insert(crate::api::auth::USER_ID_HEADER, value);
+    let metadata = request.metadata_mut();
+    if let Some(token) = caller.token {
+        let value: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .context("--token must be printable ASCII")?;
+        metadata.insert("authorization", value);
+    } else if let Some(key) = caller.api_key {
+        let value: MetadataValue<_> = key.parse().context("--api-key must be printable ASCII")?;
+        metadata.insert(crate::api::auth::API_KEY_HEADER, value);
+        if let Some(user) = caller.act_as {
+            let value: MetadataValue<_> =
+                user.parse().context("--act-as must be printable ASCII")?;
+            metadata.insert(crate::api::auth::ACT_AS_HEADER, value);
+        }
+    } else {
+        let value: MetadataValue<_> = caller
+            .user
+            .parse()
+            .context("--as must be printable ASCII")?;
+        metadata.insert(crate::api::auth::USER_ID_HEADER, value);
+    }
     Ok(request)
 }
 
@@ -169,7 +209,12 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.addr))?;
-    let user = args.user.as_str();
+    let caller = Caller {
+        user: args.user.as_str(),
+        token: args.token.as_deref(),
+        api_key: args.api_key.as_deref(),
+        act_as: args.act_as.as_deref(),
+    };
     let mut workflow = pb::workflow_service_client::WorkflowServiceClient::new(channel.clone());
     let mut tasks = pb::task_service_client::TaskServiceClient::new(channel.clone());
     let mut directory = pb::directory_service_client::DirectoryServiceClient::new(channel);
@@ -182,7 +227,7 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 request_id: String::new(),
             };
             let def = workflow
-                .deploy_definition(request(message, user)?)
+                .deploy_definition(request(message, &caller)?)
                 .await?
                 .into_inner();
             println!(
@@ -197,7 +242,7 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let list = workflow
-                .list_definitions(request(message, user)?)
+                .list_definitions(request(message, &caller)?)
                 .await?
                 .into_inner();
             for def in list.definitions {
@@ -218,7 +263,7 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 request_id: uuid::Uuid::now_v7().to_string(),
             };
             let instance = workflow
-                .start_process(request(message, user)?)
+                .start_process(request(message, &caller)?)
                 .await?
                 .into_inner();
             print_instance(&instance);
@@ -226,7 +271,7 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Instance { id } => {
             let message = pb::GetProcessInstanceRequest { id };
             let instance = workflow
-                .get_process_instance(request(message, user)?)
+                .get_process_instance(request(message, &caller)?)
                 .await?
                 .into_inner();
             print_instance(&instance);
@@ -252,7 +297,7 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 let list = tasks
-                    .list_tasks(request(message, user)?)
+                    .list_tasks(request(message, &caller)?)
                     .await?
                     .into_inner();
                 list.tasks.iter().for_each(print_task);
@@ -275,7 +320,7 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 request_id: uuid::Uuid::now_v7().to_string(),
             };
             let done = tasks
-                .complete_task(request(message, user)?)
+                .complete_task(request(message, &caller)?)
                 .await?
                 .into_inner();
             if let Some(task) = &done.task {
@@ -306,7 +351,7 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 }),
             };
             let user = directory
-                .upsert_user(request(message, user)?)
+                .upsert_user(request(message, &caller)?)
                 .await?
                 .into_inner();
             println!(
@@ -320,7 +365,7 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let list = directory
-                .list_users(request(message, user)?)
+                .list_users(request(message, &caller)?)
                 .await?
                 .into_inner();
             for u in list.users {

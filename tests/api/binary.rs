@@ -954,3 +954,49 @@ fn a_mail_queued_when_the_server_is_killed_is_delivered_once_after_a_restart() {
     assert_eq!(mails().len(), 1, "delivered exactly once");
     assert!(server.terminate().success());
 }
+
+#[test]
+fn ctl_identifies_itself_with_an_api_key_and_acts_for_a_user() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("keys.db");
+    // Only the key's SHA-256 is configured, never the key.
+    let hash: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"ops-key-for-tests")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let keys = format!(r#"[{{"id":"ops","sha256":"{hash}","roles":["directory","act_as"]}}]"#);
+    let mut command = replyflow(dir.path(), &["serve"]);
+    command
+        .env("REPLYFLOW_SERVER_LISTEN", "127.0.0.1:0")
+        .env("REPLYFLOW_DATABASE_URL", sqlite_url(&db))
+        .env("REPLYFLOW_SECURITY_ADMINS", "")
+        .env("REPLYFLOW_SECURITY_API_KEYS", keys);
+    let server = ServerProcess::start(command);
+    let add = |key: &str, id: &str| {
+        let email = format!("{id}@example.com");
+        server.ctl(
+            dir.path(),
+            &["--api-key", key, "users", "add", id, "--email", &email],
+        )
+    };
+    add("ops-key-for-tests", "mary").assert_success("the ops key adds a user (role directory)");
+    add("a-guessed-key", "eve").assert_failure("an unknown key is refused");
+    server
+        .ctl(
+            dir.path(),
+            &[
+                "--api-key",
+                "ops-key-for-tests",
+                "--act-as",
+                "mary",
+                "tasks",
+                "--assignee",
+                "mary",
+            ],
+        )
+        .assert_success("ctl acting for mary lists her tasks");
+    server.terminate();
+}
