@@ -22,6 +22,8 @@ use super::condition::Condition;
 use super::loops::loops_without_user_task;
 use super::reminder_rules::{self, EscalationPolicy};
 
+mod checks;
+
 /// Namespace of the replyflow extension attributes and elements.
 pub const REPLYFLOW_NS: &str = "https://replyflow.dev/schema/1";
 /// Namespace of BPMN 2.0 model elements.
@@ -1049,83 +1051,6 @@ impl ProcessBuilder {
                 reminder_types: self.reminder_types,
             }),
             _ => Err(self.errors),
-        }
-    }
-
-    /// Names and labels reach mail subjects, bodies and OA screens: one line, no bidi tricks.
-    fn check_names(&mut self) {
-        let mut problems = Vec::new();
-        let process_name = (self.key.clone(), "name", self.name.clone());
-        for (id, what, text) in
-            std::iter::once(process_name).chain(self.nodes.iter().flat_map(|node| {
-                let outcomes = match &node.kind {
-                    NodeKind::UserTask(spec) => spec
-                        .outcomes
-                        .iter()
-                        .flat_map(|o| {
-                            [
-                                ("outcome id", o.id.clone()),
-                                ("outcome label", o.label.clone()),
-                            ]
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                std::iter::once(("name", node.name.clone()))
-                    .chain(outcomes)
-                    .map(|(what, text)| (node.id.clone(), what, text))
-                    .collect::<Vec<_>>()
-            }))
-        {
-            if let Some(reason) =
-                crate::bounds::single_line_problem(&text, crate::bounds::MAX_NAME_LEN)
-            {
-                problems.push((id, format!("{what}: {reason}")));
-            }
-        }
-        for (id, reason) in problems {
-            self.error(&id, reason);
-        }
-    }
-
-    /// Variables are not a back door (DESIGN §12): a completion may not rewrite an activity's
-    /// record, the initiator, `outcome`, or whose task comes next.
-    fn check_writable(&mut self) {
-        let activity_ids: HashSet<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
-        let assignee_vars: HashSet<String> = self
-            .nodes
-            .iter()
-            .filter_map(|n| match &n.kind {
-                NodeKind::UserTask(spec) => match &spec.assignee {
-                    Assignee::Variable(name) => Some(name.clone()),
-                    Assignee::User(_) => None,
-                },
-                _ => None,
-            })
-            .collect();
-        let mut problems = Vec::new();
-        for node in &self.nodes {
-            let NodeKind::UserTask(spec) = &node.kind else {
-                continue;
-            };
-            for name in &spec.writable {
-                let why = if activity_ids.contains(name) {
-                    "is an activity's record"
-                } else if name == "initiator" || name == "outcome" {
-                    "is set by the engine"
-                } else if assignee_vars.contains(name) {
-                    "chooses an assignee"
-                } else {
-                    continue;
-                };
-                problems.push((
-                    node.id.clone(),
-                    format!("replyflow:writable: {name:?} {why} and can never be written"),
-                ));
-            }
-        }
-        for (id, reason) in problems {
-            self.error(&id, reason);
         }
     }
 
