@@ -7,10 +7,10 @@ use crate::{
     model::{ApprovalContext, ApprovalStatus},
 };
 
-const COLUMNS: &str = "id, task_id, instance_id, approver, approver_email, kid, sent_at, valid_until, \
+pub(super) const COLUMNS: &str = "id, task_id, instance_id, approver, approver_email, kid, sent_at, valid_until, \
     status, message_id, subject_tag, last_mail_at, revoke_reason, used_at, approver_aliases";
 
-fn context(row: &AnyRow) -> Result<ApprovalContext> {
+pub(super) fn context(row: &AnyRow) -> Result<ApprovalContext> {
     let status: String = row.try_get("status")?;
     let used_at: i64 = row.try_get("used_at")?;
     let aliases: String = row.try_get("approver_aliases")?;

@@ -21,6 +21,9 @@ use crate::{
 pub struct InstanceRecord {
     pub instance: Instance,
     pub joins: JoinState,
+    /// Bumped by every transition: a decision computed from this record stands only while the
+    /// instance still has this `rev` (the transition writer's guard).
+    pub rev: i64,
 }
 
 fn json_text(value: &impl serde::Serialize) -> Result<String> {
@@ -33,6 +36,7 @@ pub(super) fn instance_record(row: &sqlx::any::AnyRow) -> Result<InstanceRecord>
         instance: rows::instance(row)?,
         joins: serde_json::from_str(&joins)
             .map_err(|_| Error::Internal(anyhow::anyhow!("corrupt row: instances.joins")))?,
+        rev: row.try_get("rev")?,
     })
 }
 

@@ -9,6 +9,7 @@
 //! Dynamic SQL (`AssertSqlSafe`) is only ever assembled from this module's own column lists and
 //! numbered placeholders; every value is bound, never formatted in.
 pub mod approvals;
+mod batch;
 mod definitions;
 pub mod imap_state;
 pub mod inbound;
@@ -21,6 +22,8 @@ pub mod reminder_types;
 pub mod reminders;
 mod rows;
 pub mod users;
+mod writer;
+pub mod writes;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -30,11 +33,13 @@ use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
+pub use batch::{Arg, Batch, Guards};
 pub use inbound::is_transient;
 pub use instances::{InstanceFilter, InstanceRecord, TaskFilter};
 pub use messages::MessageSelection;
 pub use outbox::{Delivery, DeliveryOutcome};
 pub use paging::PageRequest;
+pub use writer::Step;
 
 use crate::error::Result;
 
@@ -52,6 +57,8 @@ pub struct Store {
     /// SQLITE_BUSY and polling in SQLite's busy handler (whose sleeps grow to 100 ms and made
     /// the tail latency of concurrent writes). None on PostgreSQL, which locks rows.
     writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Group commit ([`Store::write`]); None inside the writer task itself.
+    group: Option<writer::GroupWriter>,
 }
 
 /// How the database is opened; the URL itself may hold a password and is never logged.
@@ -116,11 +123,14 @@ impl Store {
             .await
             .context("connecting to the database")?;
         let writer = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Self {
+        let mut store = Self {
             pool,
             backend,
             writer,
-        })
+            group: None,
+        };
+        store.group = Some(writer::GroupWriter::start(store.clone()));
+        Ok(store)
     }
 
     /// The pool itself, for tests and tools that inspect tables directly.
@@ -147,8 +157,17 @@ impl Store {
             Some(writer) => Some(writer.clone().lock_owned().await),
             None => None,
         };
+        // SQLite: IMMEDIATE takes the write lock at BEGIN. A transaction whose first statement
+        // reads (the transition writer reads reminders first) would otherwise start as a reader
+        // and fail with SQLITE_BUSY, without waiting, when it writes after another connection
+        // committed (its snapshot is stale). Only our own queued writers wait for this lock.
+        let inner = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         Ok(Tx {
-            inner: self.pool.begin().await?,
+            inner,
+            backend: self.backend,
             _turn: turn,
         })
     }
@@ -203,6 +222,7 @@ pub(super) fn values_rows(rows: usize, columns: usize) -> String {
 #[derive(Debug)]
 pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
+    backend: Backend,
     /// Held until commit or drop (SQLite's writer turn). Declared after `inner`, so it is
     /// released after the transaction ends.
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,

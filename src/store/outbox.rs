@@ -9,7 +9,7 @@ use crate::{
     model::{OutboxMail, OutboxStatus},
 };
 
-const COLUMNS: &str = "id, kind, context_id, task_id, recipient, sender, message_id, body, status, \
+pub(super) const COLUMNS: &str = "id, kind, context_id, task_id, recipient, sender, message_id, body, status, \
     attempts, next_attempt_at, last_error, created_at, sent_at, fallback";
 
 fn mail(row: &AnyRow) -> Result<OutboxMail> {

@@ -12,7 +12,7 @@ use super::{
     paging::{Filter, Order, PageRequest},
     placeholders,
     reminder_types::{channels_text, parse_channels},
-    rows::{self, TASK_COLUMNS, USER_COLUMNS},
+    rows::{self, TASK_COLUMNS},
     values_rows,
 };
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
     model::{OutboxMail, Page, Reminder, ReminderState, Task, User},
 };
 
-const COLUMNS: &str = "id, instance_id, definition_key, start_activity, end_activity, via_join, \
+pub(super) const COLUMNS: &str = "id, instance_id, definition_key, start_activity, end_activity, via_join, \
     group_id, reminder_type, count, interval_ms, channels, escalation, state, sent_count, \
     next_fire_at, escalated, created_at, first_fired_at, last_fired_at, finished_at";
 
@@ -28,7 +28,7 @@ const COLUMNS: &str = "id, instance_id, definition_key, start_activity, end_acti
 const DUE: &str = "SELECT id FROM reminders WHERE next_fire_at <= $1 ORDER BY next_fire_at";
 
 /// The states a reminder is still chasing in, for SQL.
-const ACTIVE: &str = "('new', 'reminded', 'remind_completed')";
+pub(super) const ACTIVE: &str = "('new', 'reminded', 'remind_completed')";
 
 fn reminder(row: &AnyRow) -> Result<Reminder> {
     let state: String = row.try_get("state")?;
@@ -239,22 +239,7 @@ impl Tx {
 
     /// Users by id.
     pub async fn users_by_id(&mut self, ids: &[String]) -> Result<HashMap<String, User>> {
-        let mut found = HashMap::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id);
-            }
-            for row in query.fetch_all(&mut *self.inner).await? {
-                let user = rows::user(&row)?;
-                found.insert(user.id.clone(), user);
-            }
-        }
-        Ok(found)
+        super::writes::users_by_id(&mut self.inner, ids).await
     }
 
     /// Takes up to `limit` failed outbox rows whose fallback is due, removing them from the queue.

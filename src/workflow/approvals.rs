@@ -137,8 +137,9 @@ impl Mailer {
             .map_or(self.default_valid_for_ms, |secs| secs.saturating_mul(1000))
     }
 
-    /// Opens the approval context of a task that just opened, and queues its mail. Returns the
-    /// audit event to record: the mail queued, or why the task has no email approval.
+    /// Opens the approval context of a task that just opened, and queues its mail, inside `tx`
+    /// (resend, re-address, reassign). Returns the audit event to record: the mail queued, or
+    /// why the task has no email approval.
     pub(super) async fn open_approval(
         &self,
         tx: &mut Tx,
@@ -147,6 +148,31 @@ impl Mailer {
         task: &Task,
         now: i64,
     ) -> Result<Option<Event>> {
+        if !wants_email(graph, &task.activity_id) {
+            return Ok(None);
+        }
+        let user = tx.user(&task.assignee).await?;
+        let Some(opened) = self.approval_for(graph, instance, task, user.as_ref(), now)? else {
+            return Ok(None);
+        };
+        if let Some((context, mail)) = &opened.written {
+            tx.insert_approval(context).await?;
+            tx.insert_outbox(mail).await?;
+        }
+        Ok(Some(opened.event))
+    }
+
+    /// The approval context and rendered, signed mail of a task that opens, computed before any
+    /// transaction (the transition writer only inserts them). `user`: the assignee as read from
+    /// the directory. None when the task's activity has no email approval.
+    pub(super) fn approval_for(
+        &self,
+        graph: &ProcessDefinition,
+        instance: &Instance,
+        task: &Task,
+        user: Option<&crate::model::User>,
+        now: i64,
+    ) -> Result<Option<OpenedApproval>> {
         let Some(spec) = user_task_spec(graph, &task.activity_id) else {
             return Ok(None);
         };
@@ -161,28 +187,28 @@ impl Mailer {
             actor: String::new(),
             detail,
         };
-        let user = tx.user(&task.assignee).await?;
+        let skipped = |reason: String| {
+            Ok(Some(OpenedApproval {
+                written: None,
+                event: event(
+                    "email_approval_skipped",
+                    json!({"task_id": task.id, "reason": reason}),
+                ),
+            }))
+        };
         let Some(user) = user.filter(|u| !u.email.is_empty()) else {
-            let reason = format!(
+            return skipped(format!(
                 "{} has no email address in the directory: the task is open without email approval",
                 task.assignee
-            );
-            return Ok(Some(event(
-                "email_approval_skipped",
-                json!({"task_id": task.id, "reason": reason}),
-            )));
+            ));
         };
         // UpsertUser refuses such addresses; one stored by an earlier release must not make
         // every transition that opens a task for this user fail.
         if user.email.parse::<lettre::Address>().is_err() {
-            let reason = format!(
+            return skipped(format!(
                 "{}'s email address {:?} cannot be mailed: the task is open without email approval",
                 task.assignee, user.email
-            );
-            return Ok(Some(event(
-                "email_approval_skipped",
-                json!({"task_id": task.id, "reason": reason}),
-            )));
+            ));
         }
         let id = token::new_context_id();
         let context = ApprovalContext {
@@ -206,25 +232,27 @@ impl Mailer {
             revoke_reason: String::new(),
             used_at: None,
         };
-        tx.insert_approval(&context).await?;
         let mail = self.compose(
             &context,
             graph,
             spec,
             instance,
             task,
-            &user,
+            user,
             MailKind::Approval,
             &context.message_id,
             None,
             "",
             now,
         )?;
-        tx.insert_outbox(&mail).await?;
-        Ok(Some(event(
+        let event = event(
             "approval_mail_queued",
             json!({"task_id": task.id, "context_id": context.id, "to": user.email, "message_id": context.message_id}),
-        )))
+        );
+        Ok(Some(OpenedApproval {
+            written: Some((context, mail)),
+            event,
+        }))
     }
 
     /// A reminder mail for an open task, carrying the reply token of its pending approval
@@ -419,6 +447,19 @@ impl Mailer {
         }
         Ok(())
     }
+}
+
+/// A task of this activity gets an approval mail (and so needs its assignee's address).
+pub(super) fn wants_email(graph: &ProcessDefinition, activity_id: &str) -> bool {
+    user_task_spec(graph, activity_id).is_some_and(|spec| spec.email_approval)
+}
+
+/// What opening a task's email approval comes to: the context and its mail to insert (none when
+/// the assignee cannot be mailed), and the audit event saying which.
+#[derive(Debug, Clone)]
+pub(super) struct OpenedApproval {
+    pub written: Option<(ApprovalContext, OutboxMail)>,
+    pub event: Event,
 }
 
 fn user_task_spec<'g>(graph: &'g ProcessDefinition, activity_id: &str) -> Option<&'g UserTaskSpec> {

@@ -1,14 +1,13 @@
 //! Starting, reading and cancelling instances, and writing an engine transition.
 use serde_json::{Map, Value};
 
-use super::approvals::Mailer;
+use super::transition::{self, Change, Claim, Done, Ready, Written};
 use super::{Actor, InstanceView, Workflow, check_request_id, fingerprint, new_id};
 use crate::{
-    engine::definition::ProcessDefinition,
-    engine::runtime::{self, Action, InstanceOutcome, JoinState, OpenTask, Snapshot, Transition},
+    engine::runtime::{self, Action, InstanceOutcome, JoinState, OpenTask, Snapshot},
     error::{Error, Result},
-    model::{Event, Instance, InstanceStatus, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
-    store::{InstanceFilter, InstanceRecord, PageRequest, Tx},
+    model::{Instance, InstanceStatus, Page, Task},
+    store::{InstanceFilter, InstanceRecord, PageRequest, Step},
 };
 
 #[derive(Debug, Clone, Default)]
@@ -73,37 +72,39 @@ impl Workflow {
                 updated_at: now,
             },
             joins: transition.joins.clone(),
+            rev: 0,
         };
-        let mut tx = self.store.begin().await?;
-        if !req.request_id.is_empty()
-            && !tx
-                .claim_request(&scope, &req.request_id, &print, &instance_id, now)
-                .await?
-        {
+        let change = Change {
+            graph,
+            record,
+            start: true,
+            transition,
+            open_before: Vec::new(),
+            closing: Vec::new(),
+            actor: actor.user_id.clone(),
+            claim: (!req.request_id.is_empty()).then(|| Claim {
+                scope: scope.clone(),
+                request_id: req.request_id.clone(),
+                fingerprint: print.clone(),
+                result_id: instance_id.clone(),
+            }),
+            now,
+        };
+        let ready = transition::prepare(&self.store, &self.mailer, change).await?;
+        match self.write_ready(ready).await? {
+            Written::Done(done) => {
+                tracing::info!(instance = %instance_id, key = %stored.key, version = stored.version, "instance started");
+                Ok(self.after_commit(done))
+            }
             // The same request committed meanwhile: answer with its result.
-            drop(tx);
-            return match self.prior(&scope, &req.request_id, &print).await? {
+            Written::Claimed => match self.prior(&scope, &req.request_id, &print).await? {
                 Some(id) => self.instance(&id).await,
                 None => Err(Error::Internal(anyhow::anyhow!("request id vanished"))),
-            };
+            },
+            Written::Stale => Err(Error::Internal(anyhow::anyhow!(
+                "a new instance cannot be stale"
+            ))),
         }
-        tx.insert_instance(&record).await?;
-        let published = write_transition(
-            &mut tx,
-            &self.mailer,
-            &graph,
-            &record.instance,
-            &transition,
-            &[],
-            actor,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::info!(instance = %instance_id, key = %stored.key, version = stored.version, "instance started");
-        self.publish(published);
-        self.mailer.wake().notify_one();
-        self.instance(&instance_id).await
     }
 
     pub async fn instance(&self, id: &str) -> Result<InstanceView> {
@@ -167,69 +168,95 @@ impl Workflow {
         if self.prior(&scope, request_id, &print).await?.is_some() {
             return self.instance(id).await;
         }
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        if !request_id.is_empty()
-            && !tx
-                .claim_request(&scope, request_id, &print, id, now)
+        for _ in 0..super::tasks::PREPARE_ATTEMPTS {
+            let now = self.now();
+            let record = self
+                .store
+                .instance_record(id)
                 .await?
-        {
-            drop(tx);
-            return self.instance(id).await;
+                .ok_or_else(|| Error::not_found("process instance", id))?;
+            crate::policy::can(
+                actor,
+                crate::policy::Action::CancelInstance(crate::policy::InstanceAccess {
+                    started_by: &record.instance.started_by,
+                    participant: false,
+                }),
+            )?;
+            if record.instance.status == InstanceStatus::Cancelled {
+                // Cancelling twice is a retry, not an error: answer with the cancelled instance.
+                return self.instance(id).await;
+            }
+            if record.instance.status != InstanceStatus::Running {
+                return Err(Error::FailedPrecondition(format!(
+                    "instance is {} and cannot be cancelled",
+                    record.instance.status.as_str()
+                )));
+            }
+            let open = self.store.open_tasks(id).await?;
+            let graph = self
+                .graph_of(
+                    &record.instance.definition_key,
+                    record.instance.definition_version,
+                )
+                .await?;
+            let transition = runtime::cancel(
+                Snapshot {
+                    variables: &record.instance.variables,
+                    joins: &record.joins,
+                    open_tasks: &engine_tasks(&open),
+                },
+                reason,
+            );
+            let change = Change {
+                graph,
+                record,
+                start: false,
+                transition,
+                open_before: open,
+                closing: Vec::new(),
+                actor: actor.user_id.clone(),
+                claim: (!request_id.is_empty()).then(|| Claim {
+                    scope: scope.clone(),
+                    request_id: request_id.to_string(),
+                    fingerprint: print.clone(),
+                    result_id: id.to_string(),
+                }),
+                now,
+            };
+            let ready = transition::prepare(&self.store, &self.mailer, change).await?;
+            match self.write_ready(ready).await? {
+                Written::Done(done) => return Ok(self.after_commit(done)),
+                Written::Claimed => return self.instance(id).await,
+                Written::Stale => continue,
+            }
         }
-        if !tx.lock_instance(id).await? {
-            return Err(Error::not_found("process instance", id));
+        Err(Error::Aborted(format!(
+            "process instance {id} kept changing while it was being cancelled; send the same request again"
+        )))
+    }
+
+    /// Writes a prepared transition through the group writer (a transaction shared with other
+    /// concurrent transitions); a stale or already-claimed one is rolled back alone.
+    pub(super) async fn write_ready(&self, ready: Ready) -> Result<Written> {
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    Ok(match transition::write(tx, ready).await? {
+                        done @ Written::Done(_) => Step::Keep(done),
+                        other => Step::Undo(other),
+                    })
+                })
+            })
+            .await
+    }
+
+    /// After a transition committed: tell watchers and the outbox worker; the caller's answer.
+    pub(super) fn after_commit(&self, done: Done) -> InstanceView {
+        self.publish(done.published);
+        if done.queued_mail {
+            self.mailer.wake().notify_one();
         }
-        let record = tx
-            .instance(id)
-            .await?
-            .ok_or_else(|| Error::not_found("process instance", id))?;
-        crate::policy::can(
-            actor,
-            crate::policy::Action::CancelInstance(crate::policy::InstanceAccess {
-                started_by: &record.instance.started_by,
-                participant: false,
-            }),
-        )?;
-        if record.instance.status == InstanceStatus::Cancelled {
-            // Cancelling twice is a retry, not an error: answer with the cancelled instance.
-            drop(tx);
-            return self.instance(id).await;
-        }
-        if record.instance.status != InstanceStatus::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "instance is {} and cannot be cancelled",
-                record.instance.status.as_str()
-            )));
-        }
-        let open = tx.open_tasks(id).await?;
-        let graph = self
-            .graph_of(
-                &record.instance.definition_key,
-                record.instance.definition_version,
-            )
-            .await?;
-        let snapshot = Snapshot {
-            variables: &record.instance.variables,
-            joins: &record.joins,
-            open_tasks: &engine_tasks(&open),
-        };
-        let transition = runtime::cancel(snapshot, reason);
-        let published = write_transition(
-            &mut tx,
-            &self.mailer,
-            &graph,
-            &record.instance,
-            &transition,
-            &open,
-            actor,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        self.publish(published);
-        self.mailer.wake().notify_one();
-        self.instance(id).await
+        done.view
     }
 }
 
@@ -244,7 +271,7 @@ pub(super) fn engine_tasks(tasks: &[Task]) -> Vec<OpenTask> {
         .collect()
 }
 
-fn status_of(outcome: &InstanceOutcome) -> (InstanceStatus, String) {
+pub(super) fn status_of(outcome: &InstanceOutcome) -> (InstanceStatus, String) {
     match outcome {
         InstanceOutcome::Running => (InstanceStatus::Running, String::new()),
         InstanceOutcome::Completed => (InstanceStatus::Completed, String::new()),
@@ -253,117 +280,4 @@ fn status_of(outcome: &InstanceOutcome) -> (InstanceStatus, String) {
         }
         InstanceOutcome::Cancelled { reason } => (InstanceStatus::Cancelled, reason.clone()),
     }
-}
-
-/// Writes what the engine decided: new tasks, withdrawn and cancelled ones, the instance's state
-/// and the audit events. Returns the task events to publish once the transaction commits.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn write_transition(
-    tx: &mut Tx,
-    mailer: &Mailer,
-    graph: &ProcessDefinition,
-    instance: &Instance,
-    transition: &Transition,
-    open_before: &[Task],
-    actor: &Actor,
-    now: i64,
-) -> Result<Vec<TaskEvent>> {
-    let instance_id = instance.id.as_str();
-    let mut published = Vec::new();
-    let mut mail_events = Vec::new();
-    for (ids, status, kind) in [
-        (
-            &transition.withdraw,
-            TaskStatus::Withdrawn,
-            TaskEventKind::Withdrawn,
-        ),
-        (
-            &transition.cancel,
-            TaskStatus::Cancelled,
-            TaskEventKind::Cancelled,
-        ),
-    ] {
-        for id in ids {
-            let Some(task) = open_before.iter().find(|t| &t.id == id) else {
-                continue;
-            };
-            let closed = Task {
-                status,
-                completed_at: Some(now),
-                ..task.clone()
-            };
-            tx.close_task(&closed).await?;
-            mailer
-                .close_approvals(tx, &closed.id, &format!("task {}", status.as_str()), now)
-                .await?;
-            published.push(TaskEvent {
-                kind,
-                task: closed,
-                previous_assignee: String::new(),
-                at: now,
-            });
-        }
-    }
-    for new in &transition.open {
-        let task = Task {
-            id: new_id(),
-            instance_id: instance_id.to_string(),
-            definition_key: instance.definition_key.clone(),
-            definition_version: instance.definition_version,
-            business_key: instance.business_key.clone(),
-            activity_id: new.activity_id.clone(),
-            name: new.name.clone(),
-            assignee: new.assignee.clone(),
-            status: TaskStatus::Open,
-            outcome: String::new(),
-            comment: String::new(),
-            completed_by: String::new(),
-            completed_via: None,
-            group_id: new.group_id.clone(),
-            from_activity: new.from_activity.clone(),
-            created_at: now,
-            completed_at: None,
-        };
-        tx.insert_task(&task).await?;
-        if let Some(event) = mailer
-            .open_approval(tx, graph, instance, &task, now)
-            .await?
-        {
-            mail_events.push(event);
-        }
-        published.push(TaskEvent {
-            kind: TaskEventKind::Opened,
-            task,
-            previous_assignee: String::new(),
-            at: now,
-        });
-    }
-    let (status, error) = status_of(&transition.outcome);
-    tx.update_instance(
-        instance_id,
-        &transition.variables,
-        &transition.joins,
-        status,
-        &error,
-        now,
-    )
-    .await?;
-    let mut events: Vec<Event> = transition
-        .events
-        .iter()
-        .map(|e| Event {
-            instance_id: instance_id.to_string(),
-            at: now,
-            kind: e.kind.to_string(),
-            activity_id: e.activity_id.clone(),
-            actor: actor.user_id.clone(),
-            detail: e.detail.clone(),
-        })
-        .collect();
-    events.extend(mail_events);
-    events.extend(
-        super::reminders::on_transition(tx, graph, instance, transition, open_before, now).await?,
-    );
-    tx.insert_events(&events).await?;
-    Ok(published)
 }

@@ -10,6 +10,7 @@ pub mod messages;
 pub mod reminder_types;
 pub mod reminders;
 pub mod tasks;
+mod transition;
 
 use std::{
     collections::HashMap,

@@ -1,27 +1,26 @@
-//! Listing, completing and reassigning tasks. Completion is the heart of the engine's use: the
-//! instance is locked first, the task re-read under the lock, and the whole transition written in
-//! the same transaction, so two completions racing on one instance run one after the other and a
-//! parallel join fires once.
+//! Listing, completing and reassigning tasks.
 //!
-//! CompleteTask computes the transition (conditions included) *before* its transaction, from a
-//! snapshot of the instance, so that no CEL runs while SQLite's one writer is held (DESIGN §12).
-//! Under the lock it re-reads the instance; if anything the engine reads changed meanwhile, it
-//! drops the transaction and computes again, at most [`PREPARE_ATTEMPTS`] times, then answers
-//! ABORTED (retry with the same request id). Replies and escalations prepare their completions
-//! the same way before their transactions ([`Workflow::complete_in_prepared`]): no path computes
-//! a transition while holding the lock.
-use std::sync::Arc;
-
+//! A completion is decided outside any transaction, from the instance read first and its open
+//! tasks read after it ([`Workflow::prepare_completion`]): the checks (the task is open, the
+//! caller may decide it, the variables are writable), the engine's transition (conditions
+//! included) and everything the transition writer needs (`transition::prepare`). The write
+//! itself is one batch whose guard is the instance's `rev`: if another transition of the
+//! instance committed in between, the batch is undone and the completion decided again, at most
+//! [`PREPARE_ATTEMPTS`] times, then ABORTED (retry with the same request id). So no CEL runs and
+//! no mail is rendered while a transaction is open (DESIGN §12), and two completions racing on
+//! one instance still apply one after the other: a parallel join fires once.
 use serde_json::{Map, Value, json};
 
 use super::{
-    Actor, InstanceView, Workflow, check_request_id, fingerprint, instances::engine_tasks,
-    instances::write_transition, new_id,
+    Actor, InstanceView, Workflow, check_request_id, fingerprint,
+    instances::engine_tasks,
+    new_id,
+    transition::{self, Change, Claim, Closing, Ready, Written},
 };
 use crate::{
     engine::{
         definition::{NodeKind, ProcessDefinition},
-        runtime::{self, Action, ActionError, JoinState, OpenTask, Snapshot, Transition},
+        runtime::{self, Action, ActionError, OpenTask, Snapshot, Transition},
     },
     error::{Error, Result},
     model::{CompletedVia, Event, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
@@ -29,23 +28,18 @@ use crate::{
     store::{InstanceRecord, PageRequest, TaskFilter, Tx},
 };
 
-/// How many times CompleteTask computes a completion outside the lock, when the instance keeps
-/// changing between its snapshot and its lock, before it answers ABORTED. Writers queue in order
-/// on SQLite, so an attempt is stale only when one queued before it changed the same instance.
-const PREPARE_ATTEMPTS: usize = 20;
+/// How many times a transition is decided again when its instance changed between the decision
+/// and the write, before the caller is answered ABORTED.
+pub(super) const PREPARE_ATTEMPTS: usize = 20;
 
-/// A completion computed outside the transaction, valid while the instance still holds what it
-/// was computed from.
+/// A completion decided outside the transaction, with what it was decided for.
 #[derive(Debug)]
 pub(super) struct Prepared {
     /// What was asked (outcome, comment, variables), so that a completion prepared for one
     /// request is never applied for another.
     request: (String, String, Map<String, Value>),
-    graph: Arc<ProcessDefinition>,
-    variables: Map<String, Value>,
-    joins: JoinState,
-    open: Vec<OpenTask>,
-    transition: std::result::Result<Transition, ActionError>,
+    /// The transition ready to write and the task as completed, or why it may not be.
+    decided: std::result::Result<(Ready, Task), Refusal>,
 }
 
 impl Prepared {
@@ -54,20 +48,40 @@ impl Prepared {
             && self.request.1 == req.comment
             && self.request.2 == req.variables
     }
+}
 
-    /// Everything the engine read is unchanged: the transition computed from it stands.
-    fn still_holds(&self, record: &InstanceRecord, open: &[OpenTask]) -> bool {
-        self.variables == record.instance.variables
-            && self.joins == record.joins
-            && self.open == open
+/// Why a prepared completion may not be written, kept to answer each time it is asked.
+#[derive(Debug, Clone)]
+enum Refusal {
+    Invalid { field: String, reason: String },
+    NotFound { what: &'static str, id: String },
+    Precondition(String),
+    Permission(String),
+    Internal(String),
+}
+
+impl Refusal {
+    fn error(&self) -> Error {
+        match self.clone() {
+            Refusal::Invalid { field, reason } => Error::InvalidArgument { field, reason },
+            Refusal::NotFound { what, id } => Error::NotFound { what, id },
+            Refusal::Precondition(why) => Error::FailedPrecondition(why),
+            Refusal::Permission(why) => Error::PermissionDenied(why),
+            Refusal::Internal(why) => Error::Internal(anyhow::anyhow!(why)),
+        }
     }
 }
 
-/// What completing under the lock came to.
-enum Locked {
-    Done(Box<Task>, Vec<TaskEvent>),
-    /// The instance changed after the snapshot: drop the transaction and prepare again.
-    Stale,
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument { field, reason } => Refusal::Invalid { field, reason },
+            Error::NotFound { what, id } => Refusal::NotFound { what, id },
+            Error::FailedPrecondition(why) => Refusal::Precondition(why),
+            Error::PermissionDenied(why) => Refusal::Permission(why),
+            other => Refusal::Internal(format!("{other:#}")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -117,43 +131,32 @@ impl Workflow {
         // The instance a task belongs to never changes: find it outside the transaction.
         let task = self.task(&req.task_id).await?;
         // Refused before any condition is evaluated, so that a caller who may not decide the
-        // task cannot spend the server's condition budget; both are checked again under the lock.
+        // task cannot spend the server's condition budget (checked again on the fresh state).
         if req.via != CompletedVia::Escalation {
             check_can_complete(&task, actor)?;
         }
-        let graph = self
-            .graph_of(&task.definition_key, task.definition_version)
-            .await?;
-        check_writable(&graph, &task, &req.variables)?;
-        let now = self.now();
+        let claim = (!req.request_id.is_empty()).then(|| Claim {
+            scope: scope.clone(),
+            request_id: req.request_id.clone(),
+            fingerprint: print.clone(),
+            result_id: req.task_id.clone(),
+        });
         for attempt in 1..=PREPARE_ATTEMPTS {
             let prepared = self
-                .prepare_completion(actor, &task.instance_id, &req)
+                .prepare_with_claim(actor, &task.instance_id, &req, claim.clone())
                 .await?
                 .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
-            let mut tx = self.store.begin().await?;
-            if !req.request_id.is_empty()
-                && !tx
-                    .claim_request(&scope, &req.request_id, &print, &req.task_id, now)
-                    .await?
-            {
-                drop(tx);
-                return self.task_and_instance(&req.task_id).await;
+            let (ready, completed) = prepared.decided.map_err(|r| r.error())?;
+            match self.write_ready(ready).await? {
+                Written::Done(done) => {
+                    tracing::info!(task = %task.id, outcome = %req.outcome, via = req.via.as_str(), "task completed");
+                    return Ok((completed, self.after_commit(done)));
+                }
+                Written::Claimed => return self.task_and_instance(&req.task_id).await,
+                Written::Stale => {
+                    tracing::debug!(task = %task.id, attempt, "instance changed after the decision; deciding again");
+                }
             }
-            let locked = self
-                .complete_locked(&mut tx, actor, &task.instance_id, &req, now, &prepared)
-                .await?;
-            let Locked::Done(completed, published) = locked else {
-                drop(tx);
-                tracing::debug!(task = %task.id, attempt, "instance changed before the lock; preparing again");
-                continue;
-            };
-            tx.commit().await?;
-            tracing::info!(task = %task.id, outcome = %req.outcome, via = req.via.as_str(), "task completed");
-            self.publish(published);
-            self.mailer.wake().notify_one();
-            let instance = self.instance(&task.instance_id).await?;
-            return Ok((*completed, instance));
         }
         Err(Error::Aborted(format!(
             "process instance {} kept changing while task {} was being completed; send the same request again",
@@ -162,18 +165,19 @@ impl Workflow {
     }
 
     /// Completes a task inside the caller's transaction (a reply's effect commits with its
-    /// inbound-log row) with a transition `prepared` before the transaction (a reply's read-only
-    /// checks, the scheduler before its tick), so that no condition is evaluated under the write
-    /// lock. When the instance changed in between, or nothing was prepared for this request, it
-    /// is [`Error::Aborted`]: the caller checks again from the new state. Returns the task as
-    /// completed and the task events to publish after the commit.
+    /// inbound-log row; an escalation with its scheduler tick) with a completion `prepared`
+    /// before the transaction (a reply's read-only checks, the scheduler before its tick), so
+    /// that no condition is evaluated under the write lock. When the instance changed in between,
+    /// or nothing was prepared for this request, it is [`Error::Aborted`] with nothing written:
+    /// the caller checks again from the new state. Returns the task as completed and the task
+    /// events to publish after the commit.
     pub(super) async fn complete_in_prepared(
         &self,
         tx: &mut Tx,
-        actor: &Actor,
+        _actor: &Actor,
         instance_id: &str,
         req: &CompleteTask,
-        now: i64,
+        _now: i64,
         prepared: Option<&Prepared>,
     ) -> Result<(Task, Vec<TaskEvent>)> {
         // Prepared for this very request (outcome, comment, variables) or not used at all.
@@ -183,26 +187,44 @@ impl Workflow {
                 req.task_id
             )));
         };
-        match self
-            .complete_locked(tx, actor, instance_id, req, now, prepared)
-            .await?
-        {
-            Locked::Done(task, published) => Ok((*task, published)),
-            Locked::Stale => Err(Error::Aborted(format!(
+        let (ready, completed) = match &prepared.decided {
+            Ok((ready, completed)) => (ready.clone(), completed.clone()),
+            Err(refusal) => return Err(refusal.error()),
+        };
+        tx.savepoint(TRANSITION_SAVEPOINT).await?;
+        let written = transition::write(tx, ready).await;
+        if !matches!(written, Ok(Written::Done(_))) {
+            tx.rollback_to_savepoint(TRANSITION_SAVEPOINT).await?;
+        }
+        tx.release_savepoint(TRANSITION_SAVEPOINT).await?;
+        match written? {
+            Written::Done(done) => Ok((completed, done.published)),
+            Written::Stale | Written::Claimed => Err(Error::Aborted(format!(
                 "process instance {instance_id} changed after task {} was checked",
                 req.task_id
             ))),
         }
     }
 
-    /// Computes a completion from a snapshot read outside any transaction; `None` when the
-    /// instance is gone (the locked path then reports it).
+    /// Decides a completion from the instance as it is now, outside any transaction; `None` when
+    /// the instance is gone. A completion that may not be done is prepared as its refusal.
     pub(super) async fn prepare_completion(
         &self,
         actor: &Actor,
         instance_id: &str,
         req: &CompleteTask,
     ) -> Result<Option<Prepared>> {
+        self.prepare_with_claim(actor, instance_id, req, None).await
+    }
+
+    async fn prepare_with_claim(
+        &self,
+        actor: &Actor,
+        instance_id: &str,
+        req: &CompleteTask,
+        claim: Option<Claim>,
+    ) -> Result<Option<Prepared>> {
+        // The instance first: anything read after it that changed since bumped its `rev`.
         let Some(record) = self.store.instance_record(instance_id).await? else {
             return Ok(None);
         };
@@ -212,84 +234,54 @@ impl Workflow {
                 record.instance.definition_version,
             )
             .await?;
-        let open = engine_tasks(&self.store.open_tasks(instance_id).await?);
-        let transition = self.compute_completion(&graph, &record, &open, actor, req);
-        Ok(Some(Prepared {
-            request: (
-                req.outcome.clone(),
-                req.comment.clone(),
-                req.variables.clone(),
-            ),
-            graph,
-            variables: record.instance.variables,
-            joins: record.joins,
-            open,
-            transition,
-        }))
-    }
-
-    fn compute_completion(
-        &self,
-        graph: &ProcessDefinition,
-        record: &InstanceRecord,
-        open: &[OpenTask],
-        actor: &Actor,
-        req: &CompleteTask,
-    ) -> std::result::Result<Transition, ActionError> {
-        runtime::apply(
-            graph,
-            Snapshot {
-                variables: &record.instance.variables,
-                joins: &record.joins,
-                open_tasks: open,
-            },
-            Action::CompleteTask {
-                task_id: &req.task_id,
-                outcome: &req.outcome,
-                comment: &req.comment,
-                completed_by: &actor.user_id,
-                variables: &req.variables,
-            },
-            self.limits(),
-            &mut new_id,
-        )
-    }
-
-    /// Completes a task with a transition `prepared` outside the transaction: used if the
-    /// instance still holds what it was computed from, else [`Locked::Stale`]. Locks the instance
-    /// first.
-    async fn complete_locked(
-        &self,
-        tx: &mut Tx,
-        actor: &Actor,
-        instance_id: &str,
-        req: &CompleteTask,
-        now: i64,
-        prepared: &Prepared,
-    ) -> Result<Locked> {
-        let (task, record) = tx.lock_task(&req.task_id, instance_id).await?;
-        if req.via == CompletedVia::Escalation {
-            // The scheduler completes a task when its reminders ran out (`complete:<outcome>`).
-            if task.status != TaskStatus::Open {
-                return Err(closed(&task));
+        let open = self.store.open_tasks(instance_id).await?;
+        let request = (
+            req.outcome.clone(),
+            req.comment.clone(),
+            req.variables.clone(),
+        );
+        let task = match open.iter().find(|t| t.id == req.task_id) {
+            Some(task) => task.clone(),
+            None => {
+                let refusal = match self.store.task(&req.task_id).await? {
+                    Some(task) if task.instance_id == instance_id => closed(&task),
+                    _ => Error::not_found("task", &req.task_id),
+                };
+                return Ok(Some(Prepared {
+                    request,
+                    decided: Err(refusal.into()),
+                }));
             }
-        } else {
-            check_can_complete(&task, actor)?;
-        }
-        let open = tx.open_tasks(&task.instance_id).await?;
-        let open_now = engine_tasks(&open);
-        if !prepared.still_holds(&record, &open_now) {
-            return Ok(Locked::Stale);
-        }
-        let (graph, transition) = (prepared.graph.clone(), prepared.transition.clone());
-        check_writable(&graph, &task, &req.variables)?;
-        let transition = transition.map_err(|e| match e {
-            ActionError::UnknownOutcome { outcome, allowed } => Error::invalid(
-                "outcome",
-                format!("{outcome:?} is not an outcome of this task; expected one of {allowed:?}"),
-            ),
-            other => Error::Internal(anyhow::anyhow!("completing task {}: {other}", task.id)),
-        })?;
+        };
+        let checked = (|| {
+            if req.via != CompletedVia::Escalation {
+                check_can_complete(&task, actor)?;
+            }
+            check_writable(&graph, &task, &req.variables)?;
+            compute_completion(self, &graph, &record, &engine_tasks(&open), actor, req).map_err(
+                |e| match e {
+                    ActionError::UnknownOutcome { outcome, allowed } => Error::invalid(
+                        "outcome",
+                        format!(
+                            "{outcome:?} is not an outcome of this task; expected one of {allowed:?}"
+                        ),
+                    ),
+                    other => {
+                        Error::Internal(anyhow::anyhow!("completing task {}: {other}", task.id))
+                    }
+                },
+            )
+        })();
+        let transition = match checked {
+            Ok(transition) => transition,
+            Err(e) => {
+                return Ok(Some(Prepared {
+                    request,
+                    decided: Err(e.into()),
+                }));
+            }
+        };
+        let now = self.now();
         let completed = Task {
             status: TaskStatus::Completed,
             outcome: req.outcome.clone(),
@@ -297,42 +289,28 @@ impl Workflow {
             completed_by: actor.user_id.clone(),
             completed_via: Some(req.via),
             completed_at: Some(now),
-            ..task.clone()
+            ..task
         };
-        if !tx.close_task(&completed).await? {
-            return Err(Error::FailedPrecondition(format!(
-                "task {} is no longer open",
-                task.id
-            )));
-        }
-        self.mailer
-            .close_approvals(
-                tx,
-                &task.id,
-                &format!("task completed via {}", req.via.as_str()),
-                now,
-            )
-            .await?;
-        let mut published = vec![TaskEvent {
-            kind: TaskEventKind::Completed,
-            task: completed.clone(),
-            previous_assignee: String::new(),
-            at: now,
-        }];
-        published.extend(
-            write_transition(
-                tx,
-                &self.mailer,
-                &graph,
-                &record.instance,
-                &transition,
-                &open,
-                actor,
-                now,
-            )
-            .await?,
-        );
-        Ok(Locked::Done(Box::new(completed), published))
+        let change = Change {
+            graph,
+            record,
+            start: false,
+            transition,
+            open_before: open,
+            closing: vec![Closing {
+                task: completed.clone(),
+                kind: TaskEventKind::Completed,
+                why: format!("task completed via {}", req.via.as_str()),
+            }],
+            actor: actor.user_id.clone(),
+            claim,
+            now,
+        };
+        let ready = transition::prepare(&self.store, &self.mailer, change).await?;
+        Ok(Some(Prepared {
+            request,
+            decided: Ok((ready, completed)),
+        }))
     }
 
     async fn task_and_instance(&self, task_id: &str) -> Result<(Task, InstanceView)> {
@@ -541,6 +519,36 @@ pub(crate) struct Reassignment<'a> {
     pub comment: &'a str,
     /// How: `api`, `email`, `escalation` (the audit event's detail).
     pub via: &'a str,
+}
+
+/// The savepoint a completion inside a caller's transaction is written under.
+const TRANSITION_SAVEPOINT: &str = "rf_transition";
+
+fn compute_completion(
+    workflow: &Workflow,
+    graph: &ProcessDefinition,
+    record: &InstanceRecord,
+    open: &[OpenTask],
+    actor: &Actor,
+    req: &CompleteTask,
+) -> std::result::Result<Transition, ActionError> {
+    runtime::apply(
+        graph,
+        Snapshot {
+            variables: &record.instance.variables,
+            joins: &record.joins,
+            open_tasks: open,
+        },
+        Action::CompleteTask {
+            task_id: &req.task_id,
+            outcome: &req.outcome,
+            comment: &req.comment,
+            completed_by: &actor.user_id,
+            variables: &req.variables,
+        },
+        workflow.limits(),
+        &mut new_id,
+    )
 }
 
 fn check_can_complete(task: &Task, actor: &Actor) -> Result<()> {

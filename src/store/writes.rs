@@ -1,0 +1,424 @@
+//! The statements of a transition, as parts of one [`Batch`] (see `batch.rs`), and the reads a
+//! transition makes before its transaction. The workflow's transition writer is their one user.
+//!
+//! Guards (tags of the rows they return):
+//! - [`GUARD_CLAIM`]: the request id was free and is now recorded (missing: used meanwhile);
+//! - [`GUARD_INSTANCE`]: the instance still had the `rev` the decision was computed from, and
+//!   now has the next one (missing: it changed meanwhile, the decision is stale);
+//! - [`GUARD_USER_CHANGED`]: an assignee's address changed since it was read (present: stale).
+use std::collections::HashMap;
+
+use sqlx::{Any, AnyConnection, AssertSqlSafe};
+
+use super::{
+    Arg, Batch, Store, approvals, outbox, placeholders, reminder_types::channels_text, reminders,
+    rows, values_rows,
+};
+use crate::{
+    engine::runtime::JoinState,
+    error::{Error, Result},
+    model::{
+        ApprovalContext, CompletedVia, Event, InstanceStatus, OutboxMail, Reminder, Task, User,
+    },
+};
+
+pub const GUARD_CLAIM: &str = "claim";
+pub const GUARD_INSTANCE: &str = "instance";
+pub const GUARD_USER_CHANGED: &str = "user_changed";
+
+/// Rows per multi-row INSERT: bounded so that the statement cache sees few distinct texts.
+const ROWS_PER_INSERT: usize = 50;
+
+fn json_text(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(e.into()))
+}
+
+/// A multi-row INSERT of `rows`, `columns` values each, in statements of [`ROWS_PER_INSERT`].
+fn insert_rows(batch: &mut Batch, head: &str, columns: usize, rows: Vec<Vec<Arg>>) {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Arg>> = rows.by_ref().take(ROWS_PER_INSERT).collect();
+        let sql = format!("{head} VALUES {}", values_rows(chunk.len(), columns));
+        batch.exec(sql, chunk.into_iter().flatten().collect());
+    }
+}
+
+impl Batch {
+    /// Records a request id with its effect ([`GUARD_CLAIM`]).
+    pub fn claim_request(
+        &mut self,
+        scope: &str,
+        request_id: &str,
+        fingerprint: &str,
+        result_id: &str,
+        now: i64,
+    ) {
+        self.guard(
+            format!(
+                "INSERT INTO requests (scope, request_id, fingerprint, result_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, request_id) DO NOTHING \
+                 RETURNING CAST('{GUARD_CLAIM}' AS TEXT) AS g"
+            ),
+            vec![
+                scope.into(),
+                request_id.into(),
+                fingerprint.into(),
+                result_id.into(),
+                now.into(),
+            ],
+        );
+    }
+
+    pub fn insert_instance(&mut self, record: &super::InstanceRecord) -> Result<()> {
+        let i = &record.instance;
+        self.exec(
+            "INSERT INTO instances (id, definition_key, definition_version, business_key, variables, joins, \
+             status, error, started_by, rev, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11)",
+            vec![
+                i.id.as_str().into(),
+                i.definition_key.as_str().into(),
+                i.definition_version.into(),
+                i.business_key.as_str().into(),
+                json_text(&i.variables)?.into(),
+                json_text(&record.joins)?.into(),
+                i.status.as_str().into(),
+                i.error.as_str().into(),
+                i.started_by.as_str().into(),
+                i.created_at.into(),
+                i.updated_at.into(),
+            ],
+        );
+        Ok(())
+    }
+
+    /// Writes the instance's new state if its `rev` is still `rev` ([`GUARD_INSTANCE`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_instance_at_rev(
+        &mut self,
+        id: &str,
+        rev: i64,
+        variables: &serde_json::Map<String, serde_json::Value>,
+        joins: &JoinState,
+        status: InstanceStatus,
+        error: &str,
+        now: i64,
+    ) -> Result<()> {
+        self.guard(
+            format!(
+                "UPDATE instances SET variables = $3, joins = $4, status = $5, error = $6, \
+                 updated_at = $7, rev = rev + 1 WHERE id = $1 AND rev = $2 \
+                 RETURNING CAST('{GUARD_INSTANCE}' AS TEXT) AS g"
+            ),
+            vec![
+                id.into(),
+                rev.into(),
+                json_text(variables)?.into(),
+                json_text(joins)?.into(),
+                status.as_str().into(),
+                error.into(),
+                now.into(),
+            ],
+        );
+        Ok(())
+    }
+
+    /// [`GUARD_USER_CHANGED`] if `user` no longer has the address and version it was read with.
+    pub fn user_unchanged(&mut self, user: &User) {
+        self.guard(
+            format!(
+                "SELECT CAST('{GUARD_USER_CHANGED}' AS TEXT) AS g FROM users \
+                 WHERE id = $1 AND (email <> $2 OR updated_at <> $3)"
+            ),
+            vec![
+                user.id.as_str().into(),
+                user.email.as_str().into(),
+                user.updated_at.into(),
+            ],
+        );
+    }
+
+    /// Closes tasks that the decision saw open (the instance guard vouches for that).
+    pub fn close_tasks(&mut self, tasks: &[Task]) {
+        for task in tasks {
+            self.exec(
+                "UPDATE tasks SET status = $2, outcome = $3, comment = $4, completed_by = $5, \
+                 completed_via = $6, completed_at = $7 WHERE id = $1 AND status = 'open'",
+                vec![
+                    task.id.as_str().into(),
+                    task.status.as_str().into(),
+                    task.outcome.as_str().into(),
+                    task.comment.as_str().into(),
+                    task.completed_by.as_str().into(),
+                    task.completed_via
+                        .map(CompletedVia::as_str)
+                        .unwrap_or("")
+                        .into(),
+                    task.completed_at.unwrap_or(0).into(),
+                ],
+            );
+        }
+    }
+
+    pub fn insert_tasks(&mut self, tasks: &[Task]) {
+        let rows = tasks
+            .iter()
+            .map(|task| {
+                vec![
+                    task.id.as_str().into(),
+                    task.instance_id.as_str().into(),
+                    task.definition_key.as_str().into(),
+                    task.definition_version.into(),
+                    task.business_key.as_str().into(),
+                    task.activity_id.as_str().into(),
+                    task.name.as_str().into(),
+                    task.assignee.as_str().into(),
+                    task.status.as_str().into(),
+                    task.outcome.as_str().into(),
+                    task.comment.as_str().into(),
+                    task.completed_by.as_str().into(),
+                    task.completed_via
+                        .map(CompletedVia::as_str)
+                        .unwrap_or("")
+                        .into(),
+                    task.group_id.as_str().into(),
+                    task.from_activity.as_str().into(),
+                    task.created_at.into(),
+                    task.completed_at.unwrap_or(0).into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            self,
+            &format!("INSERT INTO tasks ({})", rows::TASK_COLUMNS),
+            17,
+            rows,
+        );
+    }
+
+    /// Revokes pending approval contexts (their task closed) and drops their unsent mail.
+    pub fn revoke_approvals(&mut self, context_ids: &[String], reason: &str) {
+        if context_ids.is_empty() {
+            return;
+        }
+        let ids: Vec<Arg> = context_ids.iter().map(Arg::from).collect();
+        self.exec(
+            format!(
+                "UPDATE approval_contexts SET status = 'revoked', revoke_reason = $1 \
+                 WHERE status = 'pending' AND id IN ({})",
+                placeholders(2, ids.len())
+            ),
+            std::iter::once(reason.into()).chain(ids.clone()).collect(),
+        );
+        self.exec(
+            format!(
+                "UPDATE outbox SET status = 'cancelled' WHERE status IN ('queued', 'temp_failed') \
+                 AND context_id IN ({})",
+                placeholders(1, ids.len())
+            ),
+            ids,
+        );
+    }
+
+    pub fn insert_approvals(&mut self, contexts: &[ApprovalContext]) -> Result<()> {
+        let mut rows = Vec::with_capacity(contexts.len());
+        for c in contexts {
+            rows.push(vec![
+                c.id.as_str().into(),
+                c.task_id.as_str().into(),
+                c.instance_id.as_str().into(),
+                c.approver.as_str().into(),
+                c.approver_email.as_str().into(),
+                c.kid.into(),
+                c.sent_at.into(),
+                c.valid_until.into(),
+                c.status.as_str().into(),
+                c.message_id.as_str().into(),
+                c.subject_tag.as_str().into(),
+                c.last_mail_at.into(),
+                c.revoke_reason.as_str().into(),
+                c.used_at.unwrap_or(0).into(),
+                json_text(&c.approver_aliases)?.into(),
+            ]);
+        }
+        insert_rows(
+            self,
+            &format!("INSERT INTO approval_contexts ({})", approvals::COLUMNS),
+            15,
+            rows,
+        );
+        Ok(())
+    }
+
+    pub fn insert_outbox(&mut self, mails: &[OutboxMail]) {
+        let rows = mails
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.as_str().into(),
+                    m.kind.as_str().into(),
+                    m.context_id.as_str().into(),
+                    m.task_id.as_str().into(),
+                    m.recipient.as_str().into(),
+                    m.sender.as_str().into(),
+                    m.message_id.as_str().into(),
+                    m.body.as_slice().into(),
+                    m.status.as_str().into(),
+                    m.attempts.into(),
+                    m.next_attempt_at.into(),
+                    m.last_error.as_str().into(),
+                    m.created_at.into(),
+                    m.sent_at.unwrap_or(0).into(),
+                    m.fallback.as_str().into(),
+                    Arg::Int(0),
+                ]
+            })
+            .collect();
+        insert_rows(
+            self,
+            &format!("INSERT INTO outbox ({}, lease_until)", outbox::COLUMNS),
+            16,
+            rows,
+        );
+    }
+
+    pub fn insert_reminders(&mut self, reminders: &[Reminder]) {
+        let rows = reminders
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.as_str().into(),
+                    r.instance_id.as_str().into(),
+                    r.definition_key.as_str().into(),
+                    r.start_activity.as_str().into(),
+                    r.end_activity.as_str().into(),
+                    r.via_join.as_str().into(),
+                    r.group_id.as_str().into(),
+                    r.reminder_type.as_str().into(),
+                    r.count.into(),
+                    r.interval_ms.into(),
+                    channels_text(&r.channels).into(),
+                    r.escalation.as_str().into(),
+                    r.state.as_str().into(),
+                    r.sent_count.into(),
+                    r.next_fire_at.into(),
+                    i64::from(r.escalated).into(),
+                    r.created_at.into(),
+                    r.first_fired_at.into(),
+                    r.last_fired_at.into(),
+                    r.finished_at.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            self,
+            &format!("INSERT INTO reminders ({})", reminders::COLUMNS),
+            20,
+            rows,
+        );
+    }
+
+    /// Writes reminders' changing columns (one statement each: their values differ).
+    pub fn save_reminders(&mut self, reminders: &[Reminder]) {
+        for r in reminders {
+            self.exec(
+                "UPDATE reminders SET via_join = $2, state = $3, sent_count = $4, next_fire_at = $5, \
+                 escalated = $6, first_fired_at = $7, last_fired_at = $8, finished_at = $9 WHERE id = $1",
+                vec![
+                    r.id.as_str().into(),
+                    r.via_join.as_str().into(),
+                    r.state.as_str().into(),
+                    r.sent_count.into(),
+                    r.next_fire_at.into(),
+                    i64::from(r.escalated).into(),
+                    r.first_fired_at.into(),
+                    r.last_fired_at.into(),
+                    r.finished_at.into(),
+                ],
+            );
+        }
+    }
+
+    pub fn insert_events(&mut self, events: &[Event]) -> Result<()> {
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events {
+            rows.push(vec![
+                e.instance_id.as_str().into(),
+                e.at.into(),
+                e.kind.as_str().into(),
+                e.activity_id.as_str().into(),
+                e.actor.as_str().into(),
+                json_text(&e.detail)?.into(),
+            ]);
+        }
+        insert_rows(
+            self,
+            "INSERT INTO events (instance_id, at, kind, activity_id, actor, detail)",
+            6,
+            rows,
+        );
+        Ok(())
+    }
+}
+
+/// Users by id, on any connection (a transaction's or the pool's).
+pub(super) async fn users_by_id(
+    conn: &mut AnyConnection,
+    ids: &[String],
+) -> Result<HashMap<String, User>> {
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT {} FROM users WHERE id IN ({})",
+            rows::USER_COLUMNS,
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let user = rows::user(&row)?;
+            found.insert(user.id.clone(), user);
+        }
+    }
+    Ok(found)
+}
+
+impl Store {
+    /// Users by id, outside any transaction (a transition reads its assignees before it writes;
+    /// [`Batch::user_unchanged`] checks them again inside).
+    pub async fn users_by_id(&self, ids: &[String]) -> Result<HashMap<String, User>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut conn = self.pool.acquire().await?;
+        users_by_id(&mut conn, ids).await
+    }
+
+    /// The pending approval contexts of these tasks, outside any transaction (the instance
+    /// guard of the transition that closes the tasks vouches that they did not change).
+    pub async fn pending_approvals_of_tasks(
+        &self,
+        task_ids: &[String],
+    ) -> Result<Vec<ApprovalContext>> {
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {} FROM approval_contexts WHERE status = 'pending' AND task_id IN ({}) ORDER BY id",
+            approvals::COLUMNS,
+            placeholders(1, task_ids.len())
+        );
+        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+        for id in task_ids {
+            query = query.bind(id);
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(approvals::context)
+            .collect()
+    }
+}

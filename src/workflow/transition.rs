@@ -1,0 +1,471 @@
+//! The one transition writer (issue 10). Every use case that moves an instance — start,
+//! complete, cancel, and the replies and escalations that complete — decides what to do (the
+//! engine's [`Transition`] plus the tasks it closes itself) and hands that [`Change`] here.
+//! This is the only code that closes and opens tasks, revokes and issues approval contexts,
+//! arms and stops reminders, queues approval mail, and writes the events and the request id of
+//! a transition.
+//!
+//! Two steps, so that the database's writer is held for as little as possible:
+//! 1. [`prepare`], outside any transaction: reads what the writes need (assignees' addresses,
+//!    the closing tasks' pending approval contexts, reminder types), renders and signs the
+//!    approval mails, builds the new rows and the answer to the caller, and gathers every
+//!    statement into one [`Batch`].
+//! 2. [`write`], inside the transaction: reads the instance's active reminders if the
+//!    transition stops or re-routes any, then sends the batch in one round trip. The batch's
+//!    guards say whether the state the decision was computed from still holds (the instance's
+//!    `rev`, the assignees' addresses) and whether the request id was still free; if not, the
+//!    caller undoes the batch (a savepoint) and decides again.
+use std::{collections::HashMap, sync::Arc};
+
+use serde_json::json;
+
+use super::{
+    InstanceView, approvals::Mailer, approvals::wants_email, instances::engine_tasks,
+    instances::status_of, new_id,
+};
+use crate::{
+    engine::{definition::ProcessDefinition, reminders as plan, runtime::Transition},
+    error::Result,
+    model::{
+        Event, Instance, Reminder, ReminderState, ReminderType, Task, TaskEvent, TaskEventKind,
+        TaskStatus, User,
+    },
+    store::{
+        Batch, InstanceRecord, Store, Tx,
+        writes::{GUARD_CLAIM, GUARD_INSTANCE, GUARD_USER_CHANGED},
+    },
+};
+
+/// Actor recorded for what reminders do.
+const REMINDERS: &str = "system:reminders";
+
+/// A request id to record with the transition (idempotent retries).
+#[derive(Debug, Clone)]
+pub(super) struct Claim {
+    pub scope: String,
+    pub request_id: String,
+    pub fingerprint: String,
+    pub result_id: String,
+}
+
+/// A task the use case closes itself (the completed one), with its final fields, and why its
+/// pending approval contexts are revoked.
+#[derive(Debug, Clone)]
+pub(super) struct Closing {
+    pub task: Task,
+    pub kind: TaskEventKind,
+    pub why: String,
+}
+
+/// What a use case decided.
+#[derive(Debug, Clone)]
+pub(super) struct Change {
+    pub graph: Arc<ProcessDefinition>,
+    /// The instance as the decision read it; for a start, the new instance.
+    pub record: InstanceRecord,
+    /// A start: the instance is inserted, not updated.
+    pub start: bool,
+    pub transition: Transition,
+    /// The tasks open when the decision was made (read after the instance).
+    pub open_before: Vec<Task>,
+    pub closing: Vec<Closing>,
+    /// Who acts, recorded on the engine's events.
+    pub actor: String,
+    pub claim: Option<Claim>,
+    pub now: i64,
+}
+
+/// A change ready to write: everything but the reminders it stops.
+#[derive(Debug, Clone)]
+pub(super) struct Ready {
+    batch: Batch,
+    graph: Arc<ProcessDefinition>,
+    transition: Transition,
+    instance_id: String,
+    reminders: plan::Plan,
+    /// The events of the reminders armed (and of reminder types nobody declares).
+    arm_events: Vec<Event>,
+    /// The engine's and the approval mails' events, written before the reminders'.
+    events: Vec<Event>,
+    published: Vec<TaskEvent>,
+    view: InstanceView,
+    guarded: bool,
+    claimed: bool,
+    queues_mail: bool,
+    now: i64,
+}
+
+/// What writing came to.
+#[derive(Debug)]
+pub(super) enum Written {
+    Done(Done),
+    /// The instance or an assignee changed after the decision: undo and decide again.
+    Stale,
+    /// The request id was used meanwhile (a concurrent retry): undo and answer with its result.
+    Claimed,
+}
+
+#[derive(Debug)]
+pub(super) struct Done {
+    /// Task events to publish after the commit.
+    pub published: Vec<TaskEvent>,
+    pub view: InstanceView,
+    /// Mail was queued: wake the outbox worker after the commit.
+    pub queued_mail: bool,
+}
+
+/// Step 1 (outside any transaction): reads what the writes need and builds them.
+pub(super) async fn prepare(store: &Store, mailer: &Mailer, change: Change) -> Result<Ready> {
+    let Change {
+        graph,
+        record,
+        start,
+        transition,
+        open_before,
+        closing,
+        actor,
+        claim,
+        now,
+    } = change;
+    let instance_id = record.instance.id.clone();
+    let (status, error) = status_of(&transition.outcome);
+    let instance = Instance {
+        variables: transition.variables.clone(),
+        status,
+        error: error.clone(),
+        updated_at: now,
+        ..record.instance.clone()
+    };
+
+    // Tasks that close: the use case's own, then the engine's withdrawn and cancelled ones.
+    let mut closed: Vec<(Task, TaskEventKind, String)> = closing
+        .into_iter()
+        .map(|c| (c.task, c.kind, c.why))
+        .collect();
+    for (ids, status, kind) in [
+        (
+            &transition.withdraw,
+            TaskStatus::Withdrawn,
+            TaskEventKind::Withdrawn,
+        ),
+        (
+            &transition.cancel,
+            TaskStatus::Cancelled,
+            TaskEventKind::Cancelled,
+        ),
+    ] {
+        for id in ids {
+            let Some(task) = open_before.iter().find(|t| &t.id == id) else {
+                continue;
+            };
+            let task = Task {
+                status,
+                completed_at: Some(now),
+                ..task.clone()
+            };
+            closed.push((task, kind, format!("task {}", status.as_str())));
+        }
+    }
+    let opened: Vec<Task> = transition
+        .open
+        .iter()
+        .map(|new| Task {
+            id: new_id(),
+            instance_id: instance_id.clone(),
+            definition_key: instance.definition_key.clone(),
+            definition_version: instance.definition_version,
+            business_key: instance.business_key.clone(),
+            activity_id: new.activity_id.clone(),
+            name: new.name.clone(),
+            assignee: new.assignee.clone(),
+            status: TaskStatus::Open,
+            outcome: String::new(),
+            comment: String::new(),
+            completed_by: String::new(),
+            completed_via: None,
+            group_id: new.group_id.clone(),
+            from_activity: new.from_activity.clone(),
+            created_at: now,
+            completed_at: None,
+        })
+        .collect();
+
+    // Reads, all before the transaction.
+    let closing_ids: Vec<String> = closed.iter().map(|(t, _, _)| t.id.clone()).collect();
+    let pending = store.pending_approvals_of_tasks(&closing_ids).await?;
+    let mut assignees: Vec<String> = opened
+        .iter()
+        .filter(|t| wants_email(&graph, &t.activity_id))
+        .map(|t| t.assignee.clone())
+        .collect();
+    assignees.sort();
+    assignees.dedup();
+    let users = store.users_by_id(&assignees).await?;
+    let reminders = plan::plan(&graph, &transition, &engine_tasks(&open_before));
+    let (armed, arm_events) = arm(store, &graph, &instance, &reminders, now).await?;
+
+    let mut batch = Batch::new();
+    if let Some(c) = &claim {
+        batch.claim_request(&c.scope, &c.request_id, &c.fingerprint, &c.result_id, now);
+    }
+    if start {
+        batch.insert_instance(&InstanceRecord {
+            instance: instance.clone(),
+            joins: transition.joins.clone(),
+            rev: 0,
+        })?;
+    } else {
+        batch.update_instance_at_rev(
+            &instance_id,
+            record.rev,
+            &transition.variables,
+            &transition.joins,
+            status,
+            &error,
+            now,
+        )?;
+    }
+    let mut guarded_users: Vec<&User> = users.values().collect();
+    guarded_users.sort_by(|a, b| a.id.cmp(&b.id));
+    for user in guarded_users {
+        batch.user_unchanged(user);
+    }
+    let closed_tasks: Vec<Task> = closed.iter().map(|(t, _, _)| t.clone()).collect();
+    batch.close_tasks(&closed_tasks);
+    for (task, _, why) in &closed {
+        let ids: Vec<String> = pending
+            .iter()
+            .filter(|c| c.task_id == task.id)
+            .map(|c| c.id.clone())
+            .collect();
+        batch.revoke_approvals(&ids, why);
+    }
+    batch.insert_tasks(&opened);
+
+    let mut events: Vec<Event> = transition
+        .events
+        .iter()
+        .map(|e| Event {
+            instance_id: instance_id.clone(),
+            at: now,
+            kind: e.kind.to_string(),
+            activity_id: e.activity_id.clone(),
+            actor: actor.clone(),
+            detail: e.detail.clone(),
+        })
+        .collect();
+    let (mut contexts, mut mails) = (Vec::new(), Vec::new());
+    for task in &opened {
+        if let Some(opened) =
+            mailer.approval_for(&graph, &instance, task, users.get(&task.assignee), now)?
+        {
+            if let Some((context, mail)) = opened.written {
+                contexts.push(context);
+                mails.push(mail);
+            }
+            events.push(opened.event);
+        }
+    }
+    batch.insert_approvals(&contexts)?;
+    batch.insert_outbox(&mails);
+    batch.insert_reminders(&armed);
+
+    let mut published: Vec<TaskEvent> = closed
+        .into_iter()
+        .map(|(task, kind, _)| TaskEvent {
+            kind,
+            task,
+            previous_assignee: String::new(),
+            at: now,
+        })
+        .collect();
+    let mut open_after: Vec<Task> = open_before
+        .into_iter()
+        .filter(|t| !closing_ids.contains(&t.id))
+        .collect();
+    open_after.extend(opened.iter().cloned());
+    open_after.sort_by(|a, b| a.id.cmp(&b.id));
+    published.extend(opened.into_iter().map(|task| TaskEvent {
+        kind: TaskEventKind::Opened,
+        task,
+        previous_assignee: String::new(),
+        at: now,
+    }));
+    Ok(Ready {
+        batch,
+        graph,
+        transition,
+        instance_id,
+        reminders,
+        arm_events,
+        events,
+        published,
+        view: InstanceView {
+            instance,
+            open_tasks: open_after,
+        },
+        guarded: !start,
+        claimed: claim.is_some(),
+        queues_mail: !mails.is_empty(),
+        now,
+    })
+}
+
+/// Step 2 (inside the transaction): stops and re-routes reminders, then writes the batch in one
+/// round trip. On [`Written::Stale`] or [`Written::Claimed`] the batch may have written part of
+/// itself: the caller rolls back (a savepoint, or the whole transaction).
+pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
+    let Ready {
+        mut batch,
+        graph,
+        transition,
+        instance_id,
+        reminders,
+        arm_events,
+        mut events,
+        published,
+        view,
+        guarded,
+        claimed,
+        queues_mail,
+        now,
+    } = ready;
+    let touches_existing = !reminders.stop_activities.is_empty()
+        || !reminders.stop_groups.is_empty()
+        || !reminders.joins_fired.is_empty()
+        || reminders.cancel_rest;
+    if touches_existing && guarded {
+        let active = tx.active_reminders(&instance_id).await?;
+        let (saved, stop_events) = stop(&graph, &transition, &reminders, active, now);
+        batch.save_reminders(&saved);
+        events.extend(stop_events);
+    }
+    events.extend(arm_events);
+    batch.insert_events(&events)?;
+    let guards = tx.run_batch(batch).await?;
+    if claimed && !guards.has(GUARD_CLAIM) {
+        return Ok(Written::Claimed);
+    }
+    if (guarded && !guards.has(GUARD_INSTANCE)) || guards.has(GUARD_USER_CHANGED) {
+        return Ok(Written::Stale);
+    }
+    Ok(Written::Done(Done {
+        published,
+        view,
+        queued_mail: queues_mail,
+    }))
+}
+
+/// What a transition does to the instance's active reminders: stop those whose end activity
+/// completed (and a decided deferred choice's whole group), re-route those that waited at a
+/// join that fired, and cancel what is left when the instance ended. Returns the reminders to
+/// save and their events.
+fn stop(
+    graph: &ProcessDefinition,
+    transition: &Transition,
+    p: &plan::Plan,
+    active: Vec<Reminder>,
+    now: i64,
+) -> (Vec<Reminder>, Vec<Event>) {
+    let mut saved = Vec::new();
+    let mut events = Vec::new();
+    for mut r in active {
+        let before = r.state;
+        let stopped = p.stop_activities.contains(&r.end_activity)
+            || (!r.group_id.is_empty() && p.stop_groups.contains(&r.group_id));
+        if stopped {
+            r.state = plan::finished(r.state);
+        } else if !r.via_join.is_empty() && p.joins_fired.contains(&r.via_join) {
+            match plan::reroute(graph, p, transition, &r.end_activity) {
+                Some(join) => {
+                    r.via_join = join;
+                    saved.push(r);
+                    continue;
+                }
+                None => r.state = ReminderState::Cancelled,
+            }
+        } else if p.cancel_rest {
+            r.state = ReminderState::Cancelled;
+        } else {
+            continue;
+        }
+        r.next_fire_at = None;
+        r.finished_at = now;
+        events.push(Event {
+            instance_id: r.instance_id.clone(),
+            at: now,
+            kind: format!("reminder_{}", r.state.as_str()),
+            activity_id: r.end_activity.clone(),
+            actor: REMINDERS.to_string(),
+            detail: json!({"reminder_id": r.id, "from": before.as_str(), "start_activity": r.start_activity}),
+        });
+        saved.push(r);
+    }
+    (saved, events)
+}
+
+/// The reminders a transition arms (DESIGN §6), read of their types included.
+async fn arm(
+    store: &Store,
+    graph: &ProcessDefinition,
+    instance: &Instance,
+    p: &plan::Plan,
+    now: i64,
+) -> Result<(Vec<Reminder>, Vec<Event>)> {
+    let mut armed = Vec::new();
+    let mut events = Vec::new();
+    let mut types: HashMap<String, Option<ReminderType>> = HashMap::new();
+    let event = |kind: String, activity: &str, detail: serde_json::Value| Event {
+        instance_id: instance.id.clone(),
+        at: now,
+        kind,
+        activity_id: activity.to_string(),
+        actor: REMINDERS.to_string(),
+        detail,
+    };
+    for a in &p.arm {
+        if !types.contains_key(&a.reminder_type) {
+            let kind = super::reminders::reminder_type(store, graph, &a.reminder_type).await?;
+            types.insert(a.reminder_type.clone(), kind);
+        }
+        let Some(Some(kind)) = types.get(&a.reminder_type) else {
+            events.push(event(
+                "reminder_type_unknown".into(),
+                &a.end_activity,
+                json!({"reminder_type": a.reminder_type,
+                       "reason": "neither the definition nor the server declares this reminder type"}),
+            ));
+            continue;
+        };
+        let r = Reminder {
+            id: new_id(),
+            instance_id: instance.id.clone(),
+            definition_key: instance.definition_key.clone(),
+            start_activity: a.start_activity.clone(),
+            end_activity: a.end_activity.clone(),
+            via_join: a.via_join.clone(),
+            group_id: a.group_id.clone(),
+            reminder_type: kind.id.clone(),
+            count: kind.count,
+            interval_ms: kind.interval_ms,
+            channels: kind.channels.clone(),
+            escalation: kind.escalation.clone(),
+            state: ReminderState::New,
+            sent_count: 0,
+            next_fire_at: Some(now.saturating_add(kind.interval_ms)),
+            escalated: false,
+            created_at: now,
+            first_fired_at: 0,
+            last_fired_at: 0,
+            finished_at: 0,
+        };
+        events.push(event(
+            "reminder_new".into(),
+            &r.end_activity,
+            json!({"reminder_id": r.id, "start_activity": r.start_activity, "reminder_type": r.reminder_type,
+                   "group_id": r.group_id, "via_join": r.via_join, "next_fire_at": r.next_fire_at}),
+        ));
+        armed.push(r);
+    }
+    Ok((armed, events))
+}
