@@ -4,16 +4,25 @@
 use prost_types::{Struct, Timestamp, value::Kind};
 use serde_json::{Map, Number, Value};
 
+use tonic::Status;
+
 use crate::{
     clock::Millis,
     engine::definition::{NodeKind, ProcessDefinition, ReminderTypeDecl, UserTaskSpec},
     error::{Error, Result},
     model::{
-        CompletedVia, Definition, InstanceStatus, ReminderState, Task, TaskEvent, TaskEventKind,
-        TaskStatus, User,
+        ApprovalStatus, Channel, CompletedVia, Definition, InboundEmail, InstanceStatus, Message,
+        MessageKind, OutboxStatus, ReminderState, ReminderType, Task, TaskEvent, TaskEventKind,
+        TaskStatus, User, Verdict,
     },
     proto::pb,
-    workflow::InstanceView,
+    store::reminder_stats::ReminderStatsRow,
+    workflow::{
+        InstanceView,
+        approvals::ApprovalView,
+        reminder_types::{ReminderTypeInput, interval_text},
+        reminders::ReminderView,
+    },
 };
 
 pub fn timestamp(at: Millis) -> Option<Timestamp> {
@@ -399,6 +408,328 @@ pub fn reminder_state_filter(value: i32) -> Result<Option<ReminderState>> {
         }
     };
     Ok(Some(state))
+}
+
+// --- approvals and inbound mail --------------------------------------------------------------
+
+pub(super) fn approval_pb(view: &ApprovalView) -> pb::ApprovalContext {
+    let c = &view.context;
+    let status = match c.status {
+        ApprovalStatus::Pending => pb::ApprovalStatus::Pending,
+        ApprovalStatus::Used => pb::ApprovalStatus::Used,
+        ApprovalStatus::Expired => pb::ApprovalStatus::Expired,
+        ApprovalStatus::Revoked => pb::ApprovalStatus::Revoked,
+    };
+    let mail = view.latest_mail.as_ref();
+    let delivery_status = match mail.map(|m| m.status) {
+        None => pb::DeliveryStatus::Unspecified,
+        Some(OutboxStatus::Queued) => pb::DeliveryStatus::Queued,
+        Some(OutboxStatus::Sent) => pb::DeliveryStatus::Sent,
+        Some(OutboxStatus::TempFailed) => pb::DeliveryStatus::TempFailed,
+        Some(OutboxStatus::PermFailed) => pb::DeliveryStatus::PermFailed,
+        Some(OutboxStatus::Cancelled) => pb::DeliveryStatus::Cancelled,
+    };
+    let retrying =
+        mail.is_some_and(|m| matches!(m.status, OutboxStatus::Queued | OutboxStatus::TempFailed));
+    pb::ApprovalContext {
+        task_id: c.task_id.clone(),
+        approver_email: c.approver_email.clone(),
+        sent_at: mail.and_then(|m| m.sent_at).and_then(timestamp),
+        valid_until: timestamp(c.valid_until),
+        status: status as i32,
+        delivery_status: delivery_status as i32,
+        attempts: mail.map_or(0, |m| i32::try_from(m.attempts).unwrap_or(i32::MAX)),
+        last_error: mail
+            .filter(|m| m.status != OutboxStatus::Sent)
+            .map(|m| m.last_error.clone())
+            .unwrap_or_default(),
+        // The proto shows Message-IDs without their angle brackets.
+        message_id: c
+            .message_id
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string(),
+        id: c.id.clone(),
+        created_at: timestamp(c.sent_at),
+        used_at: c.used_at.and_then(timestamp),
+        next_attempt_at: if retrying {
+            mail.and_then(|m| timestamp(m.next_attempt_at))
+        } else {
+            None
+        },
+        approver: c.approver.clone(),
+        subject_tag: c.subject_tag.clone(),
+        revoke_reason: c.revoke_reason.clone(),
+        used_by_email_id: String::new(),
+    }
+}
+
+pub(super) fn verdict_pb(verdict: Verdict) -> pb::Verdict {
+    match verdict {
+        Verdict::Applied => pb::Verdict::Applied,
+        Verdict::Duplicate => pb::Verdict::Duplicate,
+        Verdict::UnknownToken => pb::Verdict::UnknownToken,
+        Verdict::BadSignature => pb::Verdict::BadSignature,
+        Verdict::SenderMismatch => pb::Verdict::SenderMismatch,
+        Verdict::Expired => pb::Verdict::Expired,
+        Verdict::AlreadyUsed => pb::Verdict::AlreadyUsed,
+        Verdict::TaskClosed => pb::Verdict::TaskClosed,
+        Verdict::Ambiguous => pb::Verdict::Ambiguous,
+        Verdict::NoDecision => pb::Verdict::NoDecision,
+        Verdict::AutoReply => pb::Verdict::AutoReply,
+        Verdict::Bounce => pb::Verdict::Bounce,
+        Verdict::TooLarge => pb::Verdict::TooLarge,
+        Verdict::Unparseable => pb::Verdict::Unparseable,
+        Verdict::Revoked => pb::Verdict::Revoked,
+        Verdict::AuthFailed => pb::Verdict::AuthFailed,
+        Verdict::Quarantined => pb::Verdict::Quarantined,
+        Verdict::SeveralFrom => pb::Verdict::SeveralFrom,
+    }
+}
+
+pub(super) fn verdict_filter(value: i32) -> Result<Option<Verdict>, Status> {
+    let verdict = pb::Verdict::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("verdict: unknown Verdict {value}")))?;
+    Ok(match verdict {
+        pb::Verdict::Unspecified => None,
+        other => Verdict::parse(
+            &other
+                .as_str_name()
+                .trim_start_matches("VERDICT_")
+                .to_lowercase(),
+        ),
+    })
+}
+
+pub(super) fn correlation_pb(value: &serde_json::Value) -> pb::Correlation {
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let list = |key: &str| -> Vec<String> {
+        value
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let method = match text("token_source").as_str() {
+        "plus_address" => pb::CorrelationMethod::PlusAddress,
+        "body" => pb::CorrelationMethod::BodyToken,
+        _ => pb::CorrelationMethod::Unspecified,
+    };
+    pb::Correlation {
+        method: method as i32,
+        token_found: value.get("token").is_some_and(|t| !t.is_null()),
+        in_reply_to: list("in_reply_to").into_iter().next().unwrap_or_default(),
+        references: list("references"),
+        subject_tag: value
+            .get("subject_tag")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        token_location: text("token_source"),
+        ..Default::default()
+    }
+}
+
+pub(super) fn inbound_pb(m: &InboundEmail) -> pb::InboundEmail {
+    pb::InboundEmail {
+        id: m.id.clone(),
+        message_id: m
+            .message_id
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string(),
+        sender: m.sender.clone(),
+        task_id: m.task_id.clone(),
+        verdict: verdict_pb(m.verdict) as i32,
+        reason: m.reason.clone(),
+        received_at: timestamp(m.received_at),
+        transport: m.transport.clone(),
+        size_bytes: m.size_bytes,
+        sha256: m.sha256.clone(),
+        subject: m.subject.clone(),
+        correlation: Some(pb::Correlation {
+            approval_id: m.context_id.clone(),
+            task_id: m.task_id.clone(),
+            ..correlation_pb(&m.correlation)
+        }),
+        outcome: m.outcome.clone(),
+        comment: m.comment.clone(),
+        delegate_to: m.delegate_to.clone(),
+        authentication_results: m.authentication_results.clone(),
+        explanation: m.explanation.clone(),
+        process_instance_id: m.instance_id.clone(),
+        answered: m.answered,
+    }
+}
+
+// --- reminders and messages ------------------------------------------------------------------
+
+pub(super) fn channel_pb(channel: Channel) -> pb::Channel {
+    match channel {
+        Channel::Inbox => pb::Channel::Inbox,
+        Channel::Email => pb::Channel::Email,
+        Channel::Sms => pb::Channel::Sms,
+    }
+}
+
+/// A wire channel; UNSPECIFIED and unknown numbers are refused naming `field`.
+pub(super) fn channel_from_pb(value: i32, field: &str) -> Result<Channel> {
+    match pb::Channel::try_from(value) {
+        Ok(pb::Channel::Inbox) => Ok(Channel::Inbox),
+        Ok(pb::Channel::Email) => Ok(Channel::Email),
+        Ok(pb::Channel::Sms) => Ok(Channel::Sms),
+        Ok(pb::Channel::Unspecified) => Err(Error::invalid(
+            field,
+            "CHANNEL_UNSPECIFIED is not a channel: use CHANNEL_INBOX, CHANNEL_EMAIL or CHANNEL_SMS",
+        )),
+        Err(_) => Err(Error::invalid(field, format!("unknown Channel {value}"))),
+    }
+}
+
+pub(super) fn duration_pb(ms: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+pub(super) fn reminder_type_from_pb(
+    reminder_type: Option<pb::ReminderType>,
+) -> Result<ReminderTypeInput> {
+    let t = reminder_type.ok_or_else(|| Error::invalid("reminder_type", "required"))?;
+    let interval_secs = match t.interval_duration {
+        None => None,
+        Some(d) if d.nanos != 0 => {
+            return Err(Error::invalid(
+                "reminder_type.interval",
+                "interval_duration must be whole seconds",
+            ));
+        }
+        Some(d) => Some(d.seconds),
+    };
+    Ok(ReminderTypeInput {
+        id: t.id,
+        count: i64::from(t.count),
+        interval: t.interval,
+        interval_secs,
+        channels: t
+            .channels
+            .into_iter()
+            .map(|c| channel_from_pb(c, "reminder_type.channels"))
+            .collect::<Result<_>>()?,
+        escalation: t.escalation,
+    })
+}
+
+pub(super) fn reminder_type_pb(t: &ReminderType) -> pb::ReminderType {
+    pb::ReminderType {
+        id: t.id.clone(),
+        count: i32::try_from(t.count).unwrap_or(i32::MAX),
+        interval: interval_text(t.interval_ms),
+        channels: t.channels.iter().map(|c| channel_pb(*c) as i32).collect(),
+        escalation: t.escalation.clone(),
+        interval_duration: Some(duration_pb(t.interval_ms)),
+        source: t.source.clone(),
+        updated_at: timestamp(t.updated_at),
+    }
+}
+
+pub(super) fn message_kind_pb(kind: MessageKind) -> pb::MessageKind {
+    match kind {
+        MessageKind::Reminder => pb::MessageKind::Reminder,
+        MessageKind::ManualReminder => pb::MessageKind::ManualReminder,
+        MessageKind::Escalation => pb::MessageKind::Escalation,
+        MessageKind::Notice => pb::MessageKind::Notice,
+    }
+}
+
+pub(super) fn message_pb(m: &Message) -> pb::Message {
+    pb::Message {
+        id: m.id.clone(),
+        user_id: m.user_id.clone(),
+        title: m.title.clone(),
+        body: m.body.clone(),
+        task_id: m.task_id.clone(),
+        read: m.read_at.is_some(),
+        created_at: timestamp(m.created_at),
+        process_instance_id: m.instance_id.clone(),
+        kind: message_kind_pb(m.kind) as i32,
+        read_at: m.read_at.and_then(timestamp),
+        sender: m.sender.clone(),
+    }
+}
+
+pub(super) fn millis(ts: Option<prost_types::Timestamp>, field: &str) -> Result<Option<Millis>> {
+    let Some(ts) = ts else {
+        return Ok(None);
+    };
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(Error::invalid(field, "nanos must be 0 to 999,999,999"));
+    }
+    ts.seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(ts.nanos / 1_000_000)))
+        .map(Some)
+        .ok_or_else(|| Error::invalid(field, "out of range"))
+}
+
+pub(super) fn stats_row_pb(row: ReminderStatsRow) -> pb::ReminderStatsRow {
+    pb::ReminderStatsRow {
+        reminder_type: row.reminder_type,
+        activity_id: row.activity_id,
+        definition_key: row.definition_key,
+        armed: row.armed,
+        finished_before_remind: row.finished_before_remind,
+        finished_after_remind: row.finished_after_remind,
+        failed: row.failed,
+        escalated: row.escalated,
+        median_time_to_completion_after_first_reminder: row
+            .median_after_first_reminder_ms
+            .map(duration_pb),
+        active: row.active,
+        cancelled: row.cancelled,
+        reminders_sent: row.reminders_sent,
+    }
+}
+
+pub(super) fn i32_count(n: i64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+pub(super) fn reminder_pb(view: &ReminderView) -> pb::Reminder {
+    let r = &view.reminder;
+    let at = |ms: i64| if ms == 0 { None } else { timestamp(ms) };
+    pb::Reminder {
+        id: r.id.clone(),
+        process_instance_id: r.instance_id.clone(),
+        start_activity_id: r.start_activity.clone(),
+        end_activity_id: r.end_activity.clone(),
+        reminder_type: r.reminder_type.clone(),
+        state: reminder_state(r.state) as i32,
+        sent_count: i32::try_from(r.sent_count).unwrap_or(i32::MAX),
+        next_fire_at: r.next_fire_at.and_then(timestamp),
+        group_id: r.group_id.clone(),
+        created_at: timestamp(r.created_at),
+        last_fired_at: at(r.last_fired_at),
+        finished_at: at(r.finished_at),
+        count: i32::try_from(r.count).unwrap_or(i32::MAX),
+        interval: interval_text(r.interval_ms),
+        escalation: r.escalation.clone(),
+        escalated: r.escalated,
+        task_ids: view.tasks.iter().map(|t| t.id.clone()).collect(),
+        recipients: view.tasks.iter().map(|t| t.assignee.clone()).collect(),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! ReminderService: reminder types, armed reminders, manual 催办, effectiveness, and the users'
-//! in-system messages. ListReminders and RemindNow live in `reminder_runs`; this file keeps the
-//! conversions they share (channels) so that both read the wire the same way.
+//! in-system messages. ListReminders and RemindNow live in `reminder_runs`; the wire conversions
+//! of both are in `convert`.
 use std::{collections::HashSet, sync::Arc};
 
 use tokio_util::sync::CancellationToken;
@@ -8,21 +8,19 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::actor,
-    convert::timestamp,
+    convert::{
+        i32_count, message_pb, millis, reminder_type_from_pb, reminder_type_pb, stats_row_pb,
+    },
     live_stream::{Live, LiveStream},
     reminder_runs,
 };
 use crate::{
-    clock::Millis,
     error::{Error, Result},
-    model::{Channel, Message, MessageKind, ReminderType},
+    model::Message,
     policy,
     proto::pb,
-    store::{
-        MessageSelection, PageRequest,
-        reminder_stats::{ReminderStatsFilter, ReminderStatsRow},
-    },
-    workflow::{Workflow, reminder_types::ReminderTypeInput, reminder_types::interval_text},
+    store::{MessageSelection, PageRequest, reminder_stats::ReminderStatsFilter},
+    workflow::Workflow,
 };
 
 #[derive(Debug)]
@@ -35,136 +33,6 @@ impl ReminderApi {
     pub(super) fn new(workflow: Arc<Workflow>, shutdown: CancellationToken) -> Self {
         Self { workflow, shutdown }
     }
-}
-
-pub(super) fn channel_pb(channel: Channel) -> pb::Channel {
-    match channel {
-        Channel::Inbox => pb::Channel::Inbox,
-        Channel::Email => pb::Channel::Email,
-        Channel::Sms => pb::Channel::Sms,
-    }
-}
-
-/// A wire channel; UNSPECIFIED and unknown numbers are refused naming `field`.
-pub(super) fn channel_from_pb(value: i32, field: &str) -> Result<Channel> {
-    match pb::Channel::try_from(value) {
-        Ok(pb::Channel::Inbox) => Ok(Channel::Inbox),
-        Ok(pb::Channel::Email) => Ok(Channel::Email),
-        Ok(pb::Channel::Sms) => Ok(Channel::Sms),
-        Ok(pb::Channel::Unspecified) => Err(Error::invalid(
-            field,
-            "CHANNEL_UNSPECIFIED is not a channel: use CHANNEL_INBOX, CHANNEL_EMAIL or CHANNEL_SMS",
-        )),
-        Err(_) => Err(Error::invalid(field, format!("unknown Channel {value}"))),
-    }
-}
-
-fn duration_pb(ms: i64) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-    }
-}
-
-fn reminder_type_from_pb(reminder_type: Option<pb::ReminderType>) -> Result<ReminderTypeInput> {
-    let t = reminder_type.ok_or_else(|| Error::invalid("reminder_type", "required"))?;
-    let interval_secs = match t.interval_duration {
-        None => None,
-        Some(d) if d.nanos != 0 => {
-            return Err(Error::invalid(
-                "reminder_type.interval",
-                "interval_duration must be whole seconds",
-            ));
-        }
-        Some(d) => Some(d.seconds),
-    };
-    Ok(ReminderTypeInput {
-        id: t.id,
-        count: i64::from(t.count),
-        interval: t.interval,
-        interval_secs,
-        channels: t
-            .channels
-            .into_iter()
-            .map(|c| channel_from_pb(c, "reminder_type.channels"))
-            .collect::<Result<_>>()?,
-        escalation: t.escalation,
-    })
-}
-
-fn reminder_type_pb(t: &ReminderType) -> pb::ReminderType {
-    pb::ReminderType {
-        id: t.id.clone(),
-        count: i32::try_from(t.count).unwrap_or(i32::MAX),
-        interval: interval_text(t.interval_ms),
-        channels: t.channels.iter().map(|c| channel_pb(*c) as i32).collect(),
-        escalation: t.escalation.clone(),
-        interval_duration: Some(duration_pb(t.interval_ms)),
-        source: t.source.clone(),
-        updated_at: timestamp(t.updated_at),
-    }
-}
-
-fn message_kind_pb(kind: MessageKind) -> pb::MessageKind {
-    match kind {
-        MessageKind::Reminder => pb::MessageKind::Reminder,
-        MessageKind::ManualReminder => pb::MessageKind::ManualReminder,
-        MessageKind::Escalation => pb::MessageKind::Escalation,
-        MessageKind::Notice => pb::MessageKind::Notice,
-    }
-}
-
-pub(super) fn message_pb(m: &Message) -> pb::Message {
-    pb::Message {
-        id: m.id.clone(),
-        user_id: m.user_id.clone(),
-        title: m.title.clone(),
-        body: m.body.clone(),
-        task_id: m.task_id.clone(),
-        read: m.read_at.is_some(),
-        created_at: timestamp(m.created_at),
-        process_instance_id: m.instance_id.clone(),
-        kind: message_kind_pb(m.kind) as i32,
-        read_at: m.read_at.and_then(timestamp),
-        sender: m.sender.clone(),
-    }
-}
-
-fn millis(ts: Option<prost_types::Timestamp>, field: &str) -> Result<Option<Millis>> {
-    let Some(ts) = ts else {
-        return Ok(None);
-    };
-    if !(0..1_000_000_000).contains(&ts.nanos) {
-        return Err(Error::invalid(field, "nanos must be 0 to 999,999,999"));
-    }
-    ts.seconds
-        .checked_mul(1000)
-        .and_then(|ms| ms.checked_add(i64::from(ts.nanos / 1_000_000)))
-        .map(Some)
-        .ok_or_else(|| Error::invalid(field, "out of range"))
-}
-
-fn stats_row_pb(row: ReminderStatsRow) -> pb::ReminderStatsRow {
-    pb::ReminderStatsRow {
-        reminder_type: row.reminder_type,
-        activity_id: row.activity_id,
-        definition_key: row.definition_key,
-        armed: row.armed,
-        finished_before_remind: row.finished_before_remind,
-        finished_after_remind: row.finished_after_remind,
-        failed: row.failed,
-        escalated: row.escalated,
-        median_time_to_completion_after_first_reminder: row
-            .median_after_first_reminder_ms
-            .map(duration_pb),
-        active: row.active,
-        cancelled: row.cancelled,
-        reminders_sent: row.reminders_sent,
-    }
-}
-
-fn i32_count(n: i64) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 #[tonic::async_trait]

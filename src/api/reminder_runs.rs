@@ -3,45 +3,15 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::actor,
-    convert::{self, timestamp},
-    reminder::{channel_from_pb, channel_pb},
+    convert::{self, channel_from_pb, channel_pb, reminder_pb, timestamp},
 };
 use crate::{
     error::Error,
     policy,
     proto::pb,
     store::{PageRequest, reminders::ReminderFilter},
-    workflow::{
-        Workflow,
-        reminder_types::interval_text,
-        reminders::{RemindNow, ReminderView},
-    },
+    workflow::{Workflow, reminders::RemindNow},
 };
-
-fn reminder_pb(view: &ReminderView) -> pb::Reminder {
-    let r = &view.reminder;
-    let at = |ms: i64| if ms == 0 { None } else { timestamp(ms) };
-    pb::Reminder {
-        id: r.id.clone(),
-        process_instance_id: r.instance_id.clone(),
-        start_activity_id: r.start_activity.clone(),
-        end_activity_id: r.end_activity.clone(),
-        reminder_type: r.reminder_type.clone(),
-        state: convert::reminder_state(r.state) as i32,
-        sent_count: i32::try_from(r.sent_count).unwrap_or(i32::MAX),
-        next_fire_at: r.next_fire_at.and_then(timestamp),
-        group_id: r.group_id.clone(),
-        created_at: timestamp(r.created_at),
-        last_fired_at: at(r.last_fired_at),
-        finished_at: at(r.finished_at),
-        count: i32::try_from(r.count).unwrap_or(i32::MAX),
-        interval: interval_text(r.interval_ms),
-        escalation: r.escalation.clone(),
-        escalated: r.escalated,
-        task_ids: view.tasks.iter().map(|t| t.id.clone()).collect(),
-        recipients: view.tasks.iter().map(|t| t.assignee.clone()).collect(),
-    }
-}
 
 pub(super) async fn list_reminders(
     workflow: &Workflow,
