@@ -1,7 +1,7 @@
 //! Server-wide reminder types (UpsertReminderType).
 use sqlx::{Any, Row, any::AnyRow};
 
-use super::{Store, Tx};
+use super::Store;
 use crate::{
     error::{Error, Result},
     model::{Channel, ReminderType},
@@ -40,17 +40,6 @@ pub(super) fn reminder_type(row: &AnyRow) -> Result<ReminderType> {
         source: "server".into(),
         updated_at: row.try_get("updated_at")?,
     })
-}
-
-impl Tx {
-    /// A server-wide reminder type by id.
-    pub async fn server_reminder_type(&mut self, id: &str) -> Result<Option<ReminderType>> {
-        let row = sqlx::query::<Any>(TYPE_BY_ID)
-            .bind(id)
-            .fetch_optional(&mut *self.inner)
-            .await?;
-        row.as_ref().map(reminder_type).transpose()
-    }
 }
 
 impl Store {

@@ -15,29 +15,21 @@
 //!    guards say whether the state the decision was computed from still holds (the instance's
 //!    `rev`, the assignees' addresses) and whether the request id was still free; if not, the
 //!    caller undoes the batch (a savepoint) and decides again.
-use std::{collections::HashMap, sync::Arc};
-
-use serde_json::json;
+use std::sync::Arc;
 
 use super::{
     InstanceView, approvals::Mailer, approvals::wants_email, instances::engine_tasks,
-    instances::status_of, new_id,
+    instances::status_of, new_id, reminders::arm,
 };
 use crate::{
     engine::{definition::ProcessDefinition, reminders as plan, runtime::Transition},
     error::Result,
-    model::{
-        Event, Instance, Reminder, ReminderState, ReminderType, Task, TaskEvent, TaskEventKind,
-        TaskStatus, User,
-    },
+    model::{Event, Instance, Task, TaskEvent, TaskEventKind, TaskStatus, User},
     store::{
         Batch, InstanceRecord, Store, Tx,
         writes::{GUARD_CLAIM, GUARD_INSTANCE, GUARD_USER_CHANGED},
     },
 };
-
-/// Actor recorded for what reminders do.
-const REMINDERS: &str = "system:reminders";
 
 /// A request id to record with the transition (idempotent retries).
 #[derive(Debug, Clone)]
@@ -202,7 +194,7 @@ pub(super) async fn prepare(store: &Store, mailer: &Mailer, change: Change) -> R
     assignees.dedup();
     let users = store.users_by_id(&assignees).await?;
     let reminders = plan::plan(&graph, &transition, &engine_tasks(&open_before));
-    let (armed, arm_events) = arm(store, &graph, &instance, &reminders, now).await?;
+    let (armed, arm_events) = arm::arm(store, &graph, &instance, &reminders, now).await?;
 
     let mut batch = Batch::new();
     if let Some(c) = &claim {
@@ -336,7 +328,7 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
         || reminders.cancel_rest;
     if touches_existing && guarded {
         let active = tx.active_reminders(&instance_id).await?;
-        let (saved, stop_events) = stop(&graph, &transition, &reminders, active, now);
+        let (saved, stop_events) = arm::stop(&graph, &transition, &reminders, active, now);
         batch.save_reminders(&saved);
         events.extend(stop_events);
     }
@@ -354,118 +346,4 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
         view,
         queued_mail: queues_mail,
     }))
-}
-
-/// What a transition does to the instance's active reminders: stop those whose end activity
-/// completed (and a decided deferred choice's whole group), re-route those that waited at a
-/// join that fired, and cancel what is left when the instance ended. Returns the reminders to
-/// save and their events.
-fn stop(
-    graph: &ProcessDefinition,
-    transition: &Transition,
-    p: &plan::Plan,
-    active: Vec<Reminder>,
-    now: i64,
-) -> (Vec<Reminder>, Vec<Event>) {
-    let mut saved = Vec::new();
-    let mut events = Vec::new();
-    for mut r in active {
-        let before = r.state;
-        let stopped = p.stop_activities.contains(&r.end_activity)
-            || (!r.group_id.is_empty() && p.stop_groups.contains(&r.group_id));
-        if stopped {
-            r.state = plan::finished(r.state);
-        } else if !r.via_join.is_empty() && p.joins_fired.contains(&r.via_join) {
-            match plan::reroute(graph, p, transition, &r.end_activity) {
-                Some(join) => {
-                    r.via_join = join;
-                    saved.push(r);
-                    continue;
-                }
-                None => r.state = ReminderState::Cancelled,
-            }
-        } else if p.cancel_rest {
-            r.state = ReminderState::Cancelled;
-        } else {
-            continue;
-        }
-        r.next_fire_at = None;
-        r.finished_at = now;
-        events.push(Event {
-            instance_id: r.instance_id.clone(),
-            at: now,
-            kind: format!("reminder_{}", r.state.as_str()),
-            activity_id: r.end_activity.clone(),
-            actor: REMINDERS.to_string(),
-            detail: json!({"reminder_id": r.id, "from": before.as_str(), "start_activity": r.start_activity}),
-        });
-        saved.push(r);
-    }
-    (saved, events)
-}
-
-/// The reminders a transition arms (DESIGN §6), read of their types included.
-async fn arm(
-    store: &Store,
-    graph: &ProcessDefinition,
-    instance: &Instance,
-    p: &plan::Plan,
-    now: i64,
-) -> Result<(Vec<Reminder>, Vec<Event>)> {
-    let mut armed = Vec::new();
-    let mut events = Vec::new();
-    let mut types: HashMap<String, Option<ReminderType>> = HashMap::new();
-    let event = |kind: String, activity: &str, detail: serde_json::Value| Event {
-        instance_id: instance.id.clone(),
-        at: now,
-        kind,
-        activity_id: activity.to_string(),
-        actor: REMINDERS.to_string(),
-        detail,
-    };
-    for a in &p.arm {
-        if !types.contains_key(&a.reminder_type) {
-            let kind = super::reminders::reminder_type(store, graph, &a.reminder_type).await?;
-            types.insert(a.reminder_type.clone(), kind);
-        }
-        let Some(Some(kind)) = types.get(&a.reminder_type) else {
-            events.push(event(
-                "reminder_type_unknown".into(),
-                &a.end_activity,
-                json!({"reminder_type": a.reminder_type,
-                       "reason": "neither the definition nor the server declares this reminder type"}),
-            ));
-            continue;
-        };
-        let r = Reminder {
-            id: new_id(),
-            instance_id: instance.id.clone(),
-            definition_key: instance.definition_key.clone(),
-            start_activity: a.start_activity.clone(),
-            end_activity: a.end_activity.clone(),
-            via_join: a.via_join.clone(),
-            group_id: a.group_id.clone(),
-            reminder_type: kind.id.clone(),
-            count: kind.count,
-            interval_ms: kind.interval_ms,
-            channels: kind.channels.clone(),
-            escalation: kind.escalation.clone(),
-            state: ReminderState::New,
-            sent_count: 0,
-            next_fire_at: Some(now.saturating_add(kind.interval_ms)),
-            escalated: false,
-            created_at: now,
-            first_fired_at: 0,
-            last_fired_at: 0,
-            finished_at: 0,
-        };
-        events.push(event(
-            "reminder_new".into(),
-            &r.end_activity,
-            json!({"reminder_id": r.id, "start_activity": r.start_activity, "reminder_type": r.reminder_type,
-                   "group_id": r.group_id, "via_join": r.via_join, "next_fire_at": r.next_fire_at}),
-        ));
-        armed.push(r);
-    }
-    Ok((armed, events))
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use super::{Outputs, SYSTEM, manager_of};
+use super::{Outputs, SYSTEM};
 use crate::{
     engine::definition::ProcessDefinition,
     error::{Error, Result},
@@ -188,4 +188,14 @@ async fn manager_not_initiator(
             manager.id
         )),
     })
+}
+
+async fn manager_of(tx: &mut Tx, user_id: &str) -> Result<Option<User>> {
+    let Some(user) = tx.user(user_id).await? else {
+        return Ok(None);
+    };
+    if user.manager_id.is_empty() {
+        return Ok(None);
+    }
+    tx.user(&user.manager_id).await
 }
