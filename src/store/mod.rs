@@ -39,7 +39,7 @@ pub use instances::{InstanceFilter, InstanceRecord, TaskFilter};
 pub use messages::MessageSelection;
 pub use outbox::{Delivery, DeliveryOutcome};
 pub use paging::PageRequest;
-pub use writer::Step;
+pub use writer::{GroupCommits, Step};
 
 use crate::error::Result;
 

@@ -9,7 +9,14 @@
 //!
 //! A job must not begin another transaction or call `write` (on SQLite it would wait for the
 //! writer that runs it). It may read through the pool.
-use std::{any::Any, panic::AssertUnwindSafe};
+use std::{
+    any::Any,
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use futures_util::{FutureExt, future::BoxFuture};
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +49,23 @@ struct Job {
 #[derive(Clone)]
 pub(super) struct GroupWriter {
     jobs: mpsc::UnboundedSender<Job>,
+    counts: Arc<Counts>,
+}
+
+/// How many groups (transactions) and jobs the writer ran: jobs per group is the sharing.
+#[derive(Debug, Default)]
+struct Counts {
+    groups: AtomicU64,
+    jobs: AtomicU64,
+}
+
+/// What [`Store::group_commits`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCommits {
+    /// Transactions the writer committed or rolled back.
+    pub groups: u64,
+    /// Writes they held.
+    pub jobs: u64,
 }
 
 impl std::fmt::Debug for GroupWriter {
@@ -54,12 +78,23 @@ impl GroupWriter {
     /// Starts the writer task over `store` (a store without a group writer of its own).
     pub(super) fn start(store: Store) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, queue));
-        Self { jobs }
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(run(store, queue, counts.clone()));
+        Self { jobs, counts }
     }
 }
 
 impl Store {
+    /// Groups and jobs the group writer has run so far (for the bench and tests).
+    pub fn group_commits(&self) -> GroupCommits {
+        self.group
+            .as_ref()
+            .map_or_else(GroupCommits::default, |g| GroupCommits {
+                groups: g.counts.groups.load(Ordering::Relaxed),
+                jobs: g.counts.jobs.load(Ordering::Relaxed),
+            })
+    }
+
     /// Runs `job` in a transaction shared with other concurrent writes and returns its answer
     /// once that transaction committed (see the module's comment).
     pub async fn write<T, F>(&self, job: F) -> Result<T>
@@ -104,7 +139,7 @@ fn stopped(why: &str) -> Error {
     Error::Internal(anyhow::anyhow!("{why}"))
 }
 
-async fn run(store: Store, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(store: Store, mut queue: mpsc::UnboundedReceiver<Job>, counts: Arc<Counts>) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_JOBS {
@@ -113,6 +148,8 @@ async fn run(store: Store, mut queue: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
+        counts.groups.fetch_add(1, Ordering::Relaxed);
+        counts.jobs.fetch_add(group.len() as u64, Ordering::Relaxed);
         commit_together(&store, group).await;
     }
 }

@@ -12,6 +12,7 @@ mod bad_input;
 mod binary;
 mod branches;
 mod concurrency;
+mod group_commit;
 mod identity;
 mod limits;
 mod mail_trust;
