@@ -2,7 +2,7 @@
 //! bumps the instance's `rev` (a write, so it takes the row lock on PostgreSQL and the write lock
 //! on SQLite before anything is read), then reads the state, then writes the engine's decisions.
 //! Two completions of one instance therefore run one after the other on both backends.
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::{Any, AssertSqlSafe, Row};
 
 use super::{
@@ -13,7 +13,7 @@ use super::{
 use crate::{
     engine::runtime::JoinState,
     error::{Error, Result},
-    model::{CompletedVia, Event, Instance, InstanceStatus, Page, Task, TaskStatus},
+    model::{Event, Instance, InstanceStatus, Page, Task, TaskStatus},
 };
 
 /// An instance with the engine state that the API never shows.
@@ -286,105 +286,6 @@ impl Tx {
         .fetch_all(&mut *self.inner)
         .await?;
         rows.iter().map(rows::task).collect()
-    }
-
-    pub async fn insert_instance(&mut self, record: &InstanceRecord) -> Result<()> {
-        let i = &record.instance;
-        sqlx::query::<Any>(
-            "INSERT INTO instances (id, definition_key, definition_version, business_key, variables, joins, \
-             status, error, started_by, rev, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11)",
-        )
-        .bind(&i.id)
-        .bind(&i.definition_key)
-        .bind(i.definition_version)
-        .bind(&i.business_key)
-        .bind(json_text(&i.variables)?)
-        .bind(json_text(&record.joins)?)
-        .bind(i.status.as_str())
-        .bind(&i.error)
-        .bind(&i.started_by)
-        .bind(i.created_at)
-        .bind(i.updated_at)
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn update_instance(
-        &mut self,
-        id: &str,
-        variables: &Map<String, Value>,
-        joins: &JoinState,
-        status: InstanceStatus,
-        error: &str,
-        now: i64,
-    ) -> Result<()> {
-        sqlx::query::<Any>(
-            "UPDATE instances SET variables = $2, joins = $3, status = $4, error = $5, updated_at = $6 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(json_text(variables)?)
-        .bind(json_text(joins)?)
-        .bind(status.as_str())
-        .bind(error)
-        .bind(now)
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn insert_task(&mut self, task: &Task) -> Result<()> {
-        sqlx::query::<Any>(AssertSqlSafe(format!(
-            "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-        )))
-        .bind(&task.id)
-        .bind(&task.instance_id)
-        .bind(&task.definition_key)
-        .bind(task.definition_version)
-        .bind(&task.business_key)
-        .bind(&task.activity_id)
-        .bind(&task.name)
-        .bind(&task.assignee)
-        .bind(task.status.as_str())
-        .bind(&task.outcome)
-        .bind(&task.comment)
-        .bind(&task.completed_by)
-        .bind(task.completed_via.map(CompletedVia::as_str).unwrap_or(""))
-        .bind(&task.group_id)
-        .bind(&task.from_activity)
-        .bind(task.created_at)
-        .bind(task.completed_at.unwrap_or(0))
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(())
-    }
-
-    /// Closes an open task; `false` if it was not open any more.
-    pub async fn close_task(&mut self, task: &Task) -> Result<bool> {
-        let done = sqlx::query::<Any>(
-            "UPDATE tasks SET status = $2, outcome = $3, comment = $4, completed_by = $5, completed_via = $6, \
-             completed_at = $7 WHERE id = $1 AND status = 'open'",
-        )
-        .bind(&task.id)
-        .bind(task.status.as_str())
-        .bind(&task.outcome)
-        .bind(&task.comment)
-        .bind(&task.completed_by)
-        .bind(task.completed_via.map(CompletedVia::as_str).unwrap_or(""))
-        .bind(task.completed_at.unwrap_or(0))
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn set_assignee(&mut self, task_id: &str, assignee: &str) -> Result<()> {
-        sqlx::query::<Any>("UPDATE tasks SET assignee = $2 WHERE id = $1")
-            .bind(task_id)
-            .bind(assignee)
-            .execute(&mut *self.inner)
-            .await?;
-        Ok(())
     }
 
     /// Appends audit events with one statement per 100 events (SQLite allows 32766 parameters).

@@ -64,10 +64,18 @@ impl Store {
 
     /// A server-wide reminder type by id, outside any transaction.
     pub async fn reminder_type(&self, id: &str) -> Result<Option<ReminderType>> {
-        let row = sqlx::query::<Any>(TYPE_BY_ID)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(reminder_type).transpose()
+        reminder_type_on(&mut *self.pool.acquire().await?, id).await
     }
+}
+
+/// A server-wide reminder type by id, on any connection.
+pub(super) async fn reminder_type_on(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> Result<Option<ReminderType>> {
+    let row = sqlx::query::<Any>(TYPE_BY_ID)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(reminder_type).transpose()
 }

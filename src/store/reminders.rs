@@ -11,7 +11,7 @@ use super::{
     instances::InstanceRecord,
     paging::{Filter, Order, PageRequest},
     placeholders,
-    reminder_types::{channels_text, parse_channels},
+    reminder_types::parse_channels,
     rows::{self, TASK_COLUMNS},
     values_rows,
 };
@@ -82,36 +82,6 @@ pub struct ReminderFilter {
 }
 
 impl Tx {
-    pub async fn insert_reminder(&mut self, r: &Reminder) -> Result<()> {
-        sqlx::query::<Any>(AssertSqlSafe(format!(
-            "INSERT INTO reminders ({COLUMNS}) VALUES ({})",
-            placeholders(1, 20)
-        )))
-        .bind(&r.id)
-        .bind(&r.instance_id)
-        .bind(&r.definition_key)
-        .bind(&r.start_activity)
-        .bind(&r.end_activity)
-        .bind(&r.via_join)
-        .bind(&r.group_id)
-        .bind(&r.reminder_type)
-        .bind(r.count)
-        .bind(r.interval_ms)
-        .bind(channels_text(&r.channels))
-        .bind(&r.escalation)
-        .bind(r.state.as_str())
-        .bind(r.sent_count)
-        .bind(r.next_fire_at)
-        .bind(i64::from(r.escalated))
-        .bind(r.created_at)
-        .bind(r.first_fired_at)
-        .bind(r.last_fired_at)
-        .bind(r.finished_at)
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(())
-    }
-
     /// The reminders of an instance that still chase (under the instance's lock).
     pub async fn active_reminders(&mut self, instance_id: &str) -> Result<Vec<Reminder>> {
         let rows = sqlx::query::<Any>(AssertSqlSafe(format!(

@@ -138,6 +138,14 @@ impl Batch {
         );
     }
 
+    /// Hands an open task to `assignee` (its approval contexts are revoked separately).
+    pub fn set_assignee(&mut self, task_id: &str, assignee: &str) {
+        self.exec(
+            "UPDATE tasks SET assignee = $2 WHERE id = $1 AND status = 'open'",
+            vec![task_id.into(), assignee.into()],
+        );
+    }
+
     /// Closes tasks that the decision saw open (the instance guard vouches for that).
     pub fn close_tasks(&mut self, tasks: &[Task]) {
         for task in tasks {
@@ -385,40 +393,78 @@ pub(super) async fn users_by_id(
     Ok(found)
 }
 
-impl Store {
-    /// Users by id, outside any transaction (a transition reads its assignees before it writes;
-    /// [`Batch::user_unchanged`] checks them again inside).
-    pub async fn users_by_id(&self, ids: &[String]) -> Result<HashMap<String, User>> {
+/// The pending approval contexts of these tasks, on any connection.
+async fn pending_approvals_of_tasks(
+    conn: &mut AnyConnection,
+    task_ids: &[String],
+) -> Result<Vec<ApprovalContext>> {
+    if task_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {} FROM approval_contexts WHERE status = 'pending' AND task_id IN ({}) ORDER BY id",
+        approvals::COLUMNS,
+        placeholders(1, task_ids.len())
+    );
+    let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+    for id in task_ids {
+        query = query.bind(id);
+    }
+    query
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(approvals::context)
+        .collect()
+}
+
+/// Where a transition's writer reads what its writes need: the pool, before the transaction
+/// (the instance guard vouches for what it read), or the transaction of a caller that already
+/// holds the instance (a reassignment inside a reply's or an escalation's transaction, which
+/// must see that transaction's own writes).
+#[derive(Debug)]
+pub enum Source<'a> {
+    Pool(&'a Store),
+    Tx(&'a mut super::Tx),
+}
+
+impl Source<'_> {
+    pub fn store(&self) -> Option<&Store> {
+        match self {
+            Source::Pool(store) => Some(store),
+            Source::Tx(_) => None,
+        }
+    }
+
+    /// Users by id.
+    pub async fn users_by_id(&mut self, ids: &[String]) -> Result<HashMap<String, User>> {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut conn = self.pool.acquire().await?;
-        users_by_id(&mut conn, ids).await
+        match self {
+            Source::Pool(store) => users_by_id(&mut *store.pool.acquire().await?, ids).await,
+            Source::Tx(tx) => users_by_id(&mut tx.inner, ids).await,
+        }
     }
 
-    /// The pending approval contexts of these tasks, outside any transaction (the instance
-    /// guard of the transition that closes the tasks vouches that they did not change).
+    /// The pending approval contexts of these tasks.
     pub async fn pending_approvals_of_tasks(
-        &self,
+        &mut self,
         task_ids: &[String],
     ) -> Result<Vec<ApprovalContext>> {
-        if task_ids.is_empty() {
-            return Ok(Vec::new());
+        match self {
+            Source::Pool(store) => {
+                pending_approvals_of_tasks(&mut *store.pool.acquire().await?, task_ids).await
+            }
+            Source::Tx(tx) => pending_approvals_of_tasks(&mut tx.inner, task_ids).await,
         }
-        let sql = format!(
-            "SELECT {} FROM approval_contexts WHERE status = 'pending' AND task_id IN ({}) ORDER BY id",
-            approvals::COLUMNS,
-            placeholders(1, task_ids.len())
-        );
-        let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
-        for id in task_ids {
-            query = query.bind(id);
+    }
+
+    /// A server-wide reminder type by id.
+    pub async fn reminder_type(&mut self, id: &str) -> Result<Option<crate::model::ReminderType>> {
+        match self {
+            Source::Pool(store) => store.reminder_type(id).await,
+            Source::Tx(tx) => super::reminder_types::reminder_type_on(&mut tx.inner, id).await,
         }
-        query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(approvals::context)
-            .collect()
     }
 }

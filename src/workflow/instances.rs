@@ -7,7 +7,7 @@ use crate::{
     engine::runtime::{self, Action, InstanceOutcome, JoinState, OpenTask, Snapshot},
     error::{Error, Result},
     model::{Instance, InstanceStatus, Page, Task},
-    store::{InstanceFilter, InstanceRecord, PageRequest, Step},
+    store::{InstanceFilter, InstanceRecord, PageRequest, Step, writes::Source},
 };
 
 #[derive(Debug, Clone, Default)]
@@ -81,6 +81,8 @@ impl Workflow {
             transition,
             open_before: Vec::new(),
             closing: Vec::new(),
+            handover: None,
+            events: Vec::new(),
             actor: actor.user_id.clone(),
             claim: (!req.request_id.is_empty()).then(|| Claim {
                 scope: scope.clone(),
@@ -90,7 +92,7 @@ impl Workflow {
             }),
             now,
         };
-        let ready = transition::prepare(&self.store, &self.mailer, change).await?;
+        let ready = transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?;
         match self.write_ready(ready).await? {
             Written::Done(done) => {
                 tracing::info!(instance = %instance_id, key = %stored.key, version = stored.version, "instance started");
@@ -214,6 +216,8 @@ impl Workflow {
                 transition,
                 open_before: open,
                 closing: Vec::new(),
+                handover: None,
+                events: Vec::new(),
                 actor: actor.user_id.clone(),
                 claim: (!request_id.is_empty()).then(|| Claim {
                     scope: scope.clone(),
@@ -223,7 +227,8 @@ impl Workflow {
                 }),
                 now,
             };
-            let ready = transition::prepare(&self.store, &self.mailer, change).await?;
+            let ready =
+                transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?;
             match self.write_ready(ready).await? {
                 Written::Done(done) => return Ok(self.after_commit(done)),
                 Written::Claimed => return self.instance(id).await,

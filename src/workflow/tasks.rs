@@ -15,17 +15,17 @@ use super::{
     Actor, InstanceView, Workflow, check_request_id, fingerprint,
     instances::engine_tasks,
     new_id,
-    transition::{self, Change, Claim, Closing, Ready, Written},
+    transition::{self, Change, Claim, Closing, Handover, Ready, Written},
 };
 use crate::{
     engine::{
         definition::{NodeKind, ProcessDefinition},
-        runtime::{self, Action, ActionError, OpenTask, Snapshot, Transition},
+        runtime::{self, Action, ActionError, InstanceOutcome, OpenTask, Snapshot, Transition},
     },
     error::{Error, Result},
     model::{CompletedVia, Event, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
     policy,
-    store::{InstanceRecord, PageRequest, TaskFilter, Tx},
+    store::{InstanceRecord, PageRequest, TaskFilter, Tx, writes::Source},
 };
 
 /// How many times a transition is decided again when its instance changed between the decision
@@ -302,11 +302,13 @@ impl Workflow {
                 kind: TaskEventKind::Completed,
                 why: format!("task completed via {}", req.via.as_str()),
             }],
+            handover: None,
+            events: Vec::new(),
             actor: actor.user_id.clone(),
             claim,
             now,
         };
-        let ready = transition::prepare(&self.store, &self.mailer, change).await?;
+        let ready = transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?;
         Ok(Some(Prepared {
             request,
             decided: Ok((ready, completed)),
@@ -446,15 +448,6 @@ impl Workflow {
                 ),
             ));
         }
-        tx.set_assignee(&task.id, r.new_assignee).await?;
-        self.mailer
-            .close_approvals(
-                tx,
-                &task.id,
-                &format!("task reassigned to {}", r.new_assignee),
-                now,
-            )
-            .await?;
         let graph = self
             .graph_of(&task.definition_key, task.definition_version)
             .await?;
@@ -462,34 +455,61 @@ impl Workflow {
             assignee: r.new_assignee.to_string(),
             ..task.clone()
         };
-        let mail_event = self
-            .mailer
-            .open_approval(tx, &graph, &record.instance, &reassigned, now)
-            .await?;
-        if let Some(event) = mail_event {
-            tx.insert_events(&[event]).await?;
-        }
-        tx.insert_events(&[Event {
-            instance_id: task.instance_id.clone(),
-            at: now,
-            kind: "task_reassigned".into(),
-            activity_id: task.activity_id.clone(),
-            actor: r.actor.user_id.clone(),
-            detail: json!({
-                "task_id": task.id,
-                "from": task.assignee,
-                "to": r.new_assignee,
-                "comment": r.comment,
-                "via": r.via,
+        let open_before = tx.open_tasks(&task.instance_id).await?;
+        // Nothing moves in the process: the engine's part of the change is the state as it is.
+        let unchanged = Transition {
+            variables: record.instance.variables.clone(),
+            joins: record.joins.clone(),
+            outcome: InstanceOutcome::Running,
+            open: Vec::new(),
+            withdraw: Vec::new(),
+            cancel: Vec::new(),
+            events: Vec::new(),
+        };
+        let change = Change {
+            graph,
+            record,
+            start: false,
+            transition: unchanged,
+            open_before,
+            closing: Vec::new(),
+            handover: Some(Handover {
+                task: reassigned,
+                previous_assignee: task.assignee.clone(),
+                why: format!("task reassigned to {}", r.new_assignee),
             }),
-        }])
-        .await?;
-        Ok(TaskEvent {
-            kind: TaskEventKind::Reassigned,
-            task: reassigned,
-            previous_assignee: task.assignee,
-            at: now,
-        })
+            events: vec![Event {
+                instance_id: task.instance_id.clone(),
+                at: now,
+                kind: "task_reassigned".into(),
+                activity_id: task.activity_id.clone(),
+                actor: r.actor.user_id.clone(),
+                detail: json!({
+                    "task_id": task.id,
+                    "from": task.assignee,
+                    "to": r.new_assignee,
+                    "comment": r.comment,
+                    "via": r.via,
+                }),
+            }],
+            actor: r.actor.user_id.clone(),
+            claim: None,
+            now,
+        };
+        // The caller's transaction holds the instance (locked above): read through it, so that
+        // its own writes are seen and nothing can be stale.
+        let ready = transition::prepare(Source::Tx(tx), &self.mailer, change).await?;
+        match transition::write(tx, ready).await? {
+            Written::Done(done) => done
+                .published
+                .into_iter()
+                .find(|e| e.kind == TaskEventKind::Reassigned)
+                .ok_or_else(|| Error::Internal(anyhow::anyhow!("a hand-over without its event"))),
+            Written::Stale | Written::Claimed => Err(Error::Internal(anyhow::anyhow!(
+                "instance {} changed while locked by this transaction",
+                task.instance_id
+            ))),
+        }
     }
 }
 

@@ -26,8 +26,8 @@ use crate::{
     error::Result,
     model::{Event, Instance, Task, TaskEvent, TaskEventKind, TaskStatus, User},
     store::{
-        Batch, InstanceRecord, Store, Tx,
-        writes::{GUARD_CLAIM, GUARD_INSTANCE, GUARD_USER_CHANGED},
+        Batch, InstanceRecord, Tx,
+        writes::{GUARD_CLAIM, GUARD_INSTANCE, GUARD_USER_CHANGED, Source},
     },
 };
 
@@ -49,6 +49,16 @@ pub(super) struct Closing {
     pub why: String,
 }
 
+/// An open task handed to another user (转办, or an escalation's reassign-manager): its
+/// assignee changes, its pending approval contexts are revoked and a new one is mailed.
+#[derive(Debug, Clone)]
+pub(super) struct Handover {
+    /// The task with its new assignee.
+    pub task: Task,
+    pub previous_assignee: String,
+    pub why: String,
+}
+
 /// What a use case decided.
 #[derive(Debug, Clone)]
 pub(super) struct Change {
@@ -61,6 +71,9 @@ pub(super) struct Change {
     /// The tasks open when the decision was made (read after the instance).
     pub open_before: Vec<Task>,
     pub closing: Vec<Closing>,
+    pub handover: Option<Handover>,
+    /// The use case's own audit events, written after the engine's and the mail's.
+    pub events: Vec<Event>,
     /// Who acts, recorded on the engine's events.
     pub actor: String,
     pub claim: Option<Claim>,
@@ -106,8 +119,13 @@ pub(super) struct Done {
     pub queued_mail: bool,
 }
 
-/// Step 1 (outside any transaction): reads what the writes need and builds them.
-pub(super) async fn prepare(store: &Store, mailer: &Mailer, change: Change) -> Result<Ready> {
+/// Step 1 (outside any transaction, or in the caller's when it already holds the instance):
+/// reads what the writes need from `source` and builds them.
+pub(super) async fn prepare(
+    mut source: Source<'_>,
+    mailer: &Mailer,
+    change: Change,
+) -> Result<Ready> {
     let Change {
         graph,
         record,
@@ -115,6 +133,8 @@ pub(super) async fn prepare(store: &Store, mailer: &Mailer, change: Change) -> R
         transition,
         open_before,
         closing,
+        handover,
+        events: own_events,
         actor,
         claim,
         now,
@@ -184,17 +204,24 @@ pub(super) async fn prepare(store: &Store, mailer: &Mailer, change: Change) -> R
 
     // Reads, all before the transaction.
     let closing_ids: Vec<String> = closed.iter().map(|(t, _, _)| t.id.clone()).collect();
-    let pending = store.pending_approvals_of_tasks(&closing_ids).await?;
-    let mut assignees: Vec<String> = opened
+    let revoked_ids: Vec<String> = closing_ids
         .iter()
-        .filter(|t| wants_email(&graph, &t.activity_id))
-        .map(|t| t.assignee.clone())
+        .chain(handover.iter().map(|h| &h.task.id))
+        .cloned()
         .collect();
+    let pending = source.pending_approvals_of_tasks(&revoked_ids).await?;
+    // Tasks that get an approval mail: the opened ones and a handed-over one.
+    let mailed: Vec<&Task> = opened
+        .iter()
+        .chain(handover.iter().map(|h| &h.task))
+        .filter(|t| wants_email(&graph, &t.activity_id))
+        .collect();
+    let mut assignees: Vec<String> = mailed.iter().map(|t| t.assignee.clone()).collect();
     assignees.sort();
     assignees.dedup();
-    let users = store.users_by_id(&assignees).await?;
+    let users = source.users_by_id(&assignees).await?;
     let reminders = plan::plan(&graph, &transition, &engine_tasks(&open_before));
-    let (armed, arm_events) = arm::arm(store, &graph, &instance, &reminders, now).await?;
+    let (armed, arm_events) = arm::arm(&mut source, &graph, &instance, &reminders, now).await?;
 
     let mut batch = Batch::new();
     if let Some(c) = &claim {
@@ -224,7 +251,14 @@ pub(super) async fn prepare(store: &Store, mailer: &Mailer, change: Change) -> R
     }
     let closed_tasks: Vec<Task> = closed.iter().map(|(t, _, _)| t.clone()).collect();
     batch.close_tasks(&closed_tasks);
-    for (task, _, why) in &closed {
+    if let Some(h) = &handover {
+        batch.set_assignee(&h.task.id, &h.task.assignee);
+    }
+    let revoking = closed
+        .iter()
+        .map(|(task, _, why)| (task, why))
+        .chain(handover.iter().map(|h| (&h.task, &h.why)));
+    for (task, why) in revoking {
         let ids: Vec<String> = pending
             .iter()
             .filter(|c| c.task_id == task.id)
@@ -247,7 +281,7 @@ pub(super) async fn prepare(store: &Store, mailer: &Mailer, change: Change) -> R
         })
         .collect();
     let (mut contexts, mut mails) = (Vec::new(), Vec::new());
-    for task in &opened {
+    for task in &mailed {
         if let Some(opened) =
             mailer.approval_for(&graph, &instance, task, users.get(&task.assignee), now)?
         {
@@ -258,6 +292,7 @@ pub(super) async fn prepare(store: &Store, mailer: &Mailer, change: Change) -> R
             events.push(opened.event);
         }
     }
+    events.extend(own_events);
     batch.insert_approvals(&contexts)?;
     batch.insert_outbox(&mails);
     batch.insert_reminders(&armed);
@@ -271,9 +306,21 @@ pub(super) async fn prepare(store: &Store, mailer: &Mailer, change: Change) -> R
             at: now,
         })
         .collect();
+    if let Some(h) = &handover {
+        published.push(TaskEvent {
+            kind: TaskEventKind::Reassigned,
+            task: h.task.clone(),
+            previous_assignee: h.previous_assignee.clone(),
+            at: now,
+        });
+    }
     let mut open_after: Vec<Task> = open_before
         .into_iter()
         .filter(|t| !closing_ids.contains(&t.id))
+        .map(|t| match &handover {
+            Some(h) if h.task.id == t.id => h.task.clone(),
+            _ => t,
+        })
         .collect();
     open_after.extend(opened.iter().cloned());
     open_after.sort_by(|a, b| a.id.cmp(&b.id));

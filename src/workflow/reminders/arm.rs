@@ -13,7 +13,7 @@ use crate::{
     },
     error::Result,
     model::{Channel, Event, Instance, Reminder, ReminderState, ReminderType},
-    store::Store,
+    store::writes::Source,
     workflow::new_id,
 };
 
@@ -69,7 +69,7 @@ pub(in crate::workflow) fn stop(
 
 /// The reminders a transition arms (DESIGN §6), read of their types included.
 pub(in crate::workflow) async fn arm(
-    store: &Store,
+    source: &mut Source<'_>,
     graph: &ProcessDefinition,
     instance: &Instance,
     p: &plan::Plan,
@@ -88,7 +88,7 @@ pub(in crate::workflow) async fn arm(
     };
     for a in &p.arm {
         if !types.contains_key(&a.reminder_type) {
-            let kind = reminder_type(store, graph, &a.reminder_type).await?;
+            let kind = reminder_type(source, graph, &a.reminder_type).await?;
             types.insert(a.reminder_type.clone(), kind);
         }
         let Some(Some(kind)) = types.get(&a.reminder_type) else {
@@ -135,7 +135,7 @@ pub(in crate::workflow) async fn arm(
 
 /// A reminder type by id: the definition's own declaration wins over a server-wide one.
 pub(in crate::workflow) async fn reminder_type(
-    store: &Store,
+    source: &mut Source<'_>,
     graph: &ProcessDefinition,
     id: &str,
 ) -> Result<Option<ReminderType>> {
@@ -159,5 +159,5 @@ pub(in crate::workflow) async fn reminder_type(
             updated_at: 0,
         }));
     }
-    store.reminder_type(id).await
+    source.reminder_type(id).await
 }

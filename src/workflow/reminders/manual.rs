@@ -8,7 +8,7 @@ use crate::{
     error::{Error, Result},
     mail::compose::Locale,
     model::{Channel, Event, MessageKind, Page, Reminder, Task, TaskStatus},
-    store::{PageRequest, reminders::ReminderFilter},
+    store::{PageRequest, reminders::ReminderFilter, writes::Source},
     workflow::{Actor, Workflow, check_request_id, fingerprint, instances::engine_tasks, new_id},
 };
 
@@ -102,7 +102,7 @@ impl Workflow {
             .await?;
         let channels = if req.channels.is_empty() {
             let declared = match plan_type_of(&graph, &task.activity_id) {
-                Some(id) => reminder_type(&self.store, &graph, &id).await?,
+                Some(id) => reminder_type(&mut Source::Pool(&self.store), &graph, &id).await?,
                 None => None,
             };
             declared.map_or_else(|| DEFAULT_MANUAL_CHANNELS.to_vec(), |t| t.channels)
