@@ -108,7 +108,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "              ({} instances one at a time after the load, API only; sqlx's statement events: BEGIN and COMMIT not counted)",
+            "              ({} instances one at a time after the load, API only; sqlx's statement events without BEGIN/COMMIT and connection PRAGMAs)",
             s.per_rpc[Rpc::Start as usize].len(),
         );
         if !s.listing.is_empty() {

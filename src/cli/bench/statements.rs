@@ -6,7 +6,10 @@
 //!
 //! What sqlx does not log is not counted: on SQLite, BEGIN and COMMIT go to the connection's
 //! worker as commands without an event; on PostgreSQL BEGIN has none and COMMIT one. COMMIT,
-//! ROLLBACK and savepoints are therefore left out on both, so the two backends count alike.
+//! ROLLBACK and savepoints are therefore left out on both, so the two backends count alike. So are
+//! the PRAGMAs of a new SQLite connection: the pool opens one now and then (a connection given
+//! back is returned to it by a task of its own, and may not be back yet at the next acquire), and
+//! that is not the RPC's work.
 use std::sync::{
     Mutex,
     atomic::{AtomicBool, AtomicU64, Ordering},
@@ -104,7 +107,7 @@ impl<S: Subscriber> Layer<S> for StatementLayer {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let mut fields = StatementFields::default();
         event.record(&mut fields);
-        if is_transaction_control(&fields.summary) {
+        if is_transaction_control(&fields.summary) || is_connection_setup(&fields.summary) {
             return;
         }
         let n = STATEMENTS.fetch_add(1, Ordering::Relaxed) + 1;
@@ -157,6 +160,11 @@ fn is_transaction_control(summary: &str) -> bool {
         .any(|word| first.eq_ignore_ascii_case(word))
 }
 
+fn is_connection_setup(summary: &str) -> bool {
+    let first = summary.split_whitespace().next().unwrap_or_default();
+    first.eq_ignore_ascii_case("PRAGMA")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +176,8 @@ mod tests {
         assert!(is_transaction_control("SAVEPOINT sp1"));
         assert!(!is_transaction_control("SELECT id, status FROM …"));
         assert!(!is_transaction_control("UPDATE tasks SET rev …"));
+        assert!(is_connection_setup("PRAGMA foreign_keys = ON; …"));
+        assert!(!is_connection_setup("SELECT 1"));
     }
 
     #[test]
