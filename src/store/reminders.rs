@@ -123,6 +123,19 @@ impl Tx {
         rows.iter().map(reminder).collect()
     }
 
+    /// The reminders of an instance that its end activity's completion still stops: the active
+    /// ones and those that ran out, which finish after reminding too (under the instance's lock).
+    pub async fn stoppable_reminders(&mut self, instance_id: &str) -> Result<Vec<Reminder>> {
+        let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM reminders WHERE instance_id = $1 \
+             AND (state IN {ACTIVE} OR state = 'remind_failed') ORDER BY id"
+        )))
+        .bind(instance_id)
+        .fetch_all(&mut *self.inner)
+        .await?;
+        rows.iter().map(reminder).collect()
+    }
+
     /// Writes a reminder's changing columns.
     pub async fn save_reminder(&mut self, r: &Reminder) -> Result<()> {
         sqlx::query::<Any>(

@@ -44,10 +44,14 @@ pub(in crate::workflow) async fn on_transition(
         || !p.joins_fired.is_empty()
         || p.cancel_rest;
     if touches_existing {
-        for mut r in tx.active_reminders(&instance.id).await? {
+        for mut r in tx.stoppable_reminders(&instance.id).await? {
             let before = r.state;
             let stopped = p.stop_activities.contains(&r.end_activity)
                 || (!r.group_id.is_empty() && p.stop_groups.contains(&r.group_id));
+            if !stopped && !r.state.is_active() {
+                // One that ran out is only ever finished by its end activity (DESIGN §6).
+                continue;
+            }
             if stopped {
                 r.state = plan::finished(r.state);
             } else if !r.via_join.is_empty() && p.joins_fired.contains(&r.via_join) {
