@@ -178,8 +178,9 @@ impl GatewayConfig {
 }
 
 fn parse_timeout(text: &str) -> anyhow::Result<Duration> {
-    let secs = crate::engine::definition::iso_duration_secs(text.trim())
-        .map_err(|e| anyhow::anyhow!("sms.timeout: {e}"))?;
+    let secs = crate::duration::Duration::parse(text.trim())
+        .map_err(|e| anyhow::anyhow!("sms.timeout: {e}"))?
+        .secs();
     if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
         bail!(
             "sms.timeout: must be from PT1S to PT{MAX_TIMEOUT_SECS}S (a send must end within \

@@ -280,7 +280,7 @@ fn reminder_type(decl: &ReminderTypeDecl, source: &str) -> pb::ReminderType {
     pb::ReminderType {
         id: decl.id.clone(),
         count: i32::try_from(decl.count).unwrap_or(i32::MAX),
-        interval: decl.interval.clone(),
+        interval: decl.interval.to_string(),
         channels,
         escalation: decl.escalation.clone(),
         interval_duration: None,
@@ -357,7 +357,7 @@ fn activities(graph: &ProcessDefinition) -> Vec<pb::Activity> {
                     };
                     activity.reminder_type = spec.reminder_type.clone().unwrap_or_default();
                     activity.email_approval = spec.email_approval;
-                    activity.valid_for = spec.valid_for.clone().unwrap_or_default();
+                    activity.valid_for = spec.valid_for.map(|d| d.to_string()).unwrap_or_default();
                     activity.show = spec.show.clone();
                     activity.outcomes = outcomes(spec);
                     pb::ActivityKind::UserTask

@@ -10,7 +10,8 @@ use tokio::sync::Notify;
 use super::{Actor, Workflow};
 use crate::{
     config::MailSettings,
-    engine::definition::{self, NodeKind, ProcessDefinition, UserTaskSpec},
+    duration::Duration,
+    engine::definition::{NodeKind, ProcessDefinition, UserTaskSpec},
     error::{Error, Result},
     mail::{
         compose::{self, ApprovalMail, Locale, MailKind, Mailbox, OutcomeChoice, Templates},
@@ -83,9 +84,8 @@ impl Mailer {
             );
         }
         let duration_ms = |key: &str, value: &str| -> anyhow::Result<i64> {
-            let secs =
-                definition::iso_duration_secs(value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
-            Ok(i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000)
+            let duration = Duration::parse(value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            Ok(duration.ms())
         };
         Ok(Self {
             templates,
@@ -131,10 +131,7 @@ impl Mailer {
 
     fn valid_for_ms(&self, spec: &UserTaskSpec) -> i64 {
         spec.valid_for
-            .as_deref()
-            .and_then(|v| definition::iso_duration_secs(v).ok())
-            .and_then(|secs| i64::try_from(secs).ok())
-            .map_or(self.default_valid_for_ms, |secs| secs.saturating_mul(1000))
+            .map_or(self.default_valid_for_ms, Duration::ms)
     }
 
     /// Opens the approval context of a task that just opened, and queues its mail. Returns the

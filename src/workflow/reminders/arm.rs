@@ -4,11 +4,7 @@
 use serde_json::json;
 
 use crate::{
-    engine::{
-        definition::{ProcessDefinition, iso_duration_secs},
-        reminders as plan,
-        runtime::Transition,
-    },
+    engine::{definition::ProcessDefinition, reminders as plan, runtime::Transition},
     error::Result,
     model::{Channel, Event, Instance, Reminder, ReminderState, ReminderType, Task},
     store::Tx,
@@ -128,11 +124,8 @@ pub(super) async fn reminder_type(
     id: &str,
 ) -> Result<Option<ReminderType>> {
     if let Some(decl) = graph.reminder_types.iter().find(|t| t.id == id) {
-        let interval_ms = iso_duration_secs(&decl.interval)
-            .ok()
-            .and_then(|s| i64::try_from(s).ok())
-            .map(|s| s.saturating_mul(1000))
-            .unwrap_or(1000);
+        // Parsed and bounded when the definition was deployed.
+        let interval_ms = decl.interval.ms();
         return Ok(Some(ReminderType {
             id: decl.id.clone(),
             count: i64::from(decl.count),
