@@ -2,7 +2,7 @@
 //! status enums spelled once (their database text and their meaning).
 use serde_json::{Map, Value};
 
-use crate::clock::Millis;
+use crate::{clock::Millis, engine::reminder_rules::EscalationPolicy};
 
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
@@ -292,8 +292,7 @@ pub struct ReminderType {
     pub interval_ms: i64,
     /// In fallback order.
     pub channels: Vec<Channel>,
-    /// `notify-manager`, `notify:<user>`, `reassign-manager`, `complete:<outcome>` or `none`.
-    pub escalation: String,
+    pub escalation: EscalationPolicy,
     /// "server", or "definition:<key>:<version>".
     pub source: String,
     pub updated_at: Millis,
@@ -314,7 +313,7 @@ pub struct Reminder {
     pub count: i64,
     pub interval_ms: i64,
     pub channels: Vec<Channel>,
-    pub escalation: String,
+    pub escalation: EscalationPolicy,
     pub state: ReminderState,
     pub sent_count: i64,
     pub next_fire_at: Option<Millis>,

@@ -270,19 +270,14 @@ fn reminder_type(decl: &ReminderTypeDecl, source: &str) -> pb::ReminderType {
     let channels = decl
         .channels
         .iter()
-        .map(|c| match c.as_str() {
-            "inbox" => pb::Channel::Inbox,
-            "email" => pb::Channel::Email,
-            "sms" => pb::Channel::Sms,
-            _ => pb::Channel::Unspecified,
-        } as i32)
+        .map(|c| super::reminder::channel_pb(*c) as i32)
         .collect();
     pb::ReminderType {
         id: decl.id.clone(),
         count: i32::try_from(decl.count).unwrap_or(i32::MAX),
         interval: decl.interval.to_string(),
         channels,
-        escalation: decl.escalation.clone(),
+        escalation: decl.escalation.as_text(),
         interval_duration: None,
         source: source.to_string(),
         updated_at: None,

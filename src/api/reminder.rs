@@ -98,7 +98,7 @@ fn reminder_type_pb(t: &ReminderType) -> pb::ReminderType {
         count: i32::try_from(t.count).unwrap_or(i32::MAX),
         interval: interval_text(t.interval_ms),
         channels: t.channels.iter().map(|c| channel_pb(*c) as i32).collect(),
-        escalation: t.escalation.clone(),
+        escalation: t.escalation.as_text(),
         interval_duration: Some(duration_pb(t.interval_ms)),
         source: t.source.clone(),
         updated_at: timestamp(t.updated_at),

@@ -36,7 +36,7 @@ fn reminder_pb(view: &ReminderView) -> pb::Reminder {
         finished_at: at(r.finished_at),
         count: i32::try_from(r.count).unwrap_or(i32::MAX),
         interval: interval_text(r.interval_ms),
-        escalation: r.escalation.clone(),
+        escalation: r.escalation.as_text(),
         escalated: r.escalated,
         task_ids: view.tasks.iter().map(|t| t.id.clone()).collect(),
         recipients: view.tasks.iter().map(|t| t.assignee.clone()).collect(),

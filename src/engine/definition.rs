@@ -21,7 +21,7 @@ use quick_xml::{NsReader, XmlVersion};
 use super::condition::Condition;
 use super::loops::loops_without_user_task;
 use super::reminder_rules::{self, EscalationPolicy};
-use crate::duration::Duration;
+use crate::{duration::Duration, model::Channel};
 
 mod checks;
 
@@ -162,10 +162,9 @@ pub struct ReminderTypeDecl {
     /// Parsed, and within the bounds every reminder type obeys.
     pub interval: Duration,
     /// A non-empty subset of `inbox`, `email`, `sms`, in the order written.
-    pub channels: Vec<String>,
-    /// `notify-manager`, `reassign-manager`, `none` (when absent), `notify:<user>` or
-    /// `complete:<outcome>`.
-    pub escalation: String,
+    pub channels: Vec<Channel>,
+    /// `none` when absent.
+    pub escalation: EscalationPolicy,
 }
 
 /// One problem with a definition: which element, and why.
@@ -876,8 +875,8 @@ impl ProcessBuilder {
         let interval = self.reminder_attr(element, &id, "interval", checked_interval);
         let channels = self.reminder_attr(element, &id, "channels", parse_channels);
         let escalation = match element.attr("escalation") {
-            None => Some("none".to_owned()),
-            Some(value) => self.checked_attr(&id, "escalation", parse_escalation(value.trim())),
+            None => Some(EscalationPolicy::None),
+            Some(value) => self.checked_attr(&id, "escalation", EscalationPolicy::parse(value)),
         };
         Some(ReminderTypeDecl {
             id,
@@ -1532,16 +1531,12 @@ fn parse_count(value: &str) -> Result<u32, String> {
     reminder_rules::check_count(count)
 }
 
-const CHANNELS: [&str; 3] = ["inbox", "email", "sms"];
-
-fn parse_channels(value: &str) -> Result<Vec<String>, String> {
-    let mut channels: Vec<String> = Vec::new();
-    for channel in split_list(value) {
-        if !CHANNELS.contains(&channel.as_str()) {
-            return Err(format!(
-                "unknown channel '{channel}' (expected some of inbox, email, sms)"
-            ));
-        }
+fn parse_channels(value: &str) -> Result<Vec<Channel>, String> {
+    let mut channels: Vec<Channel> = Vec::new();
+    for name in split_list(value) {
+        let channel = Channel::parse(&name).ok_or_else(|| {
+            format!("unknown channel '{name}' (expected some of inbox, email, sms)")
+        })?;
         if !channels.contains(&channel) {
             channels.push(channel);
         }
@@ -1550,11 +1545,6 @@ fn parse_channels(value: &str) -> Result<Vec<String>, String> {
         return Err("empty: name at least one of inbox, email, sms".to_owned());
     }
     Ok(channels)
-}
-
-/// The same spelling UpsertReminderType accepts, stored the way it stores it.
-fn parse_escalation(value: &str) -> Result<String, String> {
-    EscalationPolicy::parse(value).map(|policy| policy.as_text())
 }
 
 #[cfg(test)]
@@ -1841,9 +1831,15 @@ mod tests {
         assert_eq!(urgent.id, "urgent");
         assert_eq!(urgent.count, 3);
         assert_eq!(urgent.interval.secs(), 14_400);
-        assert_eq!(urgent.channels, ["inbox", "email", "sms"]);
-        assert_eq!(urgent.escalation, "notify-manager");
-        assert_eq!(definition.reminder_types[1].escalation, "none");
+        assert_eq!(
+            urgent.channels,
+            [Channel::Inbox, Channel::Email, Channel::Sms]
+        );
+        assert_eq!(urgent.escalation, EscalationPolicy::NotifyManager);
+        assert_eq!(
+            definition.reminder_types[1].escalation,
+            EscalationPolicy::None
+        );
         let ids: Vec<&str> = definition
             .reminder_types
             .iter()

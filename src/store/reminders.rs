@@ -11,7 +11,7 @@ use super::{
     instances::InstanceRecord,
     paging::{Filter, Order, PageRequest},
     placeholders,
-    reminder_types::{channels_text, parse_channels},
+    reminder_types::{channels_text, escalation_policy, parse_channels},
     rows::{self, TASK_COLUMNS, USER_COLUMNS},
     values_rows,
 };
@@ -46,7 +46,7 @@ fn reminder(row: &AnyRow) -> Result<Reminder> {
         count: row.try_get("count")?,
         interval_ms: row.try_get("interval_ms")?,
         channels: parse_channels(&channels)?,
-        escalation: row.try_get("escalation")?,
+        escalation: escalation_policy(row, "reminders")?,
         state: ReminderState::parse(&state).ok_or_else(|| {
             Error::Internal(anyhow::anyhow!("corrupt row: reminders.state = {state:?}"))
         })?,
@@ -98,7 +98,7 @@ impl Tx {
         .bind(r.count)
         .bind(r.interval_ms)
         .bind(channels_text(&r.channels))
-        .bind(&r.escalation)
+        .bind(r.escalation.as_text())
         .bind(r.state.as_str())
         .bind(r.sent_count)
         .bind(r.next_fire_at)

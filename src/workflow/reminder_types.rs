@@ -113,7 +113,7 @@ impl Workflow {
             count: input.count,
             interval_ms,
             channels,
-            escalation: escalation.as_text(),
+            escalation,
             source: "server".into(),
             updated_at: self.now(),
         };

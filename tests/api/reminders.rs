@@ -1101,3 +1101,49 @@ async fn completed_count(app: &TestApp, instance: &pb::ProcessInstance) -> usize
     }
     n
 }
+
+#[tokio::test]
+async fn notify_with_a_space_is_refused_at_deploy_and_at_upsert_naming_the_field() {
+    // `notify: bob` once passed one validator and failed at run time (" bob" is nobody): both
+    // edges now read escalations with the same parser and refuse it.
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    let deploy = app
+        .deploy_xml(&one_task(
+            "spaced",
+            r#"count="1" interval="PT1H" channels="inbox" escalation="notify: bob""#,
+        ))
+        .await
+        .expect_err("a definition with notify: bob");
+    assert_eq!(deploy.code(), Code::InvalidArgument, "{deploy:?}");
+    assert!(
+        deploy.message().contains("escalation") && deploy.message().contains("notify: bob"),
+        "{}",
+        deploy.message()
+    );
+
+    let upsert = app
+        .reminders()
+        .upsert_reminder_type(req(
+            pb::UpsertReminderTypeRequest {
+                reminder_type: Some(pb::ReminderType {
+                    id: "spaced".into(),
+                    count: 1,
+                    interval: "PT1H".into(),
+                    channels: vec![pb::Channel::Inbox as i32],
+                    escalation: "notify: bob".into(),
+                    ..Default::default()
+                }),
+            },
+            "admin",
+        ))
+        .await
+        .expect_err("a reminder type with notify: bob");
+    assert_eq!(upsert.code(), Code::InvalidArgument, "{upsert:?}");
+    assert!(
+        upsert.message().starts_with("reminder_type.escalation:"),
+        "{}",
+        upsert.message()
+    );
+    app.stop().await;
+}

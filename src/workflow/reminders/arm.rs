@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::{
     engine::{definition::ProcessDefinition, reminders as plan, runtime::Transition},
     error::Result,
-    model::{Channel, Event, Instance, Reminder, ReminderState, ReminderType, Task},
+    model::{Event, Instance, Reminder, ReminderState, ReminderType, Task},
     store::Tx,
     workflow::{instances::engine_tasks, new_id},
 };
@@ -130,11 +130,7 @@ pub(super) async fn reminder_type(
             id: decl.id.clone(),
             count: i64::from(decl.count),
             interval_ms,
-            channels: decl
-                .channels
-                .iter()
-                .filter_map(|c| Channel::parse(c))
-                .collect(),
+            channels: decl.channels.clone(),
             escalation: decl.escalation.clone(),
             source: format!("definition:{}", graph.key),
             updated_at: 0,

@@ -10,6 +10,7 @@ use super::{
 use crate::{
     engine::{
         definition::ProcessDefinition,
+        reminder_rules::EscalationPolicy,
         reminders::{self as plan, Step},
     },
     error::{Error, Result},
@@ -208,13 +209,13 @@ impl Workflow {
                     r.state = ReminderState::RemindFailed;
                     r.next_fire_at = None;
                     r.finished_at = now;
-                    r.escalated = r.escalation != "none" && !r.escalation.is_empty();
+                    r.escalated = r.escalation != EscalationPolicy::None;
                     tx.save_reminder(&r).await?;
                     out.events.push(reminder_event(
                         &r,
                         before,
                         now,
-                        json!({"escalation": r.escalation, "tasks": chased_ids}),
+                        json!({"escalation": r.escalation.as_text(), "tasks": chased_ids}),
                     ));
                     let escalated = if r.escalated {
                         self.escalate(tx, &r, instance, &graph, &chased, now, prepared, out)
