@@ -182,12 +182,23 @@ text_enum!(OutboxStatus {
     Cancelled = "cancelled",
 });
 
+text_enum!(
+    /// What an outbox row carries: an approval mail (also a resent one), a reminder's mail, an
+    /// answer to a received reply (counted per hour against floods), or a reminder's SMS (to the
+    /// gateway; every other kind is a mail).
+    OutboxKind {
+        Approval = "approval",
+        Reminder = "reminder",
+        Answer = "answer",
+        Sms = "sms",
+    }
+);
+
 /// A mail waiting for, or done with, delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMail {
     pub id: String,
-    /// approval, resend, reminder, reply ...
-    pub kind: String,
+    pub kind: OutboxKind,
     pub context_id: String,
     pub task_id: String,
     pub recipient: String,

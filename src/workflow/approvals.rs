@@ -17,7 +17,10 @@ use crate::{
         compose::{self, ApprovalMail, Locale, MailKind, Mailbox, OutcomeChoice, Templates},
         token::{self, KeyRing},
     },
-    model::{ApprovalContext, ApprovalStatus, Event, Instance, OutboxMail, OutboxStatus, Task},
+    model::{
+        ApprovalContext, ApprovalStatus, Event, Instance, OutboxKind, OutboxMail, OutboxStatus,
+        Task,
+    },
     store::Tx,
 };
 
@@ -346,10 +349,9 @@ impl Mailer {
         Ok(OutboxMail {
             id: uuid::Uuid::now_v7().to_string(),
             kind: match kind {
-                MailKind::Approval => "approval",
-                MailKind::Reminder => "reminder",
-            }
-            .to_string(),
+                MailKind::Approval => OutboxKind::Approval,
+                MailKind::Reminder => OutboxKind::Reminder,
+            },
             context_id: context.id.clone(),
             task_id: task.id.clone(),
             recipient: user.email.clone(),
@@ -384,7 +386,7 @@ impl Mailer {
             .map_err(|e| Error::Internal(e.context("rendering an answer")))?;
         Ok(OutboxMail {
             id: uuid::Uuid::now_v7().to_string(),
-            kind: "answer".into(),
+            kind: OutboxKind::Answer,
             context_id: String::new(),
             task_id: task_id.to_string(),
             recipient: mail.to.clone(),

@@ -16,8 +16,8 @@ use crate::{
     error::{Error, Result},
     mail::compose::Locale,
     model::{
-        Channel, Event, Instance, Message, MessageKind, OutboxMail, OutboxStatus, Reminder,
-        ReminderState, Task, TaskStatus, User,
+        Channel, Event, Instance, Message, MessageKind, OutboxKind, OutboxMail, OutboxStatus,
+        Reminder, ReminderState, Task, TaskStatus, User,
     },
     store::Tx,
     workflow::{Workflow, instances::engine_tasks, new_id, tasks::Prepared},
@@ -393,7 +393,7 @@ impl Workflow {
                 let id = new_id();
                 tx.insert_outbox(&OutboxMail {
                     id: id.clone(),
-                    kind: "sms".into(),
+                    kind: OutboxKind::Sms,
                     context_id: String::new(),
                     task_id: d.task.id.clone(),
                     recipient: d.user.phone.trim().to_string(),
