@@ -32,6 +32,8 @@ pub use keys::load_key_ring;
 #[derive(Debug)]
 pub struct Mailer {
     templates: Templates,
+    /// What reminders say; overridable from `mail.templates_dir` like the mail templates.
+    reminder_texts: super::reminders::ReminderTexts,
     keys: KeyRing,
     from: Mailbox,
     reply_box: String,
@@ -90,8 +92,10 @@ impl Mailer {
             let duration = Duration::parse(value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
             Ok(duration.ms())
         };
+        let templates_dir = settings.templates_dir.as_deref().map(std::path::Path::new);
         Ok(Self {
             templates,
+            reminder_texts: super::reminders::ReminderTexts::load(templates_dir)?,
             keys,
             from,
             reply_box: reply_box.to_string(),
@@ -114,6 +118,10 @@ impl Mailer {
     /// Notified after every commit that queued mail; the outbox worker waits on it.
     pub fn wake(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+
+    pub fn reminder_texts(&self) -> &super::reminders::ReminderTexts {
+        &self.reminder_texts
     }
 
     pub fn keys(&self) -> &KeyRing {

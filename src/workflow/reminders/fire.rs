@@ -4,9 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use super::{
-    Delivery, Outputs, SYSTEM, channel_names, escalation_text, fallback::Fallback, reminder_text,
-};
+use super::{Delivery, Outputs, SYSTEM, channel_names, fallback::Fallback};
 use crate::{
     engine::{
         definition::ProcessDefinition,
@@ -166,7 +164,7 @@ impl Workflow {
                             continue;
                         };
                         recipients.push(user.id.clone());
-                        let (title, body) = reminder_text(
+                        let (title, body) = self.mailer.reminder_texts().reminder(
                             Locale::from_tag(&user.locale),
                             &graph.name,
                             task,
@@ -174,7 +172,7 @@ impl Workflow {
                             r.sent_count,
                             r.count,
                             "",
-                        );
+                        )?;
                         let delivery = Delivery {
                             reminder_id: &r.id,
                             instance,
@@ -259,13 +257,13 @@ impl Workflow {
         now: i64,
         out: &mut Outputs,
     ) -> Result<()> {
-        let (title, body) = escalation_text(
+        let (title, body) = self.mailer.reminder_texts().escalation(
             Locale::from_tag(&to.locale),
             &graph.name,
             task,
             instance,
             r.sent_count,
-        );
+        )?;
         let delivery = Delivery {
             reminder_id: &r.id,
             instance,
