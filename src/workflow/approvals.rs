@@ -34,6 +34,8 @@ pub struct Mailer {
     templates: Templates,
     /// What reminders say; overridable from `mail.templates_dir` like the mail templates.
     reminder_texts: super::reminders::ReminderTexts,
+    /// Answers to received replies; overridable from `mail.templates_dir` too.
+    answer_templates: crate::mail::answer::AnswerTemplates,
     keys: KeyRing,
     from: Mailbox,
     reply_box: String,
@@ -96,6 +98,7 @@ impl Mailer {
         Ok(Self {
             templates,
             reminder_texts: super::reminders::ReminderTexts::load(templates_dir)?,
+            answer_templates: crate::mail::answer::AnswerTemplates::load(templates_dir)?,
             keys,
             from,
             reply_box: reply_box.to_string(),
@@ -390,7 +393,9 @@ impl Mailer {
             self.reply_domain
         );
         mail.date = now;
-        let body = crate::mail::answer::render_answer(&mail)
+        let body = self
+            .answer_templates
+            .render(&mail)
             .map_err(|e| Error::Internal(e.context("rendering an answer")))?;
         Ok(OutboxMail {
             id: uuid::Uuid::now_v7().to_string(),
