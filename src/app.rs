@@ -89,9 +89,9 @@ impl Application {
         let inbound_source =
             InboundSource::from_url(settings.mail.inbound.expose()).context("mail.inbound")?;
         let manual_interval_ms =
-            crate::engine::definition::iso_duration_secs(&settings.reminders.manual_interval)
-                .map_err(|e| anyhow::anyhow!("reminders.manual_interval: {e}"))
-                .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000)?;
+            crate::duration::Duration::parse(&settings.reminders.manual_interval)
+                .map_err(|e| anyhow::anyhow!("reminders.manual_interval: {e}"))?
+                .ms();
         let workflow = Arc::new(
             Workflow::new(store, clock, mailer)
                 .with_manual_interval_ms(manual_interval_ms)

@@ -438,9 +438,9 @@ impl Settings {
         for (key, value) in [
             ("mail.valid_for", &self.mail.valid_for),
             ("mail.resend_interval", &self.mail.resend_interval),
+            ("reminders.manual_interval", &self.reminders.manual_interval),
         ] {
-            crate::engine::definition::iso_duration_secs(value)
-                .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            crate::duration::Duration::parse(value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         }
         // The default validity obeys the bounds of `replyflow:validFor`.
         crate::engine::definition::check_valid_for(&self.mail.valid_for)
@@ -580,6 +580,20 @@ mod tests {
                 format!("{error:#}").contains("mail.valid_for"),
                 "{bad}: {error:#}"
             );
+        }
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_at_load_naming_the_key() {
+        for (variable, key) in [
+            ("REPLYFLOW_MAIL_RESEND_INTERVAL", "mail.resend_interval"),
+            (
+                "REPLYFLOW_REMINDERS_MANUAL_INTERVAL",
+                "reminders.manual_interval",
+            ),
+        ] {
+            let error = Settings::load_from(None, env(&[(variable, "10 minutes")])).unwrap_err();
+            assert!(format!("{error:#}").contains(key), "{key}: {error:#}");
         }
     }
 

@@ -12,6 +12,7 @@ pub mod bounds;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod mail;

@@ -2,7 +2,7 @@
 //! status enums spelled once (their database text and their meaning).
 use serde_json::{Map, Value};
 
-use crate::clock::Millis;
+use crate::{clock::Millis, engine::reminder_rules::EscalationPolicy};
 
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
@@ -182,12 +182,23 @@ text_enum!(OutboxStatus {
     Cancelled = "cancelled",
 });
 
+text_enum!(
+    /// What an outbox row carries: an approval mail (also a resent one), a reminder's mail, an
+    /// answer to a received reply (counted per hour against floods), or a reminder's SMS (to the
+    /// gateway; every other kind is a mail).
+    OutboxKind {
+        Approval = "approval",
+        Reminder = "reminder",
+        Answer = "answer",
+        Sms = "sms",
+    }
+);
+
 /// A mail waiting for, or done with, delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMail {
     pub id: String,
-    /// approval, resend, reminder, reply ...
-    pub kind: String,
+    pub kind: OutboxKind,
     pub context_id: String,
     pub task_id: String,
     pub recipient: String,
@@ -292,8 +303,7 @@ pub struct ReminderType {
     pub interval_ms: i64,
     /// In fallback order.
     pub channels: Vec<Channel>,
-    /// `notify-manager`, `notify:<user>`, `reassign-manager`, `complete:<outcome>` or `none`.
-    pub escalation: String,
+    pub escalation: EscalationPolicy,
     /// "server", or "definition:<key>:<version>".
     pub source: String,
     pub updated_at: Millis,
@@ -314,7 +324,7 @@ pub struct Reminder {
     pub count: i64,
     pub interval_ms: i64,
     pub channels: Vec<Channel>,
-    pub escalation: String,
+    pub escalation: EscalationPolicy,
     pub state: ReminderState,
     pub sent_count: i64,
     pub next_fire_at: Option<Millis>,

@@ -50,7 +50,7 @@ use tokio_rustls::{TlsConnector, client::TlsStream};
 use crate::{config::SmsSettings, mail::transport::SendError};
 
 /// The outbox `kind` of an SMS; every other kind is mail. Equal to `Channel::Sms.as_str()`.
-pub const OUTBOX_KIND: &str = "sms";
+pub const OUTBOX_KIND: crate::model::OutboxKind = crate::model::OutboxKind::Sms;
 
 /// The error an SMS row fails with when no gateway is configured: permanent, so the reminder
 /// falls back to its next channel at once instead of retrying for hours.
@@ -178,8 +178,9 @@ impl GatewayConfig {
 }
 
 fn parse_timeout(text: &str) -> anyhow::Result<Duration> {
-    let secs = crate::engine::definition::iso_duration_secs(text.trim())
-        .map_err(|e| anyhow::anyhow!("sms.timeout: {e}"))?;
+    let secs = crate::duration::Duration::parse(text.trim())
+        .map_err(|e| anyhow::anyhow!("sms.timeout: {e}"))?
+        .secs();
     if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
         bail!(
             "sms.timeout: must be from PT1S to PT{MAX_TIMEOUT_SECS}S (a send must end within \
@@ -660,7 +661,7 @@ mod tests {
 
     #[test]
     fn the_kind_is_the_sms_channel() {
-        assert_eq!(OUTBOX_KIND, crate::model::Channel::Sms.as_str());
+        assert_eq!(OUTBOX_KIND.as_str(), crate::model::Channel::Sms.as_str());
     }
 
     #[test]

@@ -279,19 +279,14 @@ fn reminder_type(decl: &ReminderTypeDecl, source: &str) -> pb::ReminderType {
     let channels = decl
         .channels
         .iter()
-        .map(|c| match c.as_str() {
-            "inbox" => pb::Channel::Inbox,
-            "email" => pb::Channel::Email,
-            "sms" => pb::Channel::Sms,
-            _ => pb::Channel::Unspecified,
-        } as i32)
+        .map(|c| channel_pb(*c) as i32)
         .collect();
     pb::ReminderType {
         id: decl.id.clone(),
         count: i32::try_from(decl.count).unwrap_or(i32::MAX),
-        interval: decl.interval.clone(),
+        interval: decl.interval.to_string(),
         channels,
-        escalation: decl.escalation.clone(),
+        escalation: decl.escalation.as_text(),
         interval_duration: None,
         source: source.to_string(),
         updated_at: None,
@@ -366,7 +361,7 @@ fn activities(graph: &ProcessDefinition) -> Vec<pb::Activity> {
                     };
                     activity.reminder_type = spec.reminder_type.clone().unwrap_or_default();
                     activity.email_approval = spec.email_approval;
-                    activity.valid_for = spec.valid_for.clone().unwrap_or_default();
+                    activity.valid_for = spec.valid_for.map(|d| d.to_string()).unwrap_or_default();
                     activity.show = spec.show.clone();
                     activity.outcomes = outcomes(spec);
                     pb::ActivityKind::UserTask
@@ -638,7 +633,7 @@ pub(super) fn reminder_type_pb(t: &ReminderType) -> pb::ReminderType {
         count: i32::try_from(t.count).unwrap_or(i32::MAX),
         interval: interval_text(t.interval_ms),
         channels: t.channels.iter().map(|c| channel_pb(*c) as i32).collect(),
-        escalation: t.escalation.clone(),
+        escalation: t.escalation.as_text(),
         interval_duration: Some(duration_pb(t.interval_ms)),
         source: t.source.clone(),
         updated_at: timestamp(t.updated_at),
@@ -725,7 +720,7 @@ pub(super) fn reminder_pb(view: &ReminderView) -> pb::Reminder {
         finished_at: at(r.finished_at),
         count: i32::try_from(r.count).unwrap_or(i32::MAX),
         interval: interval_text(r.interval_ms),
-        escalation: r.escalation.clone(),
+        escalation: r.escalation.as_text(),
         escalated: r.escalated,
         task_ids: view.tasks.iter().map(|t| t.id.clone()).collect(),
         recipients: view.tasks.iter().map(|t| t.assignee.clone()).collect(),

@@ -17,6 +17,8 @@
 use std::fmt;
 
 use super::condition::Condition;
+use super::reminder_rules::EscalationPolicy;
+use crate::{duration::Duration, model::Channel};
 
 mod attrs;
 mod builder;
@@ -113,8 +115,8 @@ pub struct UserTaskSpec {
     pub reminder_type: Option<String>,
     /// `replyflow:emailApproval`, default true.
     pub email_approval: bool,
-    /// `replyflow:validFor`: an ISO 8601 duration as written, checked by [`iso_duration_secs`].
-    pub valid_for: Option<String>,
+    /// `replyflow:validFor`, parsed and within its bounds ([`check_valid_for`]).
+    pub valid_for: Option<Duration>,
     /// `replyflow:show`: the variables to show the approver, in the order written.
     pub show: Vec<String>,
     /// From `<replyflow:outcome>`; approve and reject when none is declared.
@@ -155,13 +157,12 @@ pub struct Flow {
 pub struct ReminderTypeDecl {
     pub id: String,
     pub count: u32,
-    /// An ISO 8601 duration as written, checked by [`iso_duration_secs`].
-    pub interval: String,
+    /// Parsed, and within the bounds every reminder type obeys.
+    pub interval: Duration,
     /// A non-empty subset of `inbox`, `email`, `sms`, in the order written.
-    pub channels: Vec<String>,
-    /// `notify-manager`, `reassign-manager`, `none` (when absent), `notify:<user>` or
-    /// `complete:<outcome>`.
-    pub escalation: String,
+    pub channels: Vec<Channel>,
+    /// `none` when absent.
+    pub escalation: EscalationPolicy,
 }
 
 /// One problem with a definition: which element, and why.
@@ -213,80 +214,6 @@ pub fn parse(xml: &[u8]) -> Result<ProcessDefinition, DefinitionErrors> {
         }
     }
     Err(DefinitionErrors(errors))
-}
-
-/// The number of seconds in an ISO 8601 duration made of weeks, days, hours, minutes and whole
-/// seconds (`P3D`, `PT4H`, `P1DT2H`, `PT30M`, `PT1S`). Years and months are refused: their
-/// length depends on the calendar, and a reminder interval should not.
-pub fn iso_duration_secs(text: &str) -> Result<u64, String> {
-    let not_a_duration =
-        || format!("'{text}' is not an ISO 8601 duration such as PT4H, P3D or P1DT2H");
-    let rest = text.strip_prefix('P').ok_or_else(not_a_duration)?;
-    let (date, time) = match rest.split_once('T') {
-        Some((date, time)) => (date, Some(time)),
-        None => (rest, None),
-    };
-    let mut components = 0;
-    let mut total = duration_components(date, &[('W', 604_800), ('D', 86_400)], &mut components)
-        .map_err(|reason| reason.unwrap_or_else(not_a_duration))?;
-    if let Some(time) = time {
-        if time.is_empty() {
-            return Err(not_a_duration());
-        }
-        let seconds =
-            duration_components(time, &[('H', 3_600), ('M', 60), ('S', 1)], &mut components)
-                .map_err(|reason| reason.unwrap_or_else(not_a_duration))?;
-        total = total
-            .checked_add(seconds)
-            .ok_or_else(|| format!("'{text}' is too long"))?;
-    }
-    if components == 0 {
-        return Err(not_a_duration());
-    }
-    Ok(total)
-}
-
-/// Sums `<digits><unit>` pairs whose units appear in `units` order. `Err(None)` means "not a
-/// duration"; `Err(Some(reason))` carries a more precise reason.
-fn duration_components(
-    text: &str,
-    units: &[(char, u64)],
-    components: &mut usize,
-) -> Result<u64, Option<String>> {
-    let mut total: u64 = 0;
-    let mut next_unit = 0;
-    let mut digits = String::new();
-    for ch in text.chars() {
-        if ch.is_ascii_digit() {
-            digits.push(ch);
-            continue;
-        }
-        if ch == 'Y' || (ch == 'M' && units.first().is_some_and(|(unit, _)| *unit == 'W')) {
-            return Err(Some(
-                "years and months have no fixed length; use weeks (W) or days (D)".to_owned(),
-            ));
-        }
-        let position = units.iter().position(|(unit, _)| *unit == ch).ok_or(None)?;
-        if position < next_unit || digits.is_empty() {
-            return Err(None);
-        }
-        let (_, seconds) = units.get(position).ok_or(None)?;
-        let amount: u64 = digits
-            .parse()
-            .map_err(|_| Some("a number is too large".into()))?;
-        total = amount
-            .checked_mul(*seconds)
-            .and_then(|part| total.checked_add(part))
-            .ok_or_else(|| Some("the duration is too long".to_owned()))?;
-        digits.clear();
-        next_unit = position + 1;
-        *components += 1;
-    }
-    if digits.is_empty() {
-        Ok(total)
-    } else {
-        Err(None)
-    }
 }
 
 #[cfg(test)]
@@ -360,7 +287,7 @@ mod tests {
         assert_eq!(spec.reminder_type.as_deref(), Some("urgent"));
         assert!(!spec.email_approval);
         assert!(spec.allow_delegate);
-        assert_eq!(spec.valid_for.as_deref(), Some("P1DT2H"));
+        assert_eq!(spec.valid_for.map(|d| d.secs()), Some(93_600));
         assert_eq!(spec.show, ["amount", "reason", "memo"]);
         let ids: Vec<&str> = spec.outcomes.iter().map(|o| o.id.as_str()).collect();
         assert_eq!(ids, ["approve", "return", "noted"]);
@@ -437,10 +364,16 @@ mod tests {
         let urgent = &definition.reminder_types[0];
         assert_eq!(urgent.id, "urgent");
         assert_eq!(urgent.count, 3);
-        assert_eq!(urgent.interval, "PT4H");
-        assert_eq!(urgent.channels, ["inbox", "email", "sms"]);
-        assert_eq!(urgent.escalation, "notify-manager");
-        assert_eq!(definition.reminder_types[1].escalation, "none");
+        assert_eq!(urgent.interval.secs(), 14_400);
+        assert_eq!(
+            urgent.channels,
+            [Channel::Inbox, Channel::Email, Channel::Sms]
+        );
+        assert_eq!(urgent.escalation, EscalationPolicy::NotifyManager);
+        assert_eq!(
+            definition.reminder_types[1].escalation,
+            EscalationPolicy::None
+        );
         let ids: Vec<&str> = definition
             .reminder_types
             .iter()
@@ -457,27 +390,6 @@ mod tests {
         assert_eq!(
             task_spec(&definition, "task").reminder_type.as_deref(),
             Some("server_wide")
-        );
-    }
-
-    #[test]
-    fn iso_durations_in_seconds() {
-        assert_eq!(iso_duration_secs("PT1S"), Ok(1));
-        assert_eq!(iso_duration_secs("PT30M"), Ok(1_800));
-        assert_eq!(iso_duration_secs("PT4H"), Ok(14_400));
-        assert_eq!(iso_duration_secs("P3D"), Ok(259_200));
-        assert_eq!(iso_duration_secs("P1DT2H"), Ok(93_600));
-        assert_eq!(iso_duration_secs("P1W"), Ok(604_800));
-        assert_eq!(iso_duration_secs("PT0S"), Ok(0));
-        assert!(iso_duration_secs("PT1M1H").is_err(), "units out of order");
-        assert!(iso_duration_secs("P1D1D").is_err(), "repeated unit");
-        assert!(iso_duration_secs("PTH").is_err());
-        assert!(iso_duration_secs("P99999999999999999999D").is_err());
-        assert!(iso_duration_secs("P9999999999999999D").is_err(), "overflow");
-        assert!(
-            iso_duration_secs("P1M")
-                .unwrap_err()
-                .contains("no fixed length")
         );
     }
 

@@ -1,7 +1,11 @@
 //! The polite answer to a received reply (DESIGN §5): what happened to it, in the sender's
 //! language, with how to answer when it decided nothing. Plain text, marked
-//! `Auto-Submitted: auto-replied` (RFC 3834) so that other robots do not answer back.
+//! `Auto-Submitted: auto-replied` (RFC 3834) so that other robots do not answer back. The texts
+//! are templates (`templates/mail/answer.*.txt`), each overridable by a file of the same name in
+//! `mail.templates_dir` like the approval mail's, and rendered for every verdict when loaded.
 use std::{
+    fmt,
+    path::{Path, PathBuf},
     sync::LazyLock,
     time::{Duration, SystemTime},
 };
@@ -27,20 +31,124 @@ const TEMPLATES: [(&str, &str); 2] = [
     ),
 ];
 
-static ENV: LazyLock<Result<Environment<'static>, String>> = LazyLock::new(|| {
-    let mut env = Environment::new();
-    let syntax = minijinja::syntax::SyntaxConfig::builder()
-        .trim_blocks(true)
-        .lstrip_blocks(true)
-        .build()
-        .map_err(|e| format!("mail template syntax: {e}"))?;
-    env.set_syntax(syntax);
-    for (name, source) in TEMPLATES {
-        env.add_template(name, source)
-            .map_err(|e| format!("mail template {name}: {e}"))?;
+/// The embedded answer templates, for callers without a template directory.
+static EMBEDDED: LazyLock<Result<AnswerTemplates, String>> =
+    LazyLock::new(|| AnswerTemplates::load(None).map_err(|e| format!("{e:#}")));
+
+/// The verdicts the templates are checked with at load time (the names `Verdict` and the
+/// reply reader give; anything else takes the template's last branch).
+const SAMPLE_VERDICTS: [&str; 13] = [
+    "applied",
+    "already_used",
+    "task_closed",
+    "ambiguous",
+    "no_decision",
+    "expired",
+    "revoked",
+    "sender_mismatch",
+    "too_large",
+    "delegated",
+    "delegate_refused",
+    "auth_failed",
+    "unknown_token",
+];
+
+/// The loaded, checked answer templates.
+pub struct AnswerTemplates {
+    env: Environment<'static>,
+    /// Template name → the override file it came from (`None`: embedded).
+    origins: Vec<(&'static str, Option<PathBuf>)>,
+}
+
+impl fmt::Debug for AnswerTemplates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, origin) in &self.origins {
+            match origin {
+                Some(path) => map.entry(name, &path.display()),
+                None => map.entry(name, &"embedded"),
+            };
+        }
+        map.finish()
     }
-    Ok(env)
-});
+}
+
+impl AnswerTemplates {
+    /// Embedded defaults; a file with the same name in `dir` overrides one. Each template is
+    /// rendered for every verdict at load: an error names the file and the reason.
+    pub fn load(dir: Option<&Path>) -> anyhow::Result<Self> {
+        let mut env = Environment::new();
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .context("mail template syntax")?;
+        env.set_syntax(syntax);
+        let mut origins = Vec::with_capacity(TEMPLATES.len());
+        for (name, embedded) in TEMPLATES {
+            let path = dir.map(|d| d.join(name)).filter(|p| p.exists());
+            let source = match &path {
+                Some(path) => std::fs::read_to_string(path).with_context(|| {
+                    format!("mail template {name}: cannot read {}", path.display())
+                })?,
+                None => embedded.to_string(),
+            };
+            env.add_template_owned(name, source)
+                .map_err(|e| anyhow!("mail template {}: {e}", describe(name, path.as_deref())))?;
+            origins.push((name, path));
+        }
+        let templates = Self { env, origins };
+        for locale in [Locale::ZhCn, Locale::En] {
+            for verdict in SAMPLE_VERDICTS {
+                templates.render(&AnswerMail::sample(locale, verdict))?;
+            }
+        }
+        Ok(templates)
+    }
+
+    fn body(&self, mail: &AnswerMail) -> anyhow::Result<String> {
+        let name = format!("answer.{}.txt", mail.locale.tag());
+        let outcomes: Vec<Choice<'_>> = mail
+            .outcomes
+            .iter()
+            .map(|o| Choice {
+                number: o.number,
+                label: &o.label,
+                keywords: &o.keywords,
+            })
+            .collect();
+        let origin = self
+            .origins
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, p)| p.as_deref());
+        self.env
+            .get_template(&name)
+            .and_then(|t| {
+                t.render(minijinja::value::Serde(&AnswerContext {
+                    verdict: &mail.verdict,
+                    reason: &mail.reason,
+                    task_name: &mail.task_name,
+                    outcome_label: &mail.outcome_label,
+                    comment: &mail.comment,
+                    outcomes,
+                }))
+            })
+            .map_err(|e| anyhow!("mail template {}: {e}", describe(&name, origin)))
+    }
+
+    /// The whole answer message.
+    pub fn render(&self, mail: &AnswerMail) -> anyhow::Result<Vec<u8>> {
+        build(mail, self.body(mail)?)
+    }
+}
+
+fn describe(name: &str, origin: Option<&Path>) -> String {
+    match origin {
+        Some(path) => format!("{name} ({})", path.display()),
+        None => format!("{name} (embedded)"),
+    }
+}
 
 /// An answer to one received mail.
 #[derive(Debug, Clone)]
@@ -99,31 +207,41 @@ pub fn echoed_subject(subject: &str) -> String {
     cut
 }
 
+/// An answer with the embedded templates.
 pub fn render_answer(mail: &AnswerMail) -> anyhow::Result<Vec<u8>> {
-    let env = ENV.as_ref().map_err(|e| anyhow!("{e}"))?;
-    let name = format!("answer.{}.txt", mail.locale.tag());
-    let outcomes: Vec<Choice<'_>> = mail
-        .outcomes
-        .iter()
-        .map(|o| Choice {
-            number: o.number,
-            label: &o.label,
-            keywords: &o.keywords,
-        })
-        .collect();
-    let body = env
-        .get_template(&name)
-        .and_then(|t| {
-            t.render(minijinja::value::Serde(&AnswerContext {
-                verdict: &mail.verdict,
-                reason: &mail.reason,
-                task_name: &mail.task_name,
-                outcome_label: &mail.outcome_label,
-                comment: &mail.comment,
-                outcomes,
-            }))
-        })
-        .map_err(|e| anyhow!("mail template {name}: {e}"))?;
+    EMBEDDED.as_ref().map_err(|e| anyhow!("{e}"))?.render(mail)
+}
+
+impl AnswerMail {
+    /// A realistic answer with sample data, what templates are checked with at load time.
+    fn sample(locale: Locale, verdict: &str) -> Self {
+        Self {
+            locale,
+            from: Mailbox {
+                name: "审批".into(),
+                address: "approvals@replyflow.test".into(),
+            },
+            to: "mary@replyflow.test".into(),
+            subject: "待审批 [RF-abcdefgh]".into(),
+            in_reply_to: Some("<m1@replyflow.test>".into()),
+            message_id: "<rf.answer.sample@replyflow.test>".into(),
+            date: 0,
+            verdict: verdict.into(),
+            reason: "already handled by fred at 2026-11-21T10:00:00Z (approve)".into(),
+            task_name: "经理审批".into(),
+            outcome_label: "同意".into(),
+            comment: "预算合理".into(),
+            outcomes: vec![OutcomeChoice {
+                number: 1,
+                id: "approve".into(),
+                label: "同意".into(),
+                keywords: vec!["approve".into()],
+            }],
+        }
+    }
+}
+
+fn build(mail: &AnswerMail, body: String) -> anyhow::Result<Vec<u8>> {
     let echoed = echoed_subject(&mail.subject);
     let subject = if echoed.to_lowercase().starts_with("re:") || echoed.starts_with("回复") {
         echoed
@@ -253,5 +371,39 @@ mod tests {
         assert!(answer(Locale::ZhCn, "applied").contains("预算合理"));
         assert!(answer(Locale::En, "already_used").contains("already handled by fred"));
         assert!(answer(Locale::En, "no_decision").contains("1 or 同意"));
+    }
+
+    #[test]
+    fn a_file_in_the_template_directory_overrides_the_answer_and_a_broken_one_names_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("answer.en.txt"),
+            "Thanks; verdict {{ verdict }} for {{ task_name }}.\n",
+        )
+        .unwrap();
+        let templates = AnswerTemplates::load(Some(tmp.path())).unwrap();
+        let raw = templates
+            .render(&AnswerMail::sample(Locale::En, "applied"))
+            .unwrap();
+        let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        assert_eq!(
+            parsed.body_text(0).unwrap().trim(),
+            "Thanks; verdict applied for 经理审批."
+        );
+        // The other language keeps its embedded text.
+        let zh = templates
+            .render(&AnswerMail::sample(Locale::ZhCn, "applied"))
+            .unwrap();
+        assert_eq!(
+            zh,
+            render_answer(&AnswerMail::sample(Locale::ZhCn, "applied")).unwrap()
+        );
+
+        std::fs::write(tmp.path().join("answer.zh-CN.txt"), "{% if %}\n").unwrap();
+        let error = format!("{:#}", AnswerTemplates::load(Some(tmp.path())).unwrap_err());
+        assert!(
+            error.contains("answer.zh-CN.txt") && error.contains(&tmp.path().display().to_string()),
+            "{error}"
+        );
     }
 }

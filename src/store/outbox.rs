@@ -6,7 +6,7 @@ use sqlx::{Any, AssertSqlSafe, Row, any::AnyRow};
 use super::{Backend, Store, Tx};
 use crate::{
     error::{Error, Result},
-    model::{OutboxMail, OutboxStatus},
+    model::{OutboxKind, OutboxMail, OutboxStatus},
 };
 
 pub(super) const COLUMNS: &str = "id, kind, context_id, task_id, recipient, sender, message_id, body, status, \
@@ -14,10 +14,13 @@ pub(super) const COLUMNS: &str = "id, kind, context_id, task_id, recipient, send
 
 fn mail(row: &AnyRow) -> Result<OutboxMail> {
     let status: String = row.try_get("status")?;
+    let kind: String = row.try_get("kind")?;
     let sent_at: i64 = row.try_get("sent_at")?;
     Ok(OutboxMail {
         id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
+        kind: OutboxKind::parse(&kind).ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!("corrupt row: outbox.kind = {kind:?}"))
+        })?,
         context_id: row.try_get("context_id")?,
         task_id: row.try_get("task_id")?,
         recipient: row.try_get("recipient")?,
@@ -43,7 +46,7 @@ impl Tx {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0)"
         )))
         .bind(&m.id)
-        .bind(&m.kind)
+        .bind(m.kind.as_str())
         .bind(&m.context_id)
         .bind(&m.task_id)
         .bind(&m.recipient)

@@ -128,7 +128,8 @@ impl Store {
              ORDER BY reminder_type, end_activity, definition_key",
             count_if("state = 'finished_before_remind'"),
             count_if("state = 'finished_after_remind'"),
-            count_if("state = 'remind_failed'"),
+            // One that ran out and escalated stays counted after its end activity finished it.
+            count_if("state = 'remind_failed' OR escalated = 1"),
             count_if("escalated = 1"),
             count_if("state IN ('new', 'reminded', 'remind_completed')"),
             count_if("state = 'cancelled'"),

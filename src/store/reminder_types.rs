@@ -3,6 +3,7 @@ use sqlx::{Any, Row, any::AnyRow};
 
 use super::Store;
 use crate::{
+    engine::reminder_rules::EscalationPolicy,
     error::{Error, Result},
     model::{Channel, ReminderType},
 };
@@ -29,6 +30,14 @@ pub(super) fn parse_channels(text: &str) -> Result<Vec<Channel>> {
         .collect()
 }
 
+/// The escalation column of a `table` row, parsed once as it is read.
+pub(super) fn escalation_policy(row: &AnyRow, table: &str) -> Result<EscalationPolicy> {
+    let text: String = row.try_get("escalation")?;
+    EscalationPolicy::parse(&text).map_err(|reason| {
+        Error::Internal(anyhow::anyhow!("corrupt row: {table}.escalation: {reason}"))
+    })
+}
+
 pub(super) fn reminder_type(row: &AnyRow) -> Result<ReminderType> {
     let channels: String = row.try_get("channels")?;
     Ok(ReminderType {
@@ -36,7 +45,7 @@ pub(super) fn reminder_type(row: &AnyRow) -> Result<ReminderType> {
         count: row.try_get("count")?,
         interval_ms: row.try_get("interval_ms")?,
         channels: parse_channels(&channels)?,
-        escalation: row.try_get("escalation")?,
+        escalation: escalation_policy(row, "reminder_types")?,
         source: "server".into(),
         updated_at: row.try_get("updated_at")?,
     })
@@ -55,7 +64,7 @@ impl Store {
         .bind(t.count)
         .bind(t.interval_ms)
         .bind(channels_text(&t.channels))
-        .bind(&t.escalation)
+        .bind(t.escalation.as_text())
         .bind(t.updated_at)
         .execute(&self.pool)
         .await?;

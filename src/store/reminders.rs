@@ -11,7 +11,7 @@ use super::{
     instances::InstanceRecord,
     paging::{Filter, Order, PageRequest},
     placeholders,
-    reminder_types::parse_channels,
+    reminder_types::{escalation_policy, parse_channels},
     rows::{self, TASK_COLUMNS},
     values_rows,
 };
@@ -46,7 +46,7 @@ fn reminder(row: &AnyRow) -> Result<Reminder> {
         count: row.try_get("count")?,
         interval_ms: row.try_get("interval_ms")?,
         channels: parse_channels(&channels)?,
-        escalation: row.try_get("escalation")?,
+        escalation: escalation_policy(row, "reminders")?,
         state: ReminderState::parse(&state).ok_or_else(|| {
             Error::Internal(anyhow::anyhow!("corrupt row: reminders.state = {state:?}"))
         })?,
@@ -86,6 +86,19 @@ impl Tx {
     pub async fn active_reminders(&mut self, instance_id: &str) -> Result<Vec<Reminder>> {
         let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM reminders WHERE instance_id = $1 AND state IN {ACTIVE} ORDER BY id"
+        )))
+        .bind(instance_id)
+        .fetch_all(&mut *self.inner)
+        .await?;
+        rows.iter().map(reminder).collect()
+    }
+
+    /// The reminders of an instance that its end activity's completion still stops: the active
+    /// ones and those that ran out, which finish after reminding too (under the instance's lock).
+    pub async fn stoppable_reminders(&mut self, instance_id: &str) -> Result<Vec<Reminder>> {
+        let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM reminders WHERE instance_id = $1 \
+             AND (state IN {ACTIVE} OR state = 'remind_failed') ORDER BY id"
         )))
         .bind(instance_id)
         .fetch_all(&mut *self.inner)

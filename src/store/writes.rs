@@ -306,7 +306,7 @@ impl Batch {
                     r.count.into(),
                     r.interval_ms.into(),
                     channels_text(&r.channels).into(),
-                    r.escalation.as_str().into(),
+                    r.escalation.as_text().into(),
                     r.state.as_str().into(),
                     r.sent_count.into(),
                     r.next_fire_at.into(),

@@ -337,7 +337,7 @@ mod tests {
     fn mail(to: &str, now: Millis) -> OutboxMail {
         OutboxMail {
             id: format!("id-{to}"),
-            kind: "test".into(),
+            kind: crate::model::OutboxKind::Approval,
             context_id: format!("ctx-{to}"),
             task_id: "task".into(),
             recipient: to.into(),
@@ -498,7 +498,7 @@ mod tests {
 
     fn sms_row(to: &str, text: &str, now: Millis) -> OutboxMail {
         OutboxMail {
-            kind: sms::OUTBOX_KIND.into(),
+            kind: sms::OUTBOX_KIND,
             message_id: format!("sms-{to}"),
             body: text.as_bytes().to_vec(),
             sender: String::new(),

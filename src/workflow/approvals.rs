@@ -10,13 +10,17 @@ use tokio::sync::Notify;
 use super::{Actor, Workflow};
 use crate::{
     config::MailSettings,
-    engine::definition::{self, NodeKind, ProcessDefinition, UserTaskSpec},
+    duration::Duration,
+    engine::definition::{NodeKind, ProcessDefinition, UserTaskSpec},
     error::{Error, Result},
     mail::{
         compose::{self, ApprovalMail, Locale, MailKind, Mailbox, OutcomeChoice, Templates},
         token::{self, KeyRing},
     },
-    model::{ApprovalContext, ApprovalStatus, Event, Instance, OutboxMail, OutboxStatus, Task},
+    model::{
+        ApprovalContext, ApprovalStatus, Event, Instance, OutboxKind, OutboxMail, OutboxStatus,
+        Task,
+    },
     store::Tx,
 };
 
@@ -28,6 +32,10 @@ pub use keys::load_key_ring;
 #[derive(Debug)]
 pub struct Mailer {
     templates: Templates,
+    /// What reminders say; overridable from `mail.templates_dir` like the mail templates.
+    reminder_texts: super::reminders::ReminderTexts,
+    /// Answers to received replies; overridable from `mail.templates_dir` too.
+    answer_templates: crate::mail::answer::AnswerTemplates,
     keys: KeyRing,
     from: Mailbox,
     reply_box: String,
@@ -83,12 +91,14 @@ impl Mailer {
             );
         }
         let duration_ms = |key: &str, value: &str| -> anyhow::Result<i64> {
-            let secs =
-                definition::iso_duration_secs(value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
-            Ok(i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000)
+            let duration = Duration::parse(value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            Ok(duration.ms())
         };
+        let templates_dir = settings.templates_dir.as_deref().map(std::path::Path::new);
         Ok(Self {
             templates,
+            reminder_texts: super::reminders::ReminderTexts::load(templates_dir)?,
+            answer_templates: crate::mail::answer::AnswerTemplates::load(templates_dir)?,
             keys,
             from,
             reply_box: reply_box.to_string(),
@@ -113,6 +123,10 @@ impl Mailer {
         self.wake.clone()
     }
 
+    pub fn reminder_texts(&self) -> &super::reminders::ReminderTexts {
+        &self.reminder_texts
+    }
+
     pub fn keys(&self) -> &KeyRing {
         &self.keys
     }
@@ -131,10 +145,7 @@ impl Mailer {
 
     fn valid_for_ms(&self, spec: &UserTaskSpec) -> i64 {
         spec.valid_for
-            .as_deref()
-            .and_then(|v| definition::iso_duration_secs(v).ok())
-            .and_then(|secs| i64::try_from(secs).ok())
-            .map_or(self.default_valid_for_ms, |secs| secs.saturating_mul(1000))
+            .map_or(self.default_valid_for_ms, Duration::ms)
     }
 
     /// Opens the approval context of a task that just opened, and queues its mail, inside `tx`
@@ -377,10 +388,9 @@ impl Mailer {
         Ok(OutboxMail {
             id: uuid::Uuid::now_v7().to_string(),
             kind: match kind {
-                MailKind::Approval => "approval",
-                MailKind::Reminder => "reminder",
-            }
-            .to_string(),
+                MailKind::Approval => OutboxKind::Approval,
+                MailKind::Reminder => OutboxKind::Reminder,
+            },
             context_id: context.id.clone(),
             task_id: task.id.clone(),
             recipient: user.email.clone(),
@@ -411,11 +421,13 @@ impl Mailer {
             self.reply_domain
         );
         mail.date = now;
-        let body = crate::mail::answer::render_answer(&mail)
+        let body = self
+            .answer_templates
+            .render(&mail)
             .map_err(|e| Error::Internal(e.context("rendering an answer")))?;
         Ok(OutboxMail {
             id: uuid::Uuid::now_v7().to_string(),
-            kind: "answer".into(),
+            kind: OutboxKind::Answer,
             context_id: String::new(),
             task_id: task_id.to_string(),
             recipient: mail.to.clone(),

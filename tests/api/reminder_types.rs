@@ -70,7 +70,7 @@ async fn a_reminder_type_is_stored_and_returned_complete() {
     assert_eq!(row.count, 3);
     assert_eq!(row.interval_ms, 14_400_000);
     assert_eq!(row.channels, [ModelChannel::Inbox, ModelChannel::Email]);
-    assert_eq!(row.escalation, "notify-manager");
+    assert_eq!(row.escalation.as_text(), "notify-manager");
 
     // Upserting the same id replaces it; an empty escalation means none; duplicate channels
     // collapse in fallback order.
@@ -98,7 +98,7 @@ async fn a_reminder_type_is_stored_and_returned_complete() {
     let row = stored(&app, "urgent").await.expect("stored");
     assert_eq!((row.count, row.interval_ms), (1, 86_400_000));
     assert_eq!(row.channels, [ModelChannel::Sms, ModelChannel::Inbox]);
-    assert_eq!(row.escalation, "none");
+    assert_eq!(row.escalation.as_text(), "none");
     app.stop().await;
 }
 
@@ -352,7 +352,11 @@ async fn every_bad_field_is_refused_by_name_and_nothing_changes() {
     // The stored type is the good one, untouched by every refused call.
     let row = stored(&app, "urgent").await.expect("stored");
     assert_eq!(
-        (row.count, row.interval_ms, row.escalation.as_str()),
+        (
+            row.count,
+            row.interval_ms,
+            row.escalation.as_text().as_str()
+        ),
         (3, 14_400_000, "notify-manager")
     );
     assert_eq!(row.channels, [ModelChannel::Inbox, ModelChannel::Email]);

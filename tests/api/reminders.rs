@@ -437,11 +437,57 @@ async fn escalation_complete_decides_the_task_with_the_default_outcome() {
         app.instance(&instance.id).await.status,
         pb::InstanceStatus::Completed as i32
     );
+    // The escalation completed the end activity: the reminder fired, so it finished after
+    // reminding; the escalated mark keeps that it ran out.
     let r = &reminders_of(&app, &instance.id).await[0];
+    assert_eq!(state(r), pb::ReminderState::FinishedAfterRemind);
+    assert!(r.escalated);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reminder_that_ran_out_and_escalated_finishes_after_remind_when_its_task_is_done() {
+    let (_clock, app, instance) = run_out("notify:ceo").await;
+    let r = &reminders_of(&app, &instance.id).await[0];
+    assert_eq!(state(r), pb::ReminderState::RemindFailed);
+
+    // Alice decides after all: the reminder ends like any reminder that fired.
+    app.complete(&instance.open_tasks[0], "approve")
+        .await
+        .expect("alice completes a1");
+    let r = &reminders_of(&app, &instance.id).await[0];
+    assert_eq!(state(r), pb::ReminderState::FinishedAfterRemind);
+    assert!(r.escalated, "the escalated mark keeps its history");
+    assert!(r.next_fire_at.is_none());
+    let kinds = app.event_kinds(&instance.id).await;
+    assert!(
+        kinds.iter().any(|k| k == "reminder_finished_after_remind"),
+        "{kinds:?}"
+    );
+
+    // ReminderStats still counts it as failed and escalated.
+    let stats = app
+        .reminders()
+        .reminder_stats(req(
+            pb::ReminderStatsRequest {
+                definition_key: "esc".into(),
+                ..Default::default()
+            },
+            "admin",
+        ))
+        .await
+        .expect("ReminderStats")
+        .into_inner();
+    assert_eq!(stats.rows.len(), 1);
+    let row = &stats.rows[0];
     assert_eq!(
-        state(r),
-        pb::ReminderState::RemindFailed,
-        "the failed state stays"
+        (
+            row.armed,
+            row.finished_after_remind,
+            row.failed,
+            row.escalated
+        ),
+        (1, 1, 1, 1)
     );
     app.stop().await;
 }
@@ -1054,4 +1100,50 @@ async fn completed_count(app: &TestApp, instance: &pb::ProcessInstance) -> usize
         }
     }
     n
+}
+
+#[tokio::test]
+async fn notify_with_a_space_is_refused_at_deploy_and_at_upsert_naming_the_field() {
+    // `notify: bob` once passed one validator and failed at run time (" bob" is nobody): both
+    // edges now read escalations with the same parser and refuse it.
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = app_at(&clock).await;
+    let deploy = app
+        .deploy_xml(&one_task(
+            "spaced",
+            r#"count="1" interval="PT1H" channels="inbox" escalation="notify: bob""#,
+        ))
+        .await
+        .expect_err("a definition with notify: bob");
+    assert_eq!(deploy.code(), Code::InvalidArgument, "{deploy:?}");
+    assert!(
+        deploy.message().contains("escalation") && deploy.message().contains("notify: bob"),
+        "{}",
+        deploy.message()
+    );
+
+    let upsert = app
+        .reminders()
+        .upsert_reminder_type(req(
+            pb::UpsertReminderTypeRequest {
+                reminder_type: Some(pb::ReminderType {
+                    id: "spaced".into(),
+                    count: 1,
+                    interval: "PT1H".into(),
+                    channels: vec![pb::Channel::Inbox as i32],
+                    escalation: "notify: bob".into(),
+                    ..Default::default()
+                }),
+            },
+            "admin",
+        ))
+        .await
+        .expect_err("a reminder type with notify: bob");
+    assert_eq!(upsert.code(), Code::InvalidArgument, "{upsert:?}");
+    assert!(
+        upsert.message().starts_with("reminder_type.escalation:"),
+        "{}",
+        upsert.message()
+    );
+    app.stop().await;
 }

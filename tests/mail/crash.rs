@@ -411,7 +411,7 @@ async fn prepare(server: &Server, db: &CrashDb, n: usize) -> Vec<Pending> {
             .expect("the outbox");
         let row = rows
             .iter()
-            .find(|m| m.kind == "approval")
+            .find(|m| m.kind == replyflow::model::OutboxKind::Approval)
             .expect("an approval mail in the outbox");
         pending.push(Pending {
             task_id,

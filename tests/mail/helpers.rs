@@ -192,7 +192,7 @@ pub async fn insert_mail(
     }
     let mail = OutboxMail {
         id: uuid::Uuid::now_v7().to_string(),
-        kind: "test".into(),
+        kind: replyflow::model::OutboxKind::Approval,
         context_id: unique("ctx"),
         task_id: "task-test".into(),
         recipient: to.into(),

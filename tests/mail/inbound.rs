@@ -122,7 +122,7 @@ pub(crate) async fn approval_mail_from_outbox(app: &MailApp, task_id: &str) -> A
     store.close().await;
     let row = rows
         .iter()
-        .find(|m| m.kind == "approval")
+        .find(|m| m.kind == replyflow::model::OutboxKind::Approval)
         .or(rows.first())
         .expect("an approval mail in the outbox");
     ApprovalMail::parse(&row.body)

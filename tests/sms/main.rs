@@ -244,7 +244,7 @@ impl Outbox {
         let id = uuid::Uuid::now_v7().to_string();
         let row = OutboxMail {
             id: id.clone(),
-            kind: OUTBOX_KIND.into(),
+            kind: OUTBOX_KIND,
             context_id: format!("ctx-{id}"),
             task_id: "task-1".into(),
             recipient: phone.into(),

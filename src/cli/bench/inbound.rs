@@ -182,7 +182,7 @@ pub(super) async fn prepare(
         let mails = store.mail_for_context(&context.id).await?;
         let mail = mails
             .iter()
-            .find(|m| m.kind == "approval")
+            .find(|m| m.kind == crate::model::OutboxKind::Approval)
             .with_context(|| format!("no approval mail for task {task}"))?;
         replies.push(compose_reply(&mail.body, &from, i, delivered_to)?);
     }

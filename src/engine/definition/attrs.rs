@@ -4,8 +4,9 @@
 
 use super::builder::ProcessBuilder;
 use super::xml::{Element, Ns};
-use super::{Assignee, OutcomeSpec, ReminderTypeDecl, UserTaskSpec, iso_duration_secs};
+use super::{Assignee, OutcomeSpec, ReminderTypeDecl, UserTaskSpec};
 use crate::engine::reminder_rules::{self, EscalationPolicy};
+use crate::{duration::Duration, model::Channel};
 
 impl ProcessBuilder {
     pub(super) fn read_user_task(
@@ -187,8 +188,8 @@ impl ProcessBuilder {
         let interval = self.reminder_attr(element, &id, "interval", checked_interval);
         let channels = self.reminder_attr(element, &id, "channels", parse_channels);
         let escalation = match element.attr("escalation") {
-            None => Some("none".to_owned()),
-            Some(value) => self.checked_attr(&id, "escalation", parse_escalation(value.trim())),
+            None => Some(EscalationPolicy::None),
+            Some(value) => self.checked_attr(&id, "escalation", EscalationPolicy::parse(value)),
         };
         Some(ReminderTypeDecl {
             id,
@@ -310,21 +311,23 @@ pub const MIN_VALID_FOR_SECS: u64 = 60;
 pub const MAX_VALID_FOR_SECS: u64 = 365 * 86_400;
 
 /// A `validFor` duration (`replyflow:validFor`, `mail.valid_for`): PT1M..P365D.
-pub fn check_valid_for(value: &str) -> Result<String, String> {
-    let secs = iso_duration_secs(value)?;
+pub fn check_valid_for(value: &str) -> Result<Duration, String> {
+    let duration = Duration::parse(value)?;
+    let secs = duration.secs();
     if !(MIN_VALID_FOR_SECS..=MAX_VALID_FOR_SECS).contains(&secs) {
         return Err(format!(
             "'{value}' must be between PT1M and P365D (one minute to 365 days)"
         ));
     }
-    Ok(value.to_owned())
+    Ok(duration)
 }
 
 /// A reminder interval: an ISO 8601 duration within the bounds every reminder type obeys.
-fn checked_interval(value: &str) -> Result<String, String> {
-    let secs = iso_duration_secs(value)?;
-    reminder_rules::check_interval_secs(secs).map_err(|reason| format!("'{value}' {reason}"))?;
-    Ok(value.to_owned())
+fn checked_interval(value: &str) -> Result<Duration, String> {
+    let duration = Duration::parse(value)?;
+    reminder_rules::check_interval_secs(duration.secs())
+        .map_err(|reason| format!("'{value}' {reason}"))?;
+    Ok(duration)
 }
 
 fn split_list(value: &str) -> Vec<String> {
@@ -346,16 +349,12 @@ fn parse_count(value: &str) -> Result<u32, String> {
     reminder_rules::check_count(count)
 }
 
-const CHANNELS: [&str; 3] = ["inbox", "email", "sms"];
-
-fn parse_channels(value: &str) -> Result<Vec<String>, String> {
-    let mut channels: Vec<String> = Vec::new();
-    for channel in split_list(value) {
-        if !CHANNELS.contains(&channel.as_str()) {
-            return Err(format!(
-                "unknown channel '{channel}' (expected some of inbox, email, sms)"
-            ));
-        }
+fn parse_channels(value: &str) -> Result<Vec<Channel>, String> {
+    let mut channels: Vec<Channel> = Vec::new();
+    for name in split_list(value) {
+        let channel = Channel::parse(&name).ok_or_else(|| {
+            format!("unknown channel '{name}' (expected some of inbox, email, sms)")
+        })?;
         if !channels.contains(&channel) {
             channels.push(channel);
         }
@@ -364,11 +363,6 @@ fn parse_channels(value: &str) -> Result<Vec<String>, String> {
         return Err("empty: name at least one of inbox, email, sms".to_owned());
     }
     Ok(channels)
-}
-
-/// The same spelling UpsertReminderType accepts, stored the way it stores it.
-fn parse_escalation(value: &str) -> Result<String, String> {
-    EscalationPolicy::parse(value).map(|policy| policy.as_text())
 }
 
 #[cfg(test)]

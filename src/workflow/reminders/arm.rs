@@ -6,13 +6,9 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use crate::{
-    engine::{
-        definition::{ProcessDefinition, iso_duration_secs},
-        reminders as plan,
-        runtime::Transition,
-    },
+    engine::{definition::ProcessDefinition, reminders as plan, runtime::Transition},
     error::Result,
-    model::{Channel, Event, Instance, Reminder, ReminderState, ReminderType},
+    model::{Event, Instance, Reminder, ReminderState, ReminderType},
     store::writes::Source,
     workflow::new_id,
 };
@@ -36,6 +32,10 @@ pub(in crate::workflow) fn stop(
         let before = r.state;
         let stopped = p.stop_activities.contains(&r.end_activity)
             || (!r.group_id.is_empty() && p.stop_groups.contains(&r.group_id));
+        if !stopped && !r.state.is_active() {
+            // One that ran out is only ever finished by its end activity (DESIGN §6).
+            continue;
+        }
         if stopped {
             r.state = plan::finished(r.state);
         } else if !r.via_join.is_empty() && p.joins_fired.contains(&r.via_join) {
@@ -140,20 +140,13 @@ pub(in crate::workflow) async fn reminder_type(
     id: &str,
 ) -> Result<Option<ReminderType>> {
     if let Some(decl) = graph.reminder_types.iter().find(|t| t.id == id) {
-        let interval_ms = iso_duration_secs(&decl.interval)
-            .ok()
-            .and_then(|s| i64::try_from(s).ok())
-            .map(|s| s.saturating_mul(1000))
-            .unwrap_or(1000);
+        // Parsed and bounded when the definition was deployed.
+        let interval_ms = decl.interval.ms();
         return Ok(Some(ReminderType {
             id: decl.id.clone(),
             count: i64::from(decl.count),
             interval_ms,
-            channels: decl
-                .channels
-                .iter()
-                .filter_map(|c| Channel::parse(c))
-                .collect(),
+            channels: decl.channels.clone(),
             escalation: decl.escalation.clone(),
             source: format!("definition:{}", graph.key),
             updated_at: 0,

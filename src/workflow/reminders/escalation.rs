@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{Outputs, SYSTEM};
 use crate::{
-    engine::definition::ProcessDefinition,
+    engine::{definition::ProcessDefinition, reminder_rules::EscalationPolicy},
     error::{Error, Result},
     model::{CompletedVia, Event, Instance, Reminder, Task, User},
     store::Tx,
@@ -30,7 +30,7 @@ impl Workflow {
         let mut prepared = HashMap::new();
         let system = Actor::new(SYSTEM);
         for r in self.store.due_completing_escalations(now, limit).await? {
-            let Some(outcome) = r.escalation.strip_prefix("complete:") else {
+            let EscalationPolicy::Complete(outcome) = &r.escalation else {
                 continue;
             };
             for task in self.store.open_tasks(&r.instance_id).await? {
@@ -64,10 +64,9 @@ impl Workflow {
         out: &mut Outputs,
     ) -> Result<bool> {
         let mut changed = false;
-        let policy = r.escalation.as_str();
         for task in chased {
-            let outcome: std::result::Result<serde_json::Value, String> = match policy {
-                "notify-manager" => match manager_of(tx, &task.assignee).await? {
+            let outcome: std::result::Result<serde_json::Value, String> = match &r.escalation {
+                EscalationPolicy::NotifyManager => match manager_of(tx, &task.assignee).await? {
                     Some(manager) => {
                         self.notify(tx, r, instance, graph, task, &manager, now, out)
                             .await?;
@@ -75,7 +74,7 @@ impl Workflow {
                     }
                     None => Err(format!("{} has no manager in the directory", task.assignee)),
                 },
-                "reassign-manager" => {
+                EscalationPolicy::ReassignManager => {
                     match manager_not_initiator(tx, &task.assignee, instance).await? {
                         Ok(manager) => {
                             let actor = Actor::new(SYSTEM);
@@ -97,19 +96,15 @@ impl Workflow {
                         Err(why) => Err(why),
                     }
                 }
-                other if other.starts_with("notify:") => {
-                    let user_id = &other["notify:".len()..];
-                    match tx.user(user_id).await? {
-                        Some(user) => {
-                            self.notify(tx, r, instance, graph, task, &user, now, out)
-                                .await?;
-                            Ok(json!({"notified": user.id}))
-                        }
-                        None => Err(format!("{user_id} is not in the directory")),
+                EscalationPolicy::Notify(user_id) => match tx.user(user_id).await? {
+                    Some(user) => {
+                        self.notify(tx, r, instance, graph, task, &user, now, out)
+                            .await?;
+                        Ok(json!({"notified": user.id}))
                     }
-                }
-                other if other.starts_with("complete:") => {
-                    let outcome = &other["complete:".len()..];
+                    None => Err(format!("{user_id} is not in the directory")),
+                },
+                EscalationPolicy::Complete(outcome) => {
                     let req = escalation_completion(task, outcome, r.sent_count);
                     let ready = prepared.get(&task.id);
                     match self
@@ -133,7 +128,8 @@ impl Workflow {
                         Err(e) => return Err(e),
                     }
                 }
-                other => Err(format!("unknown escalation policy {other:?}")),
+                // Never escalated: the caller runs policies other than none only.
+                EscalationPolicy::None => Err("the escalation policy is none".into()),
             };
             let (kind, detail) = match outcome {
                 Ok(detail) => ("reminder_escalated", detail),
@@ -141,7 +137,7 @@ impl Workflow {
             };
             let mut detail = detail;
             detail["reminder_id"] = json!(r.id);
-            detail["policy"] = json!(policy);
+            detail["policy"] = json!(r.escalation.as_text());
             detail["task_id"] = json!(task.id);
             out.events.push(Event {
                 instance_id: instance.id.clone(),

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Delivery, Outputs, SYSTEM, fallback_note};
+use super::{Delivery, Outputs, SYSTEM};
 use crate::{
     error::Result,
     mail::compose::Locale,
@@ -46,7 +46,10 @@ impl Workflow {
         let mut failed = failed;
         let mut why = why.to_string();
         for (i, channel) in next.iter().enumerate() {
-            let note = fallback_note(Locale::from_tag(&d.user.locale), failed);
+            let note = self
+                .mailer
+                .reminder_texts()
+                .fallback_note(Locale::from_tag(&d.user.locale), failed)?;
             let result = self
                 .send_on(tx, d, *channel, &next[i + 1..], &note, now, out)
                 .await?;

@@ -4,19 +4,18 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use super::{
-    Delivery, Outputs, SYSTEM, channel_names, escalation_text, fallback::Fallback, reminder_text,
-};
+use super::{Delivery, Outputs, SYSTEM, channel_names, fallback::Fallback};
 use crate::{
     engine::{
         definition::ProcessDefinition,
+        reminder_rules::EscalationPolicy,
         reminders::{self as plan, Step},
     },
     error::{Error, Result},
     mail::compose::Locale,
     model::{
-        Channel, Event, Instance, Message, MessageKind, OutboxMail, OutboxStatus, Reminder,
-        ReminderState, Task, TaskStatus, User,
+        Channel, Event, Instance, Message, MessageKind, OutboxKind, OutboxMail, OutboxStatus,
+        Reminder, ReminderState, Task, TaskStatus, User,
     },
     store::Tx,
     workflow::{Workflow, instances::engine_tasks, new_id, tasks::Prepared},
@@ -165,7 +164,7 @@ impl Workflow {
                             continue;
                         };
                         recipients.push(user.id.clone());
-                        let (title, body) = reminder_text(
+                        let (title, body) = self.mailer.reminder_texts().reminder(
                             Locale::from_tag(&user.locale),
                             &graph.name,
                             task,
@@ -173,7 +172,7 @@ impl Workflow {
                             r.sent_count,
                             r.count,
                             "",
-                        );
+                        )?;
                         let delivery = Delivery {
                             reminder_id: &r.id,
                             instance,
@@ -208,13 +207,13 @@ impl Workflow {
                     r.state = ReminderState::RemindFailed;
                     r.next_fire_at = None;
                     r.finished_at = now;
-                    r.escalated = r.escalation != "none" && !r.escalation.is_empty();
+                    r.escalated = r.escalation != EscalationPolicy::None;
                     tx.save_reminder(&r).await?;
                     out.events.push(reminder_event(
                         &r,
                         before,
                         now,
-                        json!({"escalation": r.escalation, "tasks": chased_ids}),
+                        json!({"escalation": r.escalation.as_text(), "tasks": chased_ids}),
                     ));
                     let escalated = if r.escalated {
                         self.escalate(tx, &r, instance, &graph, &chased, now, prepared, out)
@@ -258,13 +257,13 @@ impl Workflow {
         now: i64,
         out: &mut Outputs,
     ) -> Result<()> {
-        let (title, body) = escalation_text(
+        let (title, body) = self.mailer.reminder_texts().escalation(
             Locale::from_tag(&to.locale),
             &graph.name,
             task,
             instance,
             r.sent_count,
-        );
+        )?;
         let delivery = Delivery {
             reminder_id: &r.id,
             instance,
@@ -392,7 +391,7 @@ impl Workflow {
                 let id = new_id();
                 tx.insert_outbox(&OutboxMail {
                     id: id.clone(),
-                    kind: "sms".into(),
+                    kind: OutboxKind::Sms,
                     context_id: String::new(),
                     task_id: d.task.id.clone(),
                     recipient: d.user.phone.trim().to_string(),

@@ -2,7 +2,7 @@
 //! per task and idempotent per request id, and the reminders with the tasks they chase now.
 use serde_json::json;
 
-use super::{Delivery, Outputs, arm::reminder_type, channel_names, reminder_text};
+use super::{Delivery, Outputs, arm::reminder_type, channel_names};
 use crate::{
     engine::{definition::ProcessDefinition, reminders as plan},
     error::{Error, Result},
@@ -136,7 +136,7 @@ impl Workflow {
                 "request_id was used concurrently".into(),
             ));
         }
-        let (title, body) = reminder_text(
+        let (title, body) = self.mailer.reminder_texts().reminder(
             Locale::from_tag(&user.locale),
             &graph.name,
             &task,
@@ -144,7 +144,7 @@ impl Workflow {
             0,
             0,
             &req.message,
-        );
+        )?;
         let mut out = Outputs::default();
         let delivery = Delivery {
             reminder_id: "",
