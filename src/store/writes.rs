@@ -369,6 +369,26 @@ impl Batch {
     }
 }
 
+impl Store {
+    /// The instance a task belongs to, found from the task in one statement (a completion's
+    /// first read; the instance comes first so that its `rev` guards all that is read after).
+    pub async fn instance_record_of_task(
+        &self,
+        task_id: &str,
+    ) -> Result<Option<super::InstanceRecord>> {
+        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {} FROM instances WHERE id = (SELECT instance_id FROM tasks WHERE id = $1)",
+            rows::INSTANCE_COLUMNS
+        )))
+        .bind(task_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(super::instances::instance_record)
+            .transpose()
+    }
+}
+
 /// Users by id, on any connection (a transaction's or the pool's).
 pub(super) async fn users_by_id(
     conn: &mut AnyConnection,

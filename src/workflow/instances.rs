@@ -29,9 +29,8 @@ impl Workflow {
             &[&req.definition_key, &version, &req.business_key],
             &req.variables,
         );
-        if let Some(id) = self.prior(&scope, &req.request_id, &print).await? {
-            return self.instance(&id).await;
-        }
+        // No request-id lookup first: a retry is recognised when the batch finds its request id
+        // taken (Written::Claimed below), and answered with the instance it started.
         let (stored, graph) = self.definition(&req.definition_key, req.version).await?;
         // The engine writes `outcome` (the last decision): a start may not forge one. (Activity
         // records are overwritten when their activity completes, and examples name assignee

@@ -125,16 +125,6 @@ impl Workflow {
         crate::bounds::check_text("comment", &req.comment, crate::bounds::MAX_COMMENT_LEN)?;
         let scope = format!("complete_task:{}", actor.user_id);
         let print = fingerprint(&[&req.task_id, &req.outcome, &req.comment], &req.variables);
-        if self.prior(&scope, &req.request_id, &print).await?.is_some() {
-            return self.task_and_instance(&req.task_id).await;
-        }
-        // The instance a task belongs to never changes: find it outside the transaction.
-        let task = self.task(&req.task_id).await?;
-        // Refused before any condition is evaluated, so that a caller who may not decide the
-        // task cannot spend the server's condition budget (checked again on the fresh state).
-        if req.via != CompletedVia::Escalation {
-            check_can_complete(&task, actor)?;
-        }
         let claim = (!req.request_id.is_empty()).then(|| Claim {
             scope: scope.clone(),
             request_id: req.request_id.clone(),
@@ -142,25 +132,45 @@ impl Workflow {
             result_id: req.task_id.clone(),
         });
         for attempt in 1..=PREPARE_ATTEMPTS {
+            // The first read: the instance, found from the task (the task's instance never
+            // changes). No request-id lookup first: a retry is recognised when its completion is
+            // refused (the task is closed) or when the batch finds its request id taken.
+            let Some(record) = self.store.instance_record_of_task(&req.task_id).await? else {
+                return match self.prior(&scope, &req.request_id, &print).await? {
+                    Some(_) => self.task_and_instance(&req.task_id).await,
+                    None => Err(Error::not_found("task", &req.task_id)),
+                };
+            };
             let prepared = self
-                .prepare_with_claim(actor, &task.instance_id, &req, claim.clone())
-                .await?
-                .ok_or_else(|| Error::not_found("process instance", &task.instance_id))?;
-            let (ready, completed) = prepared.decided.map_err(|r| r.error())?;
+                .prepare_from(actor, record, &req, claim.clone())
+                .await?;
+            let (ready, completed) = match prepared.decided {
+                Ok(decided) => decided,
+                Err(refusal) => {
+                    return match self.prior(&scope, &req.request_id, &print).await? {
+                        Some(_) => self.task_and_instance(&req.task_id).await,
+                        None => Err(refusal.error()),
+                    };
+                }
+            };
             match self.write_ready(ready).await? {
                 Written::Done(done) => {
-                    tracing::info!(task = %task.id, outcome = %req.outcome, via = req.via.as_str(), "task completed");
+                    tracing::info!(task = %req.task_id, outcome = %req.outcome, via = req.via.as_str(), "task completed");
                     return Ok((completed, self.after_commit(done)));
                 }
-                Written::Claimed => return self.task_and_instance(&req.task_id).await,
+                Written::Claimed => {
+                    // Used meanwhile: the same request answers with its result, another is refused.
+                    self.prior(&scope, &req.request_id, &print).await?;
+                    return self.task_and_instance(&req.task_id).await;
+                }
                 Written::Stale => {
-                    tracing::debug!(task = %task.id, attempt, "instance changed after the decision; deciding again");
+                    tracing::debug!(task = %req.task_id, attempt, "instance changed after the decision; deciding again");
                 }
             }
         }
         Err(Error::Aborted(format!(
-            "process instance {} kept changing while task {} was being completed; send the same request again",
-            task.instance_id, task.id
+            "task {}'s process instance kept changing while the task was being completed; send the same request again",
+            req.task_id
         )))
     }
 
@@ -228,6 +238,19 @@ impl Workflow {
         let Some(record) = self.store.instance_record(instance_id).await? else {
             return Ok(None);
         };
+        self.prepare_from(actor, record, req, claim).await.map(Some)
+    }
+
+    /// Decides a completion from `record` (read before anything else of its instance).
+    async fn prepare_from(
+        &self,
+        actor: &Actor,
+        record: InstanceRecord,
+        req: &CompleteTask,
+        claim: Option<Claim>,
+    ) -> Result<Prepared> {
+        let instance_id = record.instance.id.clone();
+        let instance_id = instance_id.as_str();
         let graph = self
             .graph_of(
                 &record.instance.definition_key,
@@ -247,10 +270,10 @@ impl Workflow {
                     Some(task) if task.instance_id == instance_id => closed(&task),
                     _ => Error::not_found("task", &req.task_id),
                 };
-                return Ok(Some(Prepared {
+                return Ok(Prepared {
                     request,
                     decided: Err(refusal.into()),
-                }));
+                });
             }
         };
         let checked = (|| {
@@ -275,10 +298,10 @@ impl Workflow {
         let transition = match checked {
             Ok(transition) => transition,
             Err(e) => {
-                return Ok(Some(Prepared {
+                return Ok(Prepared {
                     request,
                     decided: Err(e.into()),
-                }));
+                });
             }
         };
         let now = self.now();
@@ -309,10 +332,10 @@ impl Workflow {
             now,
         };
         let ready = transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?;
-        Ok(Some(Prepared {
+        Ok(Prepared {
             request,
             decided: Ok((ready, completed)),
-        }))
+        })
     }
 
     async fn task_and_instance(&self, task_id: &str) -> Result<(Task, InstanceView)> {
