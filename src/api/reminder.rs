@@ -10,12 +10,12 @@ use super::{
     auth::actor,
     convert::timestamp,
     live_stream::{Live, LiveStream},
-    reminder_runs,
+    reminder_runs::{self, channel_from_pb, channel_pb},
 };
 use crate::{
     clock::Millis,
     error::{Error, Result},
-    model::{Channel, Message, MessageKind, ReminderType},
+    model::{Message, MessageKind, ReminderType},
     policy,
     proto::pb,
     store::{
@@ -34,28 +34,6 @@ pub(super) struct ReminderApi {
 impl ReminderApi {
     pub(super) fn new(workflow: Arc<Workflow>, shutdown: CancellationToken) -> Self {
         Self { workflow, shutdown }
-    }
-}
-
-pub(super) fn channel_pb(channel: Channel) -> pb::Channel {
-    match channel {
-        Channel::Inbox => pb::Channel::Inbox,
-        Channel::Email => pb::Channel::Email,
-        Channel::Sms => pb::Channel::Sms,
-    }
-}
-
-/// A wire channel; UNSPECIFIED and unknown numbers are refused naming `field`.
-pub(super) fn channel_from_pb(value: i32, field: &str) -> Result<Channel> {
-    match pb::Channel::try_from(value) {
-        Ok(pb::Channel::Inbox) => Ok(Channel::Inbox),
-        Ok(pb::Channel::Email) => Ok(Channel::Email),
-        Ok(pb::Channel::Sms) => Ok(Channel::Sms),
-        Ok(pb::Channel::Unspecified) => Err(Error::invalid(
-            field,
-            "CHANNEL_UNSPECIFIED is not a channel: use CHANNEL_INBOX, CHANNEL_EMAIL or CHANNEL_SMS",
-        )),
-        Err(_) => Err(Error::invalid(field, format!("unknown Channel {value}"))),
     }
 }
 

@@ -1,13 +1,14 @@
-//! ListReminders and RemindNow: the reminders themselves.
+//! ListReminders and RemindNow: the reminders themselves, and the wire form of a channel.
+//! `reminder.rs` (the service) calls in here; nothing here calls back.
 use tonic::{Request, Response, Status};
 
 use super::{
     auth::actor,
     convert::{self, timestamp},
-    reminder::{channel_from_pb, channel_pb},
 };
 use crate::{
-    error::Error,
+    error::{Error, Result},
+    model::Channel,
     policy,
     proto::pb,
     store::{PageRequest, reminders::ReminderFilter},
@@ -17,6 +18,28 @@ use crate::{
         reminders::{RemindNow, ReminderView},
     },
 };
+
+pub(super) fn channel_pb(channel: Channel) -> pb::Channel {
+    match channel {
+        Channel::Inbox => pb::Channel::Inbox,
+        Channel::Email => pb::Channel::Email,
+        Channel::Sms => pb::Channel::Sms,
+    }
+}
+
+/// A wire channel; UNSPECIFIED and unknown numbers are refused naming `field`.
+pub(super) fn channel_from_pb(value: i32, field: &str) -> Result<Channel> {
+    match pb::Channel::try_from(value) {
+        Ok(pb::Channel::Inbox) => Ok(Channel::Inbox),
+        Ok(pb::Channel::Email) => Ok(Channel::Email),
+        Ok(pb::Channel::Sms) => Ok(Channel::Sms),
+        Ok(pb::Channel::Unspecified) => Err(Error::invalid(
+            field,
+            "CHANNEL_UNSPECIFIED is not a channel: use CHANNEL_INBOX, CHANNEL_EMAIL or CHANNEL_SMS",
+        )),
+        Err(_) => Err(Error::invalid(field, format!("unknown Channel {value}"))),
+    }
+}
 
 fn reminder_pb(view: &ReminderView) -> pb::Reminder {
     let r = &view.reminder;
