@@ -141,26 +141,56 @@ impl OutboxWorker {
     }
 
     /// Claims due mail (lease 5 min) and sends up to `concurrency` at once; records each result.
-    /// Returns how many were attempted. Errs only when the claim itself fails; a failure to record
-    /// one outcome is logged (the lease then expires and the mail is tried again).
+    /// While a full batch is being sent, the next one is claimed, so the connections never wait
+    /// for a claim; a batch that comes back short ends the step. Returns how many were attempted.
+    /// Errs only when the first claim fails (a later one is logged and ends the step); a failure
+    /// to record an outcome is logged (the lease then expires and the mail is tried again).
     pub async fn run_once(&self) -> anyhow::Result<usize> {
-        let limit = (self.concurrency * BATCH_PER_SLOT) as i64;
-        let batch = self
-            .store
-            .claim_due_mail(self.clock.now(), LEASE_MS, limit)
-            .await?;
-        let attempted = batch.len();
-        let lease_left_until =
-            Instant::now() + Duration::from_millis(LEASE_MS as u64) - SEND_BUDGET;
-        // Sending and recording run side by side: the sends go on while a transaction commits,
-        // and the outcomes that arrive meanwhile are recorded together by the next one. With
-        // SQLite's full durability one fsync per mail, or sends that wait for each fsync, would
-        // cap delivery at a few hundred mails a second.
+        let limit = self.concurrency * BATCH_PER_SLOT;
+        let first = self.claim(limit).await?;
+        if first.is_empty() {
+            return Ok(0);
+        }
+        // Three parts side by side. Claiming: the queue holds one batch, so the next claim is
+        // made while the one before it is being sent. Sending: `concurrency` at once. Recording:
+        // the sends go on while a transaction commits, and the outcomes that arrive meanwhile are
+        // recorded together by the next one; with SQLite's full durability one fsync per mail,
+        // or sends that wait for each fsync, would cap delivery at a few hundred mails a second.
+        let (queue, queued) = tokio::sync::mpsc::channel::<(OutboxMail, Instant)>(limit);
         let (outcomes, mut recorded) = tokio::sync::mpsc::unbounded_channel();
+        let claiming = async move {
+            let mut batch = first;
+            let mut attempted = 0;
+            loop {
+                let full = batch.len() >= limit;
+                attempted += batch.len();
+                let start_before =
+                    Instant::now() + Duration::from_millis(LEASE_MS as u64) - SEND_BUDGET;
+                for mail in batch {
+                    if queue.send((mail, start_before)).await.is_err() {
+                        return attempted;
+                    }
+                }
+                if !full {
+                    return attempted;
+                }
+                batch = match self.claim(limit).await {
+                    Ok(batch) if !batch.is_empty() => batch,
+                    Ok(_) => return attempted,
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "claiming more mail failed; the next step tries again");
+                        return attempted;
+                    }
+                };
+            }
+        };
         let sending = async move {
+            let mails = futures_util::stream::unfold(queued, |mut queued| async move {
+                queued.recv().await.map(|mail| (mail, queued))
+            });
             let mut delivered = pin!(
-                futures_util::stream::iter(batch)
-                    .map(|mail| self.deliver(mail, lease_left_until))
+                mails
+                    .map(|(mail, start_before)| self.deliver(mail, start_before))
                     .buffer_unordered(self.concurrency)
             );
             while let Some(outcome) = delivered.next().await {
@@ -182,8 +212,17 @@ impl OutboxWorker {
                 chunk.clear();
             }
         };
-        tokio::join!(sending, recording);
+        let (attempted, (), ()) = tokio::join!(claiming, sending, recording);
         Ok(attempted)
+    }
+
+    /// Up to `limit` due mails, leased for [`LEASE_MS`].
+    async fn claim(&self, limit: usize) -> anyhow::Result<Vec<OutboxMail>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .store
+            .claim_due_mail(self.clock.now(), LEASE_MS, limit)
+            .await?)
     }
 
     /// One mail or SMS: send it and decide what to record (`None`: leave it to its lease).
@@ -453,6 +492,36 @@ mod tests {
         );
         assert_eq!(store.next_mail_due().await.unwrap(), None);
         assert_eq!(transport.0.lock().unwrap().len(), 4);
+    }
+
+    /// A full batch is followed by another claim in the same step, made while the first is
+    /// being sent; the short batch at the end stops it.
+    #[tokio::test]
+    async fn a_step_claims_again_while_its_batches_come_back_full() {
+        let start = 1_700_000_000_000;
+        let recipients: Vec<String> = (0..60).map(|i| format!("ok@x{i}.test")).collect();
+        let recipients: Vec<&str> = recipients.iter().map(String::as_str).collect();
+        let (_dir, store) = store_with(&recipients, start).await;
+        let transport = Arc::new(ByRecipient::default());
+        let worker = OutboxWorker::new(
+            store.clone(),
+            transport.clone(),
+            Arc::new(ManualClock::new(start)),
+            Arc::new(Notify::new()),
+            RetryPolicy::default(),
+            1,
+        );
+        assert_eq!(
+            worker.run_once().await.unwrap(),
+            60,
+            "25 + 25 + 10 in one step"
+        );
+        assert_eq!(transport.0.lock().unwrap().len(), 60, "each sent once");
+        for to in &recipients {
+            let row = row(&store, to).await;
+            assert_eq!((row.status, row.attempts), (OutboxStatus::Sent, 1), "{to}");
+        }
+        assert_eq!(worker.run_once().await.unwrap(), 0);
     }
 
     #[tokio::test]

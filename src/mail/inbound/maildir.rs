@@ -193,6 +193,47 @@ fn processed_name(name: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A pass hands out the files in name order; only those settled as handled move, with the
+    /// Seen flag, and the failed one is read again by the next pass.
+    #[tokio::test]
+    async fn handled_files_move_and_failed_ones_stay_for_the_next_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        let mut source = MaildirSource::new(inbox.clone(), "Processed");
+        source.begin_pass().await.unwrap();
+        for name in ["2.b.host", "1.a.host:2,R"] {
+            std::fs::write(
+                inbox.join("new").join(name),
+                format!("Subject: {name}\r\n\r\nx"),
+            )
+            .unwrap();
+        }
+        source.begin_pass().await.unwrap();
+        let batch = source.next_batch().await.unwrap().expect("a batch");
+        let origins: Vec<&str> = batch.iter().map(|f| f.origin.as_str()).collect();
+        assert!(
+            origins[0].ends_with("1.a.host:2,R") && origins[1].ends_with("2.b.host"),
+            "{origins:?}"
+        );
+        assert!(
+            matches!(&batch[1].content, Content::Mail(raw) if raw.starts_with(b"Subject: 2.b.host"))
+        );
+        source.settle(&[true, false]).await.unwrap();
+        assert!(source.next_batch().await.unwrap().is_none());
+        source.end_pass().await.unwrap();
+        assert!(inbox.join(".Processed/cur/1.a.host:2,RS").is_file());
+        assert!(inbox.join("new/2.b.host").is_file());
+
+        source.begin_pass().await.unwrap();
+        let again = source
+            .next_batch()
+            .await
+            .unwrap()
+            .expect("the failed file again");
+        assert_eq!(again.len(), 1);
+        assert!(again[0].origin.ends_with("2.b.host"));
+    }
+
     #[test]
     fn processed_files_are_flagged_seen() {
         assert_eq!(processed_name("1.2.host"), "1.2.host:2,S");
