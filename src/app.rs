@@ -11,8 +11,8 @@ use crate::{
     api,
     clock::Clock,
     config::Settings,
-    mail::{compose::Templates, transport},
-    sms::HttpSmsGateway,
+    delivery::{self, sms::HttpSmsGateway},
+    mail::{compose::Templates, reply::InboundAuth},
     store::{ConnectOptions, Store},
     workers::{
         inbound::{InboundSource, InboundWorker},
@@ -39,6 +39,22 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        // The edges first, each from its own keys: a key that does not parse stops the start
+        // before the database is touched.
+        let ca_file = settings.mail.ca_file.as_deref().map(std::path::Path::new);
+        let transport = delivery::from_url(
+            settings.mail.outbound.expose(),
+            ca_file,
+            settings.mail.pool_size,
+        )
+        .context("mail.outbound")?;
+        let sms_gateway = HttpSmsGateway::from_settings(&settings.sms, ca_file)?;
+        let inbound_source =
+            InboundSource::from_url(settings.mail.inbound.expose()).context("mail.inbound")?;
+        InboundAuth::from_settings(
+            settings.mail.authserv_id.as_deref(),
+            &settings.mail.require_auth,
+        )?;
         let store = open_store(settings).await?;
         // A template that does not render stops the start here, naming the template: never a
         // broken mail later.
@@ -57,20 +73,10 @@ impl Application {
         )
         .await?;
         let mailer = Arc::new(Mailer::new(templates, keys, &settings.mail)?);
-        let transport = transport::from_url(
-            settings.mail.outbound.expose(),
-            settings.mail.ca_file.as_deref().map(std::path::Path::new),
-            settings.mail.pool_size,
-        )
-        .context("mail.outbound")?;
         let policy = RetryPolicy {
             max_attempts: i64::from(settings.mail.max_attempts),
             ..RetryPolicy::default()
         };
-        let sms_gateway = HttpSmsGateway::from_settings(
-            &settings.sms,
-            settings.mail.ca_file.as_deref().map(std::path::Path::new),
-        )?;
         let outbox = OutboxWorker::new(
             store.clone(),
             transport,
@@ -86,8 +92,6 @@ impl Application {
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
         let addr = listener.local_addr()?;
-        let inbound_source =
-            InboundSource::from_url(settings.mail.inbound.expose()).context("mail.inbound")?;
         let manual_interval_ms =
             crate::duration::Duration::parse(&settings.reminders.manual_interval)
                 .map_err(|e| anyhow::anyhow!("reminders.manual_interval: {e}"))?

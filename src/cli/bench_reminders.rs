@@ -129,7 +129,7 @@ async fn measure(args: &BenchRemindersArgs, dir: &std::path::Path) -> anyhow::Re
 
     let scheduler = ReminderScheduler::new(workflow.clone(), "* * * * * *", args.batch)?;
     let started = Instant::now();
-    let report = scheduler.tick().await?;
+    let report = scheduler.run_once().await?;
     let took = started.elapsed();
     let fired_per_s = report.reminded as f64 / took.as_secs_f64().max(1e-9);
     let messages: i64 = sqlx::query_scalar::<sqlx::Any, i64>("SELECT COUNT(*) FROM messages")

@@ -1,8 +1,8 @@
-//! Email approval: reply tokens, composing approval mail, delivering it.
+//! Email approval: reply tokens, composing approval mail, reading replies (delivering it:
+//! [`crate::delivery`]).
 pub mod answer;
 pub mod compose;
+pub mod inbound;
 pub mod reply;
-mod smtp_tls;
 pub mod token;
 pub mod transport;
-pub mod trust;

@@ -34,7 +34,7 @@ impl ReminderScheduler {
     }
 
     /// One tick: batches until nothing more is due. Skipped (zero report) while another runs.
-    pub async fn tick(&self) -> anyhow::Result<FireReport> {
+    pub async fn run_once(&self) -> anyhow::Result<FireReport> {
         let Ok(_running) = self.running.try_lock() else {
             return Ok(FireReport::default());
         };
@@ -72,7 +72,7 @@ impl ReminderScheduler {
         let job = Job::new_async(self.schedule.as_str(), move |_, _| {
             let this = this.clone();
             Box::pin(async move {
-                if let Err(e) = this.tick().await {
+                if let Err(e) = this.run_once().await {
                     tracing::error!(error = %format!("{e:#}"), "reminder tick failed; retried at the next tick");
                 }
             })

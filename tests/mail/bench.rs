@@ -16,7 +16,7 @@ use std::{
 use futures_util::StreamExt;
 use replyflow::{
     clock::{Clock, SystemClock},
-    mail::transport::{self, MailTransport},
+    delivery::{self, Transport},
     model::OutboxStatus,
     store::ConnectOptions,
     workers::outbox::{OutboxWorker, RetryPolicy},
@@ -149,7 +149,7 @@ async fn worker_run(mails: usize, port: u16, concurrency: usize, sync_full: bool
         );
     }
     tx.commit().await.unwrap();
-    let transport = transport::from_url(
+    let transport = delivery::from_url(
         &format!("smtp://127.0.0.1:{port}?tls=none"),
         None,
         concurrency as u32,
@@ -175,7 +175,7 @@ async fn worker_run(mails: usize, port: u16, concurrency: usize, sync_full: bool
 
 /// The transport alone (no database): what the pool and lettre cost.
 async fn transport_run(mails: usize, port: u16, concurrency: usize) -> Duration {
-    let transport: Arc<dyn MailTransport> = transport::from_url(
+    let transport: Arc<dyn Transport> = delivery::from_url(
         &format!("smtp://127.0.0.1:{port}?tls=none"),
         None,
         concurrency as u32,

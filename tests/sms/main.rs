@@ -14,8 +14,11 @@ use std::{
 use replyflow::{
     clock::{Clock, ManualClock, Millis},
     config::{Secret, SmsSettings},
+    delivery::{
+        Transport,
+        sms::{HttpSmsGateway, OUTBOX_KIND},
+    },
     model::{OutboxMail, OutboxStatus},
-    sms::{HttpSmsGateway, OUTBOX_KIND, SmsGateway},
     store::{ConnectOptions, Store},
     workers::outbox::{OutboxWorker, RetryPolicy},
 };
@@ -195,7 +198,7 @@ fn sms_settings(url: &str, headers: &str, timeout: &str) -> SmsSettings {
     }
 }
 
-fn gateway(settings: &SmsSettings, ca_file: Option<&Path>) -> Option<Arc<dyn SmsGateway>> {
+fn gateway(settings: &SmsSettings, ca_file: Option<&Path>) -> Option<Arc<dyn Transport>> {
     HttpSmsGateway::from_settings(settings, ca_file).expect("valid sms settings")
 }
 
@@ -208,7 +211,7 @@ struct Outbox {
 }
 
 impl Outbox {
-    async fn new(sms: Option<Arc<dyn SmsGateway>>) -> Self {
+    async fn new(sms: Option<Arc<dyn Transport>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::connect(&url, &ConnectOptions::default())
@@ -216,7 +219,7 @@ impl Outbox {
             .unwrap();
         store.migrate().await.unwrap();
         let clock = Arc::new(ManualClock::new(START));
-        let mail = replyflow::mail::transport::from_url(
+        let mail = replyflow::delivery::from_url(
             &format!("file:{}", dir.path().join("mail").display()),
             None,
             1,

@@ -23,7 +23,7 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-use super::transport::SendError;
+use super::SendError;
 
 /// Our rustls client for one SMTP server: the mail trust of [`super::trust::client_config`].
 pub(crate) struct TlsClient {

@@ -1,6 +1,8 @@
-//! Whom the mail code trusts over TLS (SMTP out, IMAP in): one store for all mail traffic, the
-//! system's CA bundle plus `mail.ca_file`, and one rule on top of it: a certificate in
-//! `mail.ca_file` is trusted **as itself** (pinned) when a server presents exactly it.
+//! Whom replyflow trusts over TLS as a client (SMTP and SMS out, IMAP in): the one home of its
+//! roots. Mail traffic has one store, the system's CA bundle plus `mail.ca_file`
+//! ([`tls_roots`]), and one rule on top of it: a certificate in `mail.ca_file` is trusted **as
+//! itself** (pinned) when a server presents exactly it. The SMS gateway adds webpki's bundled
+//! roots ([`public_roots`]).
 //!
 //! Why the pinning: many internal mail servers present a self-signed certificate that carries
 //! `CA:TRUE` (the default of `openssl req -x509` and of several appliances). Put in `mail.ca_file`,
@@ -136,6 +138,22 @@ impl ServerCertVerifier for PinnedOrWebPki {
 pub fn tls_roots(ca_file: Option<&Path>) -> anyhow::Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(trusted_roots(ca_file)?);
+    Ok(roots)
+}
+
+/// The roots for a peer outside the mail system (the SMS gateway, often a public service):
+/// webpki's bundled roots, so that a public gateway works on a machine without a CA bundle, plus
+/// those of [`tls_roots`]. A `ca_file` that cannot be used is an error; a machine without a
+/// system bundle is not.
+pub fn public_roots(ca_file: Option<&Path>) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    match tls_roots(ca_file) {
+        Ok(more) => roots.roots.extend(more.roots),
+        Err(e) if ca_file.is_some() => return Err(e),
+        Err(_) => {}
+    }
     Ok(roots)
 }
 

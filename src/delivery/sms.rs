@@ -47,7 +47,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
-use crate::{config::SmsSettings, mail::transport::SendError};
+use super::{SendError, Transport};
+use crate::config::SmsSettings;
 
 /// The outbox `kind` of an SMS; every other kind is mail. Equal to `Channel::Sms.as_str()`.
 pub const OUTBOX_KIND: crate::model::OutboxKind = crate::model::OutboxKind::Sms;
@@ -75,14 +76,6 @@ const RESERVED_HEADERS: &[&str] = &[
     "connection",
     "idempotency-key",
 ];
-
-/// Sends one SMS. Implementations: [`HttpSmsGateway`]; tests may add fakes.
-#[tonic::async_trait]
-pub trait SmsGateway: Send + Sync + fmt::Debug {
-    /// Sends `text` to the phone number `to`; Ok(the gateway's answer, e.g. "201 Created, id
-    /// SM123"). `idempotency_key` is the same for every attempt of one message.
-    async fn send(&self, to: &str, text: &str, idempotency_key: &str) -> Result<String, SendError>;
-}
 
 // ------------------------------------------------------------------------------ configuration
 
@@ -341,7 +334,7 @@ impl HttpSmsGateway {
     pub fn from_settings(
         settings: &SmsSettings,
         ca_file: Option<&Path>,
-    ) -> anyhow::Result<Option<Arc<dyn SmsGateway>>> {
+    ) -> anyhow::Result<Option<Arc<dyn Transport>>> {
         let Some(config) = GatewayConfig::from_settings(settings)? else {
             return Ok(None);
         };
@@ -423,8 +416,17 @@ impl HttpSmsGateway {
 }
 
 #[tonic::async_trait]
-impl SmsGateway for HttpSmsGateway {
-    async fn send(&self, to: &str, text: &str, idempotency_key: &str) -> Result<String, SendError> {
+impl Transport for HttpSmsGateway {
+    /// `from` is unused (the gateway knows its sender); `id` is the `Idempotency-Key`.
+    async fn send(
+        &self,
+        _from: &str,
+        to: &str,
+        idempotency_key: &str,
+        text: &[u8],
+    ) -> Result<String, SendError> {
+        let text = std::str::from_utf8(text)
+            .map_err(|_| SendError::Permanent("the SMS text is not UTF-8".into()))?;
         if to.trim().is_empty() {
             return Err(SendError::Permanent(
                 "no phone number to send the SMS to".into(),
@@ -517,18 +519,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The trust store for an https gateway: webpki's roots (so a public gateway works on a machine
-/// without a CA bundle), the system bundle, and `mail.ca_file` (a private gateway's CA).
+/// The TLS client for an https gateway, over [`super::trust::public_roots`].
 fn tls_connector(ca_file: Option<&Path>) -> anyhow::Result<TlsConnector> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    match crate::mail::transport::tls_roots(ca_file) {
-        Ok(more) => roots.roots.extend(more.roots),
-        // A broken ca_file is an error; a machine without a CA bundle still has webpki's.
-        Err(e) if ca_file.is_some() => return Err(e.context("sms.gateway_url (https)")),
-        Err(_) => {}
-    }
+    let roots = super::trust::public_roots(ca_file).context("sms.gateway_url (https)")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -924,7 +917,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let e = gateway.send("+8613800000000", "hi", "id-1").await;
+        let e = gateway.send("", "+8613800000000", "id-1", b"hi").await;
         let Err(SendError::Transient(e)) = e else {
             panic!("expected a transient failure, got {e:?}");
         };
@@ -939,10 +932,64 @@ mod tests {
     async fn an_empty_phone_number_fails_permanently_without_a_request() {
         let gateway = HttpSmsGateway::new(config("http://127.0.0.1:9/"), None).unwrap();
         assert_eq!(
-            gateway.send(" ", "hi", "id-1").await,
+            gateway.send("", " ", "id-1", b"hi").await,
             Err(SendError::Permanent(
                 "no phone number to send the SMS to".into()
             ))
         );
+    }
+
+    #[tokio::test]
+    async fn a_text_that_is_not_utf8_fails_permanently_without_a_request() {
+        let gateway = HttpSmsGateway::new(config("http://127.0.0.1:9/"), None).unwrap();
+        assert_eq!(
+            gateway.send("", "+15550199", "id-1", &[0xff, 0xfe]).await,
+            Err(SendError::Permanent("the SMS text is not UTF-8".into()))
+        );
+    }
+
+    /// The settings as `replyflow serve` reads them (file and environment), built here: errors
+    /// name the key and never show a secret.
+    #[test]
+    fn settings_from_the_environment_are_checked_without_printing_secrets() {
+        let load = |pairs: &[(&str, &str)]| {
+            let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            let settings = crate::config::Settings::load_from(None, env).unwrap();
+            GatewayConfig::from_settings(&settings.sms)
+        };
+        let ok = load(&[
+            (
+                "REPLYFLOW_SMS_GATEWAY_URL",
+                "https://u:hunter2@sms.example.com/send",
+            ),
+            ("REPLYFLOW_SMS_HEADERS", "X-Api-Key: k3y\nX-Tenant: oa"),
+            ("REPLYFLOW_SMS_TIMEOUT", "PT5S"),
+        ])
+        .unwrap()
+        .unwrap();
+        let shown = format!("{ok:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        for (key, value, expected) in [
+            (
+                "REPLYFLOW_SMS_GATEWAY_URL",
+                "ftp://u:hunter2@h/",
+                "sms.gateway_url",
+            ),
+            (
+                "REPLYFLOW_SMS_HEADERS",
+                "X-Api-Key hunter2",
+                "sms.headers: line 1",
+            ),
+            ("REPLYFLOW_SMS_BODY_TEMPLATE", "{{ to", "sms.body_template"),
+            ("REPLYFLOW_SMS_TIMEOUT", "PT0S", "sms.timeout"),
+            ("REPLYFLOW_SMS_TIMEOUT", "ten seconds", "sms.timeout"),
+        ] {
+            let text = format!("{:#}", load(&[(key, value)]).unwrap_err());
+            assert!(text.starts_with(expected), "{key}={value}: {text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
     }
 }
