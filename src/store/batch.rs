@@ -74,6 +74,8 @@ impl From<i64> for Arg {
 struct Part {
     /// The statement with its own `$1…$n` numbering.
     sql: String,
+    /// PostgreSQL's spelling of the statement, where it differs.
+    postgres_sql: Option<String>,
     args: Vec<Arg>,
     /// Returns rows of one text column `g` (RETURNING … AS g, or SELECT … AS g).
     guard: bool,
@@ -115,6 +117,22 @@ impl Batch {
     pub fn exec(&mut self, sql: impl Into<String>, args: Vec<Arg>) {
         self.parts.push(Part {
             sql: sql.into(),
+            postgres_sql: None,
+            args,
+            guard: false,
+        });
+    }
+
+    /// A write spelled differently on PostgreSQL (same values, same numbering).
+    pub fn exec_per_backend(
+        &mut self,
+        sqlite_sql: impl Into<String>,
+        postgres_sql: impl Into<String>,
+        args: Vec<Arg>,
+    ) {
+        self.parts.push(Part {
+            sql: sqlite_sql.into(),
+            postgres_sql: Some(postgres_sql.into()),
             args,
             guard: false,
         });
@@ -124,6 +142,7 @@ impl Batch {
     pub fn guard(&mut self, sql: impl Into<String>, args: Vec<Arg>) {
         self.parts.push(Part {
             sql: sql.into(),
+            postgres_sql: None,
             args,
             guard: true,
         });
@@ -188,7 +207,11 @@ fn render(parts: &[Part], backend: Backend) -> String {
     let mut offset = 0;
     let mut statements = Vec::with_capacity(parts.len());
     for part in parts {
-        statements.push(renumber(&part.sql, offset));
+        let sql = match (backend, &part.postgres_sql) {
+            (Backend::Postgres, Some(sql)) => sql,
+            _ => &part.sql,
+        };
+        statements.push(renumber(sql, offset));
         offset += part.args.len();
     }
     match backend {

@@ -218,11 +218,19 @@ impl Batch {
             ),
             std::iter::once(reason.into()).chain(ids.clone()).collect(),
         );
-        self.exec(
+        // PostgreSQL: a row the outbox worker holds (it is being sent or recorded right now) is
+        // left to it — sent wins — instead of waiting for that worker while this group
+        // commit's other locks make it wait for us (a deadlock, broken after a second).
+        let list = placeholders(1, ids.len());
+        self.exec_per_backend(
             format!(
                 "UPDATE outbox SET status = 'cancelled' WHERE status IN ('queued', 'temp_failed') \
-                 AND context_id IN ({})",
-                placeholders(1, ids.len())
+                 AND context_id IN ({list})"
+            ),
+            format!(
+                "UPDATE outbox SET status = 'cancelled' WHERE id IN (SELECT id FROM outbox \
+                 WHERE status IN ('queued', 'temp_failed') AND context_id IN ({list}) \
+                 FOR UPDATE SKIP LOCKED)"
             ),
             ids,
         );
