@@ -73,20 +73,15 @@ impl Store {
     /// How many times it has failed so far.
     pub async fn note_inbound_failure(&self, sha256: &str, error: &str, now: i64) -> Result<i64> {
         let error: String = error.chars().take(2000).collect();
-        sqlx::query::<Any>(
+        let attempts = sqlx::query_scalar::<Any, i64>(
             "INSERT INTO inbound_failures (sha256, attempts, last_error, first_at, last_at) \
              VALUES ($1, 1, $2, $3, $3) ON CONFLICT (sha256) DO UPDATE SET \
-             attempts = inbound_failures.attempts + 1, last_error = excluded.last_error, last_at = excluded.last_at",
+             attempts = inbound_failures.attempts + 1, last_error = excluded.last_error, last_at = excluded.last_at \
+             RETURNING attempts",
         )
         .bind(sha256)
         .bind(&error)
         .bind(now)
-        .execute(&self.pool)
-        .await?;
-        let attempts = sqlx::query_scalar::<Any, i64>(
-            "SELECT attempts FROM inbound_failures WHERE sha256 = $1",
-        )
-        .bind(sha256)
         .fetch_one(&self.pool)
         .await?;
         Ok(attempts)
