@@ -30,6 +30,9 @@ const STALE_RETRIES: usize = 3;
 /// chunk (see `judge`), while the writes of the chunk before go on.
 const JUDGED_TOGETHER: usize = 32;
 
+/// The first chunk of a batch: the writes wait for it.
+const JUDGED_FIRST: usize = 4;
+
 /// At most this many mails per transaction: a PostgreSQL backend caches 64 subtransaction ids,
 /// one per written savepoint; beyond that every snapshot in the database gets slower.
 const MAX_MAILS_PER_TRANSACTION: usize = 50;
@@ -127,13 +130,17 @@ impl Workflow {
         let (plans_tx, mut plans_rx) =
             tokio::sync::mpsc::channel::<(usize, Result<Plan>)>(JUDGED_TOGETHER);
         let judging = async {
-            for chunk in mails.chunks(JUDGED_TOGETHER) {
+            // Small chunks first, so that the writes start soon; larger ones once they run.
+            let (mut start, mut size) = (0, JUDGED_FIRST);
+            while start < mails.len() {
+                let end = (start + size).min(mails.len());
                 let since = committed.load(Ordering::Acquire);
-                for plan in self.judge_chunk(chunk).await {
+                for plan in self.judge_chunk(&mails[start..end]).await {
                     if plans_tx.send((since, plan)).await.is_err() {
                         return;
                     }
                 }
+                (start, size) = (end, (size * 2).min(JUDGED_TOGETHER));
             }
         };
         let writing = async {
