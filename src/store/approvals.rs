@@ -129,6 +129,34 @@ impl Store {
         row.as_ref().map(context).transpose()
     }
 
+    /// The contexts with these ids (those that exist), by id: one query per
+    /// [`super::MAX_IN_LIST`] ids, on one connection.
+    pub async fn approval_contexts(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, ApprovalContext>> {
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let mut conn = self.pool.acquire().await?;
+        for chunk in ids.chunks(super::MAX_IN_LIST) {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM approval_contexts WHERE id IN ({})",
+                super::placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let c = context(&row)?;
+                found.insert(c.id.clone(), c);
+            }
+        }
+        Ok(found)
+    }
+
     /// The newest context of a task (a reassigned task gets a new one).
     pub async fn approval_for_task(&self, task_id: &str) -> Result<Option<ApprovalContext>> {
         let row = sqlx::query::<Any>(AssertSqlSafe(format!(

@@ -1,14 +1,18 @@
 //! The inbound log: one row per received mail with its verdict, and the claims that make a reply
 //! count once (by Message-ID and by content hash).
+use std::collections::HashMap;
+
 use sqlx::{Any, AssertSqlSafe, Row, any::AnyRow};
 
 use super::{
-    Store, Tx,
+    MAX_IN_LIST, Store, Tx,
     paging::{Filter, Order, PageRequest},
+    placeholders,
+    rows::{self, TASK_COLUMNS, USER_COLUMNS},
 };
 use crate::{
     error::{Error, Result},
-    model::{InboundEmail, Page, Verdict},
+    model::{InboundEmail, Page, Task, User, Verdict},
 };
 
 const COLUMNS: &str = "id, message_id, sha256, sender, subject, transport, size_bytes, task_id, \
@@ -69,23 +73,81 @@ impl Store {
     /// How many times it has failed so far.
     pub async fn note_inbound_failure(&self, sha256: &str, error: &str, now: i64) -> Result<i64> {
         let error: String = error.chars().take(2000).collect();
-        sqlx::query::<Any>(
+        let attempts = sqlx::query_scalar::<Any, i64>(
             "INSERT INTO inbound_failures (sha256, attempts, last_error, first_at, last_at) \
              VALUES ($1, 1, $2, $3, $3) ON CONFLICT (sha256) DO UPDATE SET \
-             attempts = inbound_failures.attempts + 1, last_error = excluded.last_error, last_at = excluded.last_at",
+             attempts = inbound_failures.attempts + 1, last_error = excluded.last_error, last_at = excluded.last_at \
+             RETURNING attempts",
         )
         .bind(sha256)
         .bind(&error)
         .bind(now)
-        .execute(&self.pool)
-        .await?;
-        let attempts = sqlx::query_scalar::<Any, i64>(
-            "SELECT attempts FROM inbound_failures WHERE sha256 = $1",
-        )
-        .bind(sha256)
         .fetch_one(&self.pool)
         .await?;
         Ok(attempts)
+    }
+}
+
+impl Store {
+    /// The tasks with these ids (those that exist), by id: what a batch of replies is about.
+    pub async fn tasks_by_ids(&self, ids: &[String]) -> Result<HashMap<String, Task>> {
+        let mut found = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let mut conn = self.pool.acquire().await?;
+        for chunk in ids.chunks(MAX_IN_LIST) {
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let task = rows::task(&row)?;
+                found.insert(task.id.clone(), task);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The registered user of each address (an address or an alias, lower case), `None` for an
+    /// address nobody has: the senders of a batch of received mail, each one looked up.
+    pub async fn users_by_addresses(
+        &self,
+        addresses: &[String],
+    ) -> Result<HashMap<String, Option<User>>> {
+        let mut found: HashMap<String, Option<User>> = addresses
+            .iter()
+            .map(|address| (address.to_lowercase(), None))
+            .collect();
+        if addresses.is_empty() {
+            return Ok(found);
+        }
+        let columns = USER_COLUMNS
+            .split(", ")
+            .map(|c| format!("u.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut conn = self.pool.acquire().await?;
+        for chunk in addresses.chunks(MAX_IN_LIST) {
+            let sql = format!(
+                "SELECT e.address AS rf_address, {columns} FROM user_emails e \
+                 JOIN users u ON u.id = e.user_id WHERE e.address IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query::<Any>(AssertSqlSafe(sql));
+            for address in chunk {
+                query = query.bind(address.to_lowercase());
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let address: String = row.try_get("rf_address")?;
+                found.insert(address, Some(rows::user(&row)?));
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -121,21 +183,59 @@ impl Tx {
 
     /// Claims a key (Message-ID or content hash) for `inbound_id`; the id that holds it otherwise.
     pub async fn claim_inbound(&mut self, key: &str, inbound_id: &str) -> Result<Option<String>> {
-        let done = sqlx::query::<Any>(
-            "INSERT INTO inbound_seen (key, inbound_id) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(inbound_id)
-        .execute(&mut *self.inner)
-        .await?;
-        if done.rows_affected() == 1 {
+        self.claim_inbound_keys(&[key], inbound_id).await
+    }
+
+    /// Claims every key for `inbound_id` in one statement when none is held (the usual case).
+    /// Otherwise the id holding the first held key, in the order given, and none of the keys is
+    /// left claimed by `inbound_id` — as if they had been claimed one by one, in order, stopping
+    /// at the first held.
+    pub async fn claim_inbound_keys(
+        &mut self,
+        keys: &[&str],
+        inbound_id: &str,
+    ) -> Result<Option<String>> {
+        if keys.is_empty() {
             return Ok(None);
         }
+        let sql = format!(
+            "INSERT INTO inbound_seen (key, inbound_id) VALUES {} \
+             ON CONFLICT (key) DO NOTHING RETURNING key",
+            (0..keys.len())
+                .map(|i| format!("(${}, ${})", i + 2, 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut query = sqlx::query_scalar::<Any, String>(AssertSqlSafe(sql)).bind(inbound_id);
+        for key in keys {
+            query = query.bind(*key);
+        }
+        let claimed = query.fetch_all(&mut *self.inner).await?;
+        let Some(held) = keys.iter().find(|k| !claimed.iter().any(|c| c == *k)) else {
+            return Ok(None);
+        };
         let holder =
             sqlx::query_scalar::<Any, String>("SELECT inbound_id FROM inbound_seen WHERE key = $1")
-                .bind(key)
+                .bind(*held)
                 .fetch_one(&mut *self.inner)
                 .await?;
+        let position = keys.iter().position(|k| k == held).unwrap_or(0);
+        // What a one-by-one claim stopping at `held` would not have claimed.
+        let after: Vec<&&str> = keys[position + 1..]
+            .iter()
+            .filter(|k| claimed.iter().any(|c| c == **k))
+            .collect();
+        if !after.is_empty() {
+            let sql = format!(
+                "DELETE FROM inbound_seen WHERE inbound_id = $1 AND key IN ({})",
+                placeholders(2, after.len())
+            );
+            let mut query = sqlx::query::<Any>(AssertSqlSafe(sql)).bind(inbound_id);
+            for key in after {
+                query = query.bind(*key);
+            }
+            query.execute(&mut *self.inner).await?;
+        }
         Ok(Some(holder))
     }
 

@@ -201,6 +201,10 @@ impl Store {
     }
 }
 
+/// At most this many values in one `IN (…)` list of a batched read (SQLite allows 32,766 bound
+/// parameters, PostgreSQL 65,535): longer lists are read in several statements.
+pub(super) const MAX_IN_LIST: usize = 500;
+
 /// `$first, $first+1, …` for `n` parameters (an IN list, or one VALUES row).
 pub(super) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)

@@ -868,3 +868,63 @@ async fn replies_with_malformed_mime_parts_get_a_verdict_not_a_panic() {
     assert_eq!(applied.verdict, pb::Verdict::Applied as i32, "{applied:?}");
     app.stop().await;
 }
+
+/// The answer budgets hold inside one batch too (they are counted once per transaction, then in
+/// memory): mary's vague replies are answered until her hourly budget is spent, and the answer of
+/// a reply that failed and was undone is not counted against her.
+#[tokio::test]
+async fn in_one_batch_a_senders_answers_stop_at_her_budget_and_an_undone_answer_does_not_count() {
+    let app = spawn_app_with(|s| s.mail.answers_per_sender_per_hour = 2).await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let instance = app.start("expense", expense_vars(20000)).await;
+    let original = approval_mail(&app).await;
+    refuse_inbound_rows_mentioning_boom(&app).await;
+
+    let vague = |id: &str| reply("mary@example.com", &original, "let me think", id);
+    let mails = [
+        vague("<v1@x>"),
+        vague("<boom@x>"),
+        vague("<v2@x>"),
+        vague("<v3@x>"),
+    ];
+    let batch: Vec<ReceivedMail<'_>> = mails
+        .iter()
+        .map(|raw| ReceivedMail {
+            raw,
+            delivered_to: None,
+            transport: "rpc",
+        })
+        .collect();
+    let results = app.server_workflow.ingest_batch(&batch).await;
+
+    let answered: Vec<Option<(Verdict, bool)>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|m| (m.verdict, m.answered)))
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            Some((Verdict::NoDecision, true)),
+            None,
+            Some((Verdict::NoDecision, true)),
+            Some((Verdict::NoDecision, false)),
+        ],
+        "{results:?}"
+    );
+    // And the next batch reads the budget as the first one left it.
+    let later = app
+        .server_workflow
+        .ingest(&vague("<v4@x>"), None, "rpc")
+        .await
+        .expect("ingested");
+    assert_eq!(
+        (later.verdict, later.answered),
+        (Verdict::NoDecision, false)
+    );
+    assert_eq!(
+        app.instance(&instance.id).await.open_tasks[0].activity_id,
+        "manager_approval"
+    );
+    app.stop().await;
+}

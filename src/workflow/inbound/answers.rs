@@ -4,6 +4,15 @@
 //! `mail.answers_per_hour`), so that a flood of forged mail gets silence. An answer that cannot
 //! be written (an address the composer refuses) is skipped, never an error: the mail keeps its
 //! verdict.
+//!
+//! The budgets are counted once per sender and batch transaction, then kept up to date in memory
+//! as the batch queues answers (a backlog of replies from a few approvers would otherwise count
+//! the hour's answers twice per mail). A count read at the start of a batch may still include
+//! an answer that left the hour while the batch ran (the batch errs on the side of silence), and
+//! on PostgreSQL it does not see answers another server commits meanwhile (at most one batch,
+//! [`super::batch`]'s size, over the budget).
+use std::collections::HashMap;
+
 use crate::{
     engine::definition::NodeKind,
     error::Result,
@@ -21,15 +30,38 @@ pub(super) struct AnswerFacts {
     pub(super) task: Option<Task>,
 }
 
+/// The answers of the last hour as the open transaction sees them: read when first needed, then
+/// counted up as mails that queued one are kept ([`AnswerCounts::add`]). A sender not read yet
+/// has no entry: reading it later includes what the transaction queued.
+#[derive(Debug, Default)]
+pub(super) struct AnswerCounts {
+    total: Option<i64>,
+    per_sender: HashMap<String, i64>,
+}
+
+impl AnswerCounts {
+    /// One more answer to `sender` was kept in the transaction.
+    pub(super) fn add(&mut self, sender: &str) {
+        if let Some(total) = &mut self.total {
+            *total += 1;
+        }
+        if let Some(count) = self.per_sender.get_mut(sender) {
+            *count += 1;
+        }
+    }
+}
+
 impl Workflow {
     /// Queues the polite answer to a received mail in `tx`, unless the mail is a robot's (never
     /// answered), a copy, its sender is not a registered user (by address or alias: forged
     /// senders get nothing), its address cannot be mailed, or the answer budget is spent (per
-    /// sender, and for everyone together: a flood gets silence). Whether it queued one. Never
-    /// an error for the answer itself: a mail that cannot be answered is still judged.
+    /// sender, and for everyone together: a flood gets silence). Whether it queued one; once the
+    /// mail is kept, its caller adds it to `counts`. Never an error for the answer itself: a
+    /// mail that cannot be answered is still judged.
     pub(super) async fn answer(
         &self,
         tx: &mut Tx,
+        counts: &mut AnswerCounts,
         record: &InboundEmail,
         facts: &AnswerFacts,
         now: i64,
@@ -59,12 +91,24 @@ impl Workflow {
         }
         let limits = self.mailer.inbound_limits();
         let hour_ago = now - 3_600_000;
-        if tx.recent_answers(&sender, hour_ago).await? >= limits.answers_per_sender_per_hour {
-            tracing::warn!(inbound = %record.id, "not answering: too many answers to this sender in the last hour (mail.answers_per_sender_per_hour)");
+        // The budget of everyone together first: once it is spent (a flood), no sender's own
+        // count needs reading.
+        let total = match counts.total {
+            Some(total) => total,
+            None => tx.recent_answers_total(hour_ago).await?,
+        };
+        counts.total = Some(total);
+        if total >= limits.answers_per_hour {
+            tracing::warn!(inbound = %record.id, "not answering: the answer budget of the last hour is spent (mail.answers_per_hour)");
             return Ok(false);
         }
-        if tx.recent_answers_total(hour_ago).await? >= limits.answers_per_hour {
-            tracing::warn!(inbound = %record.id, "not answering: the answer budget of the last hour is spent (mail.answers_per_hour)");
+        let to_sender = match counts.per_sender.get(&sender) {
+            Some(&to_sender) => to_sender,
+            None => tx.recent_answers(&sender, hour_ago).await?,
+        };
+        counts.per_sender.insert(sender.clone(), to_sender);
+        if to_sender >= limits.answers_per_sender_per_hour {
+            tracing::warn!(inbound = %record.id, "not answering: too many answers to this sender in the last hour (mail.answers_per_sender_per_hour)");
             return Ok(false);
         }
         let locale = facts.locale.clone();
@@ -130,34 +174,6 @@ impl Workflow {
         };
         tx.insert_outbox(&outbox).await?;
         Ok(true)
-    }
-}
-
-impl Workflow {
-    /// What an answer to `record` needs to read: its sender's locale and its task (`task` when
-    /// the checks read it already). Nothing for mail that is never answered.
-    pub(super) async fn answer_facts(
-        &self,
-        record: &InboundEmail,
-        task: Option<Task>,
-    ) -> Result<AnswerFacts> {
-        let sender = record.sender.to_lowercase();
-        if !sender.contains('@') {
-            return Ok(AnswerFacts::default());
-        }
-        let user = self.store.user_by_address(&sender).await?;
-        let registered = user.is_some();
-        let locale = user.map(|u| u.locale).unwrap_or_default();
-        let task = match task {
-            Some(task) => Some(task),
-            None if !record.task_id.is_empty() => self.task(&record.task_id).await.ok(),
-            None => None,
-        };
-        Ok(AnswerFacts {
-            registered,
-            locale,
-            task,
-        })
     }
 }
 
