@@ -255,7 +255,7 @@ impl Workflow {
     }
 
     /// After a transition committed: tell watchers and the outbox worker; the caller's answer.
-    pub(super) fn after_commit(&self, done: Done) -> InstanceView {
+    pub(super) fn after_commit(&self, done: Box<Done>) -> InstanceView {
         self.publish(done.published);
         if done.queued_mail {
             self.mailer.wake().notify_one();

@@ -103,7 +103,7 @@ pub(super) struct Ready {
 /// What writing came to.
 #[derive(Debug)]
 pub(super) enum Written {
-    Done(Done),
+    Done(Box<Done>),
     /// The instance or an assignee changed after the decision: undo and decide again.
     Stale,
     /// The request id was used meanwhile (a concurrent retry): undo and answer with its result.
@@ -388,9 +388,9 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
     if (guarded && !guards.has(GUARD_INSTANCE)) || guards.has(GUARD_USER_CHANGED) {
         return Ok(Written::Stale);
     }
-    Ok(Written::Done(Done {
+    Ok(Written::Done(Box::new(Done {
         published,
         view,
         queued_mail: queues_mail,
-    }))
+    })))
 }

@@ -674,34 +674,47 @@ async fn with_require_auth_only_a_reply_our_mta_vouches_for_decides() {
     app.stop().await;
 }
 
-#[test]
-fn inbound_authentication_settings_are_checked_at_start() {
-    use replyflow::config::Settings;
-    let load = |pairs: &[(&str, &str)]| {
-        Settings::load_from(
+#[tokio::test]
+async fn inbound_authentication_settings_are_checked_at_start() {
+    use replyflow::{app::Application, clock::SystemClock, config::Settings};
+    // The keys are parsed where the inbound edge is built: a bad pair stops the start (before
+    // the database is opened), naming the key.
+    let start = |pairs: &[(&str, &str)]| {
+        let settings = Settings::load_from(
             None,
             pairs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain([(
+                    "REPLYFLOW_DATABASE_URL".to_string(),
+                    "sqlite:/nonexistent-dir/never.db".to_string(),
+                )])
                 .collect::<Vec<_>>(),
         )
+        .expect("settings load");
+        async move {
+            Application::build(&settings, std::sync::Arc::new(SystemClock))
+                .await
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default()
+        }
     };
-    let e = format!(
-        "{:#}",
-        load(&[("REPLYFLOW_MAIL_REQUIRE_AUTH", "spf")]).unwrap_err()
-    );
+    let e = start(&[("REPLYFLOW_MAIL_REQUIRE_AUTH", "spf")]).await;
     assert!(e.contains("mail.require_auth"), "{e}");
-    let e = format!(
-        "{:#}",
-        load(&[("REPLYFLOW_MAIL_REQUIRE_AUTH", "dmarc")]).unwrap_err()
-    );
+    let e = start(&[("REPLYFLOW_MAIL_REQUIRE_AUTH", "dmarc")]).await;
     assert!(e.contains("mail.authserv_id"), "{e}");
-    let ok = load(&[
+    // A valid pair passes that check: the start then fails only at the database.
+    let e = start(&[
         ("REPLYFLOW_MAIL_REQUIRE_AUTH", "dmarc"),
         ("REPLYFLOW_MAIL_AUTHSERV_ID", "mx.example.com"),
     ])
-    .expect("a valid pair");
-    assert_eq!(ok.mail.require_auth, "dmarc");
+    .await;
+    assert!(
+        !e.contains("mail.require_auth") && !e.contains("mail.authserv_id"),
+        "{e}"
+    );
+    assert!(!e.is_empty(), "the start fails at the database");
 }
 
 /// A mail whose ingestion fails with an error (not a verdict): here a database trigger refuses
