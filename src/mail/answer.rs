@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::compose::{Locale, Mailbox, OutcomeChoice};
 
-const TEMPLATES: [(&str, &str); 2] = [
+pub(crate) const TEMPLATES: [(&str, &str); 2] = [
     (
         "answer.zh-CN.txt",
         include_str!("../../templates/mail/answer.zh-CN.txt"),

@@ -3,6 +3,7 @@
 pub mod answer;
 pub mod compose;
 pub mod inbound;
+pub mod reminder_texts;
 pub mod reply;
 pub mod token;
 pub mod transport;

@@ -33,7 +33,7 @@ pub use keys::load_key_ring;
 pub struct Mailer {
     templates: Templates,
     /// What reminders say; overridable from `mail.templates_dir` like the mail templates.
-    reminder_texts: super::reminders::ReminderTexts,
+    reminder_texts: crate::mail::reminder_texts::ReminderTexts,
     /// Answers to received replies; overridable from `mail.templates_dir` too.
     answer_templates: crate::mail::answer::AnswerTemplates,
     keys: KeyRing,
@@ -97,7 +97,7 @@ impl Mailer {
         let templates_dir = settings.templates_dir.as_deref().map(std::path::Path::new);
         Ok(Self {
             templates,
-            reminder_texts: super::reminders::ReminderTexts::load(templates_dir)?,
+            reminder_texts: crate::mail::reminder_texts::ReminderTexts::load(templates_dir)?,
             answer_templates: crate::mail::answer::AnswerTemplates::load(templates_dir)?,
             keys,
             from,
@@ -123,7 +123,7 @@ impl Mailer {
         self.wake.clone()
     }
 
-    pub fn reminder_texts(&self) -> &super::reminders::ReminderTexts {
+    pub fn reminder_texts(&self) -> &crate::mail::reminder_texts::ReminderTexts {
         &self.reminder_texts
     }
 

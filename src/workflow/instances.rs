@@ -1,12 +1,12 @@
 //! Starting, reading and cancelling instances, and writing an engine transition.
 use serde_json::{Map, Value};
 
-use super::transition::{self, Change, Claim, Done, Ready, Written};
+use super::transition::{self, Change, Claim, Done, Ready, Written, engine_tasks, status_of};
 use super::{Actor, InstanceView, Workflow, check_request_id, fingerprint, new_id};
 use crate::{
-    engine::runtime::{self, Action, InstanceOutcome, JoinState, OpenTask, Snapshot},
+    engine::runtime::{self, Action, JoinState, Snapshot},
     error::{Error, Result},
-    model::{Instance, InstanceStatus, Page, Task},
+    model::{Instance, InstanceStatus, Page},
     store::{InstanceFilter, InstanceRecord, PageRequest, Step, writes::Source},
 };
 
@@ -261,27 +261,5 @@ impl Workflow {
             self.mailer.wake().notify_one();
         }
         done.view
-    }
-}
-
-pub(super) fn engine_tasks(tasks: &[Task]) -> Vec<OpenTask> {
-    tasks
-        .iter()
-        .map(|t| OpenTask {
-            id: t.id.clone(),
-            activity_id: t.activity_id.clone(),
-            group_id: t.group_id.clone(),
-        })
-        .collect()
-}
-
-pub(super) fn status_of(outcome: &InstanceOutcome) -> (InstanceStatus, String) {
-    match outcome {
-        InstanceOutcome::Running => (InstanceStatus::Running, String::new()),
-        InstanceOutcome::Completed => (InstanceStatus::Completed, String::new()),
-        InstanceOutcome::Failed { element_id, reason } => {
-            (InstanceStatus::Failed, format!("{element_id}: {reason}"))
-        }
-        InstanceOutcome::Cancelled { reason } => (InstanceStatus::Cancelled, reason.clone()),
     }
 }

@@ -31,6 +31,9 @@ use crate::{
 
 pub use crate::policy::Actor;
 
+/// Actor recorded for what reminders do (the scheduler, and the writer arming and stopping them).
+pub(crate) const REMINDERS_ACTOR: &str = "system:reminders";
+
 /// An instance with its open tasks, as clients see it.
 #[derive(Debug, Clone)]
 pub struct InstanceView {

@@ -7,19 +7,17 @@ use crate::{
     model::{Channel, Event, Instance, Message, MessageKind, Task, TaskEvent, User},
 };
 
-pub(super) mod arm;
 mod escalation;
 mod fallback;
 mod fire;
 mod manual;
-mod texts;
 
+pub use crate::mail::reminder_texts::ReminderTexts;
 pub use fire::FireReport;
 pub use manual::{RemindNow, RemindNowResult, ReminderView};
-pub use texts::ReminderTexts;
 
 /// Actor recorded for what the scheduler does.
-const SYSTEM: &str = "system:reminders";
+const SYSTEM: &str = super::REMINDERS_ACTOR;
 
 /// Everything one batch writes besides the reminders themselves.
 #[derive(Debug, Default)]

@@ -12,10 +12,8 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    Actor, InstanceView, Workflow, check_request_id, fingerprint,
-    instances::engine_tasks,
-    new_id,
-    transition::{self, Change, Claim, Closing, Handover, Ready, Written},
+    Actor, InstanceView, Workflow, check_request_id, fingerprint, new_id,
+    transition::{self, Change, Claim, Closing, Handover, Ready, Written, engine_tasks},
 };
 use crate::{
     engine::{

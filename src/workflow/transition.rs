@@ -17,19 +17,22 @@
 //!    caller undoes the batch (a savepoint) and decides again.
 use std::sync::Arc;
 
-use super::{
-    InstanceView, approvals::Mailer, approvals::wants_email, instances::engine_tasks,
-    instances::status_of, new_id, reminders::arm,
-};
+use super::{InstanceView, approvals::Mailer, approvals::wants_email, new_id};
 use crate::{
-    engine::{definition::ProcessDefinition, reminders as plan, runtime::Transition},
+    engine::{
+        definition::ProcessDefinition,
+        reminders as plan,
+        runtime::{InstanceOutcome, OpenTask, Transition},
+    },
     error::Result,
-    model::{Event, Instance, Task, TaskEvent, TaskEventKind, TaskStatus, User},
+    model::{Event, Instance, InstanceStatus, Task, TaskEvent, TaskEventKind, TaskStatus, User},
     store::{
         Batch, InstanceRecord, Tx,
         writes::{GUARD_CLAIM, GUARD_INSTANCE, GUARD_USER_CHANGED, Source},
     },
 };
+
+pub(super) mod arm;
 
 /// A request id to record with the transition (idempotent retries).
 #[derive(Debug, Clone)]
@@ -393,4 +396,28 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
         view,
         queued_mail: queues_mail,
     })))
+}
+
+/// The engine's view of open tasks.
+pub(in crate::workflow) fn engine_tasks(tasks: &[Task]) -> Vec<OpenTask> {
+    tasks
+        .iter()
+        .map(|t| OpenTask {
+            id: t.id.clone(),
+            activity_id: t.activity_id.clone(),
+            group_id: t.group_id.clone(),
+        })
+        .collect()
+}
+
+/// An instance's status and error for an engine outcome.
+pub(in crate::workflow) fn status_of(outcome: &InstanceOutcome) -> (InstanceStatus, String) {
+    match outcome {
+        InstanceOutcome::Running => (InstanceStatus::Running, String::new()),
+        InstanceOutcome::Completed => (InstanceStatus::Completed, String::new()),
+        InstanceOutcome::Failed { element_id, reason } => {
+            (InstanceStatus::Failed, format!("{element_id}: {reason}"))
+        }
+        InstanceOutcome::Cancelled { reason } => (InstanceStatus::Cancelled, reason.clone()),
+    }
 }

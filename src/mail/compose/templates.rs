@@ -171,12 +171,18 @@ fn check_override_dir(dir: &Path) -> anyhow::Result<()> {
         let entry = entry.with_context(|| format!("mail template directory {}", dir.display()))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !name.starts_with('.') && !EMBEDDED.iter().any(|(n, _)| *n == name) {
+        // The directory also holds the answers' and the reminders' templates (their own loaders).
+        let known = EMBEDDED
+            .iter()
+            .chain(crate::mail::answer::TEMPLATES.iter())
+            .chain(crate::mail::reminder_texts::TEMPLATES.iter())
+            .map(|(n, _)| *n);
+        if !name.starts_with('.') && !known.clone().any(|n| n == name) {
             tracing::warn!(
                 dir = %dir.display(),
                 file = %name,
                 "ignoring a file in the mail template directory: it is not one of the templates ({})",
-                EMBEDDED.map(|(n, _)| n).join(", ")
+                known.collect::<Vec<_>>().join(", ")
             );
         }
     }

@@ -18,7 +18,7 @@ use crate::{
         Reminder, ReminderState, Task, TaskStatus, User,
     },
     store::Tx,
-    workflow::{Workflow, instances::engine_tasks, new_id, tasks::Prepared},
+    workflow::{Workflow, new_id, tasks::Prepared, transition::engine_tasks},
 };
 
 /// The savepoint each escalation runs under (one at a time).

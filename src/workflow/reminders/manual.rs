@@ -2,14 +2,14 @@
 //! per task and idempotent per request id, and the reminders with the tasks they chase now.
 use serde_json::json;
 
-use super::{Delivery, Outputs, arm::reminder_type, channel_names};
+use super::{Delivery, Outputs, channel_names};
 use crate::{
     engine::{definition::ProcessDefinition, reminders as plan},
     error::{Error, Result},
     mail::compose::Locale,
     model::{Channel, Event, MessageKind, Page, Reminder, Task, TaskStatus},
     store::{PageRequest, reminders::ReminderFilter, writes::Source},
-    workflow::{Actor, Workflow, check_request_id, fingerprint, instances::engine_tasks, new_id},
+    workflow::{Actor, Workflow, check_request_id, fingerprint, new_id, transition::engine_tasks},
 };
 
 /// Channels of a manual reminder when the task's activity has no reminder type.
@@ -102,7 +102,14 @@ impl Workflow {
             .await?;
         let channels = if req.channels.is_empty() {
             let declared = match plan_type_of(&graph, &task.activity_id) {
-                Some(id) => reminder_type(&mut Source::Pool(&self.store), &graph, &id).await?,
+                Some(id) => {
+                    crate::workflow::transition::arm::reminder_type(
+                        &mut Source::Pool(&self.store),
+                        &graph,
+                        &id,
+                    )
+                    .await?
+                }
                 None => None,
             };
             declared.map_or_else(|| DEFAULT_MANUAL_CHANNELS.to_vec(), |t| t.channels)

@@ -21,30 +21,30 @@ use crate::{
 };
 
 /// The template file names, with their embedded defaults.
-const TEMPLATES: [(&str, &str); 6] = [
+pub(crate) const TEMPLATES: [(&str, &str); 6] = [
     (
         "reminder.zh-CN.txt",
-        include_str!("../../../templates/reminders/reminder.zh-CN.txt"),
+        include_str!("../../templates/reminders/reminder.zh-CN.txt"),
     ),
     (
         "reminder.en.txt",
-        include_str!("../../../templates/reminders/reminder.en.txt"),
+        include_str!("../../templates/reminders/reminder.en.txt"),
     ),
     (
         "escalation.zh-CN.txt",
-        include_str!("../../../templates/reminders/escalation.zh-CN.txt"),
+        include_str!("../../templates/reminders/escalation.zh-CN.txt"),
     ),
     (
         "escalation.en.txt",
-        include_str!("../../../templates/reminders/escalation.en.txt"),
+        include_str!("../../templates/reminders/escalation.en.txt"),
     ),
     (
         "fallback_note.zh-CN.txt",
-        include_str!("../../../templates/reminders/fallback_note.zh-CN.txt"),
+        include_str!("../../templates/reminders/fallback_note.zh-CN.txt"),
     ),
     (
         "fallback_note.en.txt",
-        include_str!("../../../templates/reminders/fallback_note.en.txt"),
+        include_str!("../../templates/reminders/fallback_note.en.txt"),
     ),
 ];
 
@@ -181,7 +181,7 @@ impl ReminderTexts {
 
     /// A reminder of `task` (`count` 0: a manual one), with the sender's `message` if any.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn reminder(
+    pub fn reminder(
         &self,
         locale: Locale,
         process: &str,
@@ -205,7 +205,7 @@ impl ReminderTexts {
     }
 
     /// An escalation notice: `task` is still open after `sent` reminders.
-    pub(super) fn escalation(
+    pub fn escalation(
         &self,
         locale: Locale,
         process: &str,
@@ -225,7 +225,7 @@ impl ReminderTexts {
     }
 
     /// The note put before a reminder sent on the next channel because `failed` failed.
-    pub(super) fn fallback_note(&self, locale: Locale, failed: Channel) -> Result<String> {
+    pub fn fallback_note(&self, locale: Locale, failed: Channel) -> Result<String> {
         let ctx = Context {
             failed: failed.as_str(),
             ..Context::default()

@@ -1,6 +1,8 @@
 //! Arming and stopping reminders in every transition (DESIGN §6): which of an instance's
 //! reminders a transition stops, re-routes or cancels, and which new edges it arms. The
-//! transition writer (workflow/transition.rs) reads and writes them; this decides.
+//! transition writer (workflow/transition.rs) reads and writes them; this decides. It lives
+//! under the writer (not under `reminders`) so that the writer depends on nothing that
+//! depends on it.
 use std::collections::HashMap;
 
 use serde_json::json;
@@ -13,7 +15,7 @@ use crate::{
     workflow::new_id,
 };
 
-use super::SYSTEM;
+use crate::workflow::REMINDERS_ACTOR as SYSTEM;
 
 /// What a transition does to the instance's active reminders: stop those whose end activity
 /// completed (and a decided deferred choice's whole group), re-route those that waited at a
