@@ -33,16 +33,18 @@ pub(super) const PREPARE_ATTEMPTS: usize = 20;
 /// A completion decided outside the transaction, with what it was decided for.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    /// What was asked (outcome, comment, variables), so that a completion prepared for one
-    /// request is never applied for another.
+    /// What was asked (outcome, comment, variables) and by whom, so that a completion prepared
+    /// for one request is never applied for another.
     request: (String, String, Map<String, Value>),
+    actor: String,
     /// The transition ready to write and the task as completed, or why it may not be.
     decided: std::result::Result<(Ready, Task), Refusal>,
 }
 
 impl Prepared {
-    fn is_for(&self, req: &CompleteTask) -> bool {
-        self.request.0 == req.outcome
+    fn is_for(&self, req: &CompleteTask, actor: &Actor) -> bool {
+        self.actor == actor.user_id
+            && self.request.0 == req.outcome
             && self.request.1 == req.comment
             && self.request.2 == req.variables
     }
@@ -182,14 +184,15 @@ impl Workflow {
     pub(super) async fn complete_in_prepared(
         &self,
         tx: &mut Tx,
-        _actor: &Actor,
+        actor: &Actor,
         instance_id: &str,
         req: &CompleteTask,
+        // The rows carry the time the completion was prepared at (its mail shows that time).
         _now: i64,
         prepared: Option<&Prepared>,
     ) -> Result<(Task, Vec<TaskEvent>)> {
         // Prepared for this very request (outcome, comment, variables) or not used at all.
-        let Some(prepared) = prepared.filter(|p| p.is_for(req)) else {
+        let Some(prepared) = prepared.filter(|p| p.is_for(req, actor)) else {
             return Err(Error::Aborted(format!(
                 "task {}: no completion was prepared for this request",
                 req.task_id
@@ -270,6 +273,7 @@ impl Workflow {
                 };
                 return Ok(Prepared {
                     request,
+                    actor: actor.user_id.clone(),
                     decided: Err(refusal.into()),
                 });
             }
@@ -298,6 +302,7 @@ impl Workflow {
             Err(e) => {
                 return Ok(Prepared {
                     request,
+                    actor: actor.user_id.clone(),
                     decided: Err(e.into()),
                 });
             }
@@ -332,6 +337,7 @@ impl Workflow {
         let ready = transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?;
         Ok(Prepared {
             request,
+            actor: actor.user_id.clone(),
             decided: Ok((ready, completed)),
         })
     }
