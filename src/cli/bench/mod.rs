@@ -222,6 +222,7 @@ mod tests {
             assert_eq!(report.latencies[rpc as usize].len(), 5);
         }
         assert!(text.contains("instances/s"), "{text}");
+        assert!(text.contains("group commit: 15 transitions"), "{text}");
         assert!(text.contains("CompleteTask (finance)"), "{text}");
         assert!(text.contains("CompleteTask (both)"), "{text}");
         assert!(

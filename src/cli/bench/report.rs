@@ -25,6 +25,8 @@ pub(super) struct Report {
     /// started and before the load, and the high-water mark after it.
     pub(super) rss_before_kb: Option<u64>,
     pub(super) rss_max_kb: Option<u64>,
+    /// The in-process server's group writer during the load: (transactions, transitions).
+    pub(super) group_commits: Option<(u64, u64)>,
 }
 
 impl Report {
@@ -49,6 +51,13 @@ impl Report {
             rpcs as f64 / self.wall.as_secs_f64().max(f64::EPSILON)
         );
         self.render_statements(&mut out);
+        if let Some((groups, jobs)) = self.group_commits.filter(|(groups, _)| *groups > 0) {
+            let _ = writeln!(
+                out,
+                "group commit: {jobs} transitions in {groups} transactions ({:.1} per commit)",
+                jobs as f64 / groups as f64
+            );
+        }
         let mb = |kb: Option<u64>| {
             kb.map_or("n/a".to_string(), |kb| {
                 format!("{:.1} MB", kb as f64 / 1024.0)

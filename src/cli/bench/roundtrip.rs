@@ -109,14 +109,21 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
             .context("starting the in-process server")?;
         let addr = format!("http://{}", application.local_addr());
         let shutdown = application.shutdown_token();
+        let workflow = application.workflow();
         let server = tokio::spawn(application.run_until_stopped());
+        let commits_before = workflow.store().group_commits();
         let report = load(args, &addr, backend).await;
+        let commits_after = workflow.store().group_commits();
         shutdown.cancel();
         server
             .await
             .context("the in-process server panicked")?
             .context("the in-process server")?;
         let mut report = report?;
+        report.group_commits = Some((
+            commits_after.groups - commits_before.groups,
+            commits_after.jobs - commits_before.jobs,
+        ));
         if args.statement_probe == 0 {
             report.no_statements = "--statement-probe 0".into();
         } else if !statements::available() {
