@@ -173,6 +173,15 @@ impl Batch {
     }
 }
 
+/// PostgreSQL chose this transaction as a deadlock's victim, or could not serialize it, or a
+/// lock wait timed out: nothing is wrong with the writes, they met others (several writers, or
+/// several servers) and may be decided and tried again.
+fn lost_a_lock(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| matches!(code.as_ref(), "40P01" | "40001" | "55P03"))
+}
+
 /// `sql` with every `$N` moved up by `offset`. Our statements hold `$` only in placeholders:
 /// values are always bound, never written into the text.
 fn renumber(sql: &str, offset: usize) -> String {
@@ -257,7 +266,16 @@ impl Tx {
                     Arg::Bytes(v) => query.bind(v),
                 };
             }
-            for row in query.fetch_all(&mut *self.inner).await? {
+            let rows = match query.fetch_all(&mut *self.inner).await {
+                Ok(rows) => rows,
+                Err(e) if lost_a_lock(&e) => {
+                    return Err(crate::error::Error::Aborted(format!(
+                        "lost a lock to a concurrent transaction: {e}"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for row in rows {
                 if let Ok(tag) = row.try_get::<String, _>("g") {
                     guards.seen.insert(tag);
                 }

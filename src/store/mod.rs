@@ -129,7 +129,12 @@ impl Store {
             writer,
             group: None,
         };
-        store.group = Some(writer::GroupWriter::start(store.clone()));
+        // PostgreSQL: a few groups commit side by side, leaving most connections to readers.
+        let writers = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => (options.max_connections as usize / 2).clamp(1, 4),
+        };
+        store.group = Some(writer::GroupWriter::start(store.clone(), writers));
         Ok(store)
     }
 

@@ -50,6 +50,7 @@ struct Job {
 pub(super) struct GroupWriter {
     jobs: mpsc::UnboundedSender<Job>,
     counts: Arc<Counts>,
+    writers: u64,
 }
 
 /// How many groups (transactions) and jobs the writer ran: jobs per group is the sharing.
@@ -66,6 +67,8 @@ pub struct GroupCommits {
     pub groups: u64,
     /// Writes they held.
     pub jobs: u64,
+    /// Writer tasks taking groups side by side.
+    pub writers: u64,
 }
 
 impl std::fmt::Debug for GroupWriter {
@@ -75,12 +78,21 @@ impl std::fmt::Debug for GroupWriter {
 }
 
 impl GroupWriter {
-    /// Starts the writer task over `store` (a store without a group writer of its own).
-    pub(super) fn start(store: Store) -> Self {
+    /// Starts `writers` writer tasks over `store` (a store without a group writer of its own),
+    /// taking groups from one queue: one on SQLite (one writer anyway), several on PostgreSQL,
+    /// whose row locks let groups of different instances commit side by side.
+    pub(super) fn start(store: Store, writers: usize) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let counts = Arc::new(Counts::default());
-        tokio::spawn(run(store, queue, counts.clone()));
-        Self { jobs, counts }
+        for _ in 0..writers.max(1) {
+            tokio::spawn(run(store.clone(), queue.clone(), counts.clone()));
+        }
+        Self {
+            jobs,
+            counts,
+            writers: writers.max(1) as u64,
+        }
     }
 }
 
@@ -92,6 +104,7 @@ impl Store {
             .map_or_else(GroupCommits::default, |g| GroupCommits {
                 groups: g.counts.groups.load(Ordering::Relaxed),
                 jobs: g.counts.jobs.load(Ordering::Relaxed),
+                writers: g.writers,
             })
     }
 
@@ -139,15 +152,27 @@ fn stopped(why: &str) -> Error {
     Error::Internal(anyhow::anyhow!("{why}"))
 }
 
-async fn run(store: Store, mut queue: mpsc::UnboundedReceiver<Job>, counts: Arc<Counts>) {
-    while let Some(first) = queue.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_JOBS {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+async fn run(
+    store: Store,
+    queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>,
+    counts: Arc<Counts>,
+) {
+    loop {
+        // One writer takes a group at a time; the others wait for the queue meanwhile.
+        let group = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_JOBS {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
             }
-        }
+            group
+        };
         counts.groups.fetch_add(1, Ordering::Relaxed);
         counts.jobs.fetch_add(group.len() as u64, Ordering::Relaxed);
         commit_together(&store, group).await;

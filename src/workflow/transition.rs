@@ -384,7 +384,11 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
     }
     events.extend(arm_events);
     batch.insert_events(&events)?;
-    let guards = tx.run_batch(batch).await?;
+    let guards = match tx.run_batch(batch).await {
+        // A deadlock or lock timeout with another writer: undo and decide again, like a change.
+        Err(crate::error::Error::Aborted(_)) => return Ok(Written::Stale),
+        other => other?,
+    };
     if claimed && !guards.has(GUARD_CLAIM) {
         return Ok(Written::Claimed);
     }

@@ -4,7 +4,6 @@ use replyflow::{
     error::Error,
     store::{Arg, Batch, Step, Store},
 };
-use tokio::sync::oneshot;
 
 use crate::helpers::spawn_app;
 
@@ -41,22 +40,26 @@ async fn concurrent_writes_share_a_commit_and_one_that_fails_is_undone_alone() {
     put(&store, "gc-taken", "keep").await.expect("first write");
     let before = store.group_commits();
 
-    // Hold the writer with one job, so that the next ones queue behind it.
-    let (release, held) = oneshot::channel::<()>();
-    let holder = {
-        let store = store.clone();
-        tokio::spawn(async move {
+    // Hold every writer with one job, so that the next writes queue behind them.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let writers = before.writers;
+    let mut holders = Vec::new();
+    for _ in 0..writers {
+        let (store, gate) = (store.clone(), gate.clone());
+        holders.push(tokio::spawn(async move {
             store
                 .write(move |_tx| {
                     Box::pin(async move {
-                        let _ = held.await;
+                        let _ = gate.acquire().await;
                         Ok(Step::Keep(()))
                     })
                 })
                 .await
-        })
-    };
-    tokio::task::yield_now().await;
+        }));
+    }
+    while store.group_commits().jobs < before.jobs + writers {
+        tokio::task::yield_now().await;
+    }
     let mut writes = Vec::new();
     for i in 0..8 {
         let store = store.clone();
@@ -67,15 +70,14 @@ async fn concurrent_writes_share_a_commit_and_one_that_fails_is_undone_alone() {
         };
         writes.push(tokio::spawn(async move { put(&store, &key, end).await }));
     }
-    // Let all eight reach the queue, then let the holder finish.
-    while store.group_commits().jobs < before.jobs + 1 {
-        tokio::task::yield_now().await;
-    }
+    // Let all eight reach the queue, then let the holders finish.
     for _ in 0..50 {
         tokio::task::yield_now().await;
     }
-    release.send(()).expect("holder waits");
-    holder.await.expect("holder").expect("holder's write");
+    gate.add_permits(writers as usize);
+    for holder in holders {
+        holder.await.expect("holder").expect("holder's write");
+    }
     let mut answers = Vec::new();
     for w in writes {
         answers.push(w.await.expect("task"));
@@ -99,9 +101,13 @@ async fn concurrent_writes_share_a_commit_and_one_that_fails_is_undone_alone() {
         "the undone write left nothing"
     );
     let after = store.group_commits();
-    assert_eq!(after.jobs - before.jobs, 9, "the holder and eight writes");
+    assert_eq!(
+        after.jobs - before.jobs,
+        writers + 8,
+        "the holders and eight writes"
+    );
     assert!(
-        after.groups - before.groups < 9,
+        after.groups - before.groups < writers + 8,
         "queued writes shared transactions: {before:?} -> {after:?}"
     );
 }
