@@ -5,7 +5,7 @@
 //! `mail.templates_dir` like the approval mail's, and rendered for every verdict when loaded.
 use std::{
     fmt,
-    path::{Path, PathBuf},
+    path::Path,
     sync::LazyLock,
     time::{Duration, SystemTime},
 };
@@ -19,6 +19,7 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use super::compose::{Locale, Mailbox, OutcomeChoice};
+use super::template_set::{self, Origins, describe};
 
 pub(crate) const TEMPLATES: [(&str, &str); 2] = [
     (
@@ -56,20 +57,12 @@ const SAMPLE_VERDICTS: [&str; 13] = [
 /// The loaded, checked answer templates.
 pub struct AnswerTemplates {
     env: Environment<'static>,
-    /// Template name → the override file it came from (`None`: embedded).
-    origins: Vec<(&'static str, Option<PathBuf>)>,
+    origins: Origins,
 }
 
 impl fmt::Debug for AnswerTemplates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut map = f.debug_map();
-        for (name, origin) in &self.origins {
-            match origin {
-                Some(path) => map.entry(name, &path.display()),
-                None => map.entry(name, &"embedded"),
-            };
-        }
-        map.finish()
+        self.origins.fmt(f)
     }
 }
 
@@ -77,26 +70,7 @@ impl AnswerTemplates {
     /// Embedded defaults; a file with the same name in `dir` overrides one. Each template is
     /// rendered for every verdict at load: an error names the file and the reason.
     pub fn load(dir: Option<&Path>) -> anyhow::Result<Self> {
-        let mut env = Environment::new();
-        let syntax = minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .context("mail template syntax")?;
-        env.set_syntax(syntax);
-        let mut origins = Vec::with_capacity(TEMPLATES.len());
-        for (name, embedded) in TEMPLATES {
-            let path = dir.map(|d| d.join(name)).filter(|p| p.exists());
-            let source = match &path {
-                Some(path) => std::fs::read_to_string(path).with_context(|| {
-                    format!("mail template {name}: cannot read {}", path.display())
-                })?,
-                None => embedded.to_string(),
-            };
-            env.add_template_owned(name, source)
-                .map_err(|e| anyhow!("mail template {}: {e}", describe(name, path.as_deref())))?;
-            origins.push((name, path));
-        }
+        let (env, origins) = template_set::load(dir, &TEMPLATES, "mail template", None)?;
         let templates = Self { env, origins };
         for locale in [Locale::ZhCn, Locale::En] {
             for verdict in SAMPLE_VERDICTS {
@@ -117,11 +91,7 @@ impl AnswerTemplates {
                 keywords: &o.keywords,
             })
             .collect();
-        let origin = self
-            .origins
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, p)| p.as_deref());
+        let origin = self.origins.of(&name);
         self.env
             .get_template(&name)
             .and_then(|t| {
@@ -140,13 +110,6 @@ impl AnswerTemplates {
     /// The whole answer message.
     pub fn render(&self, mail: &AnswerMail) -> anyhow::Result<Vec<u8>> {
         build(mail, self.body(mail)?)
-    }
-}
-
-fn describe(name: &str, origin: Option<&Path>) -> String {
-    match origin {
-        Some(path) => format!("{name} ({})", path.display()),
-        None => format!("{name} (embedded)"),
     }
 }
 

@@ -5,5 +5,6 @@ pub mod compose;
 pub mod inbound;
 pub mod reminder_texts;
 pub mod reply;
+pub(crate) mod template_set;
 pub mod token;
 pub mod transport;

@@ -5,13 +5,11 @@
 //! data when it is loaded: a broken override stops the server at start, naming the file, not
 //! the scheduler at night. The first line of a reminder or escalation text is its title, the
 //! rest its body.
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-};
+use std::{fmt, path::Path};
 
-use anyhow::{Context as _, anyhow};
-use minijinja::{Environment, UndefinedBehavior, syntax::SyntaxConfig};
+use crate::mail::template_set::{self, Origins, describe};
+use anyhow::anyhow;
+use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::{
@@ -68,20 +66,12 @@ struct Context<'a> {
 /// The loaded, checked reminder templates.
 pub struct ReminderTexts {
     env: Environment<'static>,
-    /// Template name → the override file it came from (`None`: embedded).
-    origins: Vec<(&'static str, Option<PathBuf>)>,
+    origins: Origins,
 }
 
 impl fmt::Debug for ReminderTexts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut map = f.debug_map();
-        for (name, origin) in &self.origins {
-            match origin {
-                Some(path) => map.entry(name, &path.display()),
-                None => map.entry(name, &"embedded"),
-            };
-        }
-        map.finish()
+        self.origins.fmt(f)
     }
 }
 
@@ -89,30 +79,13 @@ impl ReminderTexts {
     /// Embedded defaults; a file with the same name in `dir` overrides one. Any syntax or render
     /// error → Err naming the template file and the reason.
     pub fn load(dir: Option<&Path>) -> anyhow::Result<Self> {
-        let mut env = Environment::new();
-        env.set_syntax(
-            SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .context("reminder template syntax configuration")?,
-        );
         // Printing an undefined variable (a misspelt name in an override) fails.
-        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-        let mut origins = Vec::with_capacity(TEMPLATES.len());
-        for (name, embedded) in TEMPLATES {
-            let path = dir.map(|d| d.join(name)).filter(|p| p.exists());
-            let source = match &path {
-                Some(path) => std::fs::read_to_string(path).with_context(|| {
-                    format!("reminder template {name}: cannot read {}", path.display())
-                })?,
-                None => embedded.to_string(),
-            };
-            env.add_template_owned(name, source).map_err(|e| {
-                anyhow!("reminder template {}: {e}", describe(name, path.as_deref()))
-            })?;
-            origins.push((name, path));
-        }
+        let (env, origins) = template_set::load(
+            dir,
+            &TEMPLATES,
+            "reminder template",
+            Some(UndefinedBehavior::SemiStrict),
+        )?;
         let texts = Self { env, origins };
         texts.check()?;
         Ok(texts)
@@ -148,11 +121,7 @@ impl ReminderTexts {
 
     fn render_raw(&self, name: &str, ctx: &Context<'_>) -> anyhow::Result<String> {
         let fail = |e: minijinja::Error| {
-            let origin = self
-                .origins
-                .iter()
-                .find(|(n, _)| *n == name)
-                .and_then(|(_, p)| p.as_deref());
+            let origin = self.origins.of(name);
             anyhow!("reminder template {}: {e}", describe(name, origin))
         };
         let text = self
@@ -231,13 +200,6 @@ impl ReminderTexts {
             ..Context::default()
         };
         self.render("fallback_note", locale, &ctx)
-    }
-}
-
-fn describe(name: &str, origin: Option<&Path>) -> String {
-    match origin {
-        Some(path) => format!("{name} ({})", path.display()),
-        None => format!("{name} (embedded)"),
     }
 }
 

@@ -2,13 +2,11 @@
 //! (every template rendered with sample mails at load time), and the values they see (the
 //! context of the `compose` module documentation: mailto links, tones, the deadline text).
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-};
+use std::{fmt, path::Path};
 
+use crate::mail::template_set::{self, Origins, describe};
 use anyhow::{Context as _, anyhow, bail};
-use minijinja::{Environment, UndefinedBehavior, syntax::SyntaxConfig};
+use minijinja::{Environment, UndefinedBehavior};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use time::{OffsetDateTime, UtcOffset};
@@ -50,20 +48,12 @@ const EMBEDDED: [(&str, &str); 6] = [
 #[derive(Clone)]
 pub struct Templates {
     env: Environment<'static>,
-    /// Template name → the override file it came from (`None`: embedded).
-    origins: Vec<(&'static str, Option<PathBuf>)>,
+    origins: Origins,
 }
 
 impl fmt::Debug for Templates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut map = f.debug_map();
-        for (name, origin) in &self.origins {
-            match origin {
-                Some(path) => map.entry(name, &path.display()),
-                None => map.entry(name, &"embedded"),
-            };
-        }
-        map.finish()
+        self.origins.fmt(f)
     }
 }
 
@@ -75,29 +65,13 @@ impl Templates {
         if let Some(dir) = dir {
             check_override_dir(dir)?;
         }
-        let mut env = Environment::new();
-        env.set_syntax(
-            SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .context("mail template syntax configuration")?,
-        );
         // Printing or iterating an undefined variable fails; `{% if x %}` on one is allowed.
-        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-        let mut origins = Vec::with_capacity(EMBEDDED.len());
-        for (name, embedded) in EMBEDDED {
-            let path = dir.map(|d| d.join(name)).filter(|p| p.exists());
-            let source = match &path {
-                Some(path) => std::fs::read_to_string(path).with_context(|| {
-                    format!("mail template {name}: cannot read {}", path.display())
-                })?,
-                None => embedded.to_string(),
-            };
-            env.add_template_owned(name, source)
-                .map_err(|e| anyhow!("mail template {}: {e}", describe(name, path.as_deref())))?;
-            origins.push((name, path));
-        }
+        let (env, origins) = template_set::load(
+            dir,
+            &EMBEDDED,
+            "mail template",
+            Some(UndefinedBehavior::SemiStrict),
+        )?;
         let templates = Templates { env, origins };
         templates.check()?;
         Ok(templates)
@@ -124,10 +98,7 @@ impl Templates {
     }
 
     fn origin(&self, name: &str) -> Option<&Path> {
-        self.origins
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, p)| p.as_deref())
+        self.origins.of(name)
     }
 
     fn render_one(&self, name: &str, ctx: &Context<'_>) -> anyhow::Result<String> {
@@ -187,13 +158,6 @@ fn check_override_dir(dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn describe(name: &str, origin: Option<&Path>) -> String {
-    match origin {
-        Some(path) => format!("{name} ({})", path.display()),
-        None => format!("{name} (embedded)"),
-    }
 }
 
 /// The three rendered pieces of a mail.
