@@ -6,6 +6,8 @@ use serde_json::{Map, Number, Value};
 
 use tonic::Status;
 
+mod multi;
+
 use crate::{
     clock::Millis,
     engine::definition::{NodeKind, ProcessDefinition, ReminderTypeDecl, UserTaskSpec},
@@ -167,6 +169,16 @@ fn outcomes(spec: &UserTaskSpec) -> Vec<pb::Outcome> {
 
 /// A task, with what its definition says about it when the graph is at hand.
 pub fn task(task: &Task, graph: Option<&ProcessDefinition>) -> pb::Task {
+    task_in(task, graph, None)
+}
+
+/// A task with its instance's multi-instance state and variables at hand, so that a signer's
+/// task shows the tally.
+pub fn task_in(
+    task: &Task,
+    graph: Option<&ProcessDefinition>,
+    instance: Option<(&crate::engine::multi::MultiState, &Map<String, Value>)>,
+) -> pb::Task {
     let spec = graph
         .and_then(|g| g.node(&task.activity_id))
         .and_then(|(_, node)| match &node.kind {
@@ -195,7 +207,16 @@ pub fn task(task: &Task, graph: Option<&ProcessDefinition>) -> pb::Task {
         reminder_type: spec
             .and_then(|s| s.reminder_type.clone())
             .unwrap_or_default(),
+        multi_instance: spec.and_then(|s| multi::of_task(task, s, instance)),
     }
+}
+
+/// Whether the task is a signer's part of a multi-instance activity (its tally needs the
+/// instance).
+pub fn is_signer_task(task: &Task, graph: Option<&ProcessDefinition>) -> bool {
+    graph
+        .and_then(|g| g.node(&task.activity_id))
+        .is_some_and(|(_, node)| matches!(&node.kind, NodeKind::UserTask(s) if s.multi.is_some()))
 }
 
 pub fn instance(view: &InstanceView, graph: Option<&ProcessDefinition>) -> pb::ProcessInstance {
@@ -207,7 +228,11 @@ pub fn instance(view: &InstanceView, graph: Option<&ProcessDefinition>) -> pb::P
         version: i32::try_from(i.definition_version).unwrap_or(i32::MAX),
         status: instance_status(i.status) as i32,
         variables: Some(json_to_struct(&i.variables)),
-        open_tasks: view.open_tasks.iter().map(|t| task(t, graph)).collect(),
+        open_tasks: view
+            .open_tasks
+            .iter()
+            .map(|t| task_in(t, graph, Some((&view.multi, &i.variables))))
+            .collect(),
         business_key: i.business_key.clone(),
         started_by: i.started_by.clone(),
         error: if i.status == InstanceStatus::Failed {
@@ -224,6 +249,7 @@ pub fn instance(view: &InstanceView, graph: Option<&ProcessDefinition>) -> pb::P
             String::new()
         },
         definition_name: graph.map(|g| g.name.clone()).unwrap_or_default(),
+        multi_instances: multi::of_instance(&view.multi, graph),
     }
 }
 

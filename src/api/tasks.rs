@@ -38,6 +38,12 @@ async fn task_pb(workflow: &Workflow, task: &Task) -> pb::Task {
         .graph_for(&task.definition_key, task.definition_version)
         .await
         .ok();
+    if convert::is_signer_task(task, graph.as_deref())
+        && let Ok(view) = workflow.instance(&task.instance_id).await
+    {
+        let state = (&view.multi, &view.instance.variables);
+        return convert::task_in(task, graph.as_deref(), Some(state));
+    }
     convert::task(task, graph.as_deref())
 }
 
@@ -103,8 +109,9 @@ impl pb::task_service_server::TaskService for TaskApi {
             .graph_for(&task.definition_key, task.definition_version)
             .await
             .ok();
+        let state = (&view.multi, &view.instance.variables);
         Ok(Response::new(pb::CompleteTaskResponse {
-            task: Some(convert::task(&task, graph.as_deref())),
+            task: Some(convert::task_in(&task, graph.as_deref(), Some(state))),
             instance: Some(convert::instance(&view, graph.as_deref())),
         }))
     }

@@ -23,12 +23,14 @@ use crate::{duration::Duration, model::Channel};
 mod attrs;
 mod builder;
 mod checks;
+mod multi;
 #[cfg(test)]
 mod test_support;
 mod xml;
 
 pub use attrs::{MAX_VALID_FOR_SECS, MIN_VALID_FOR_SECS, check_valid_for};
 use builder::{ProcessBuilder, find_executable_process};
+pub use multi::{APPROVE, DEFAULT_ELEMENT_VARIABLE};
 use xml::read_document;
 
 /// Namespace of the replyflow extension attributes and elements.
@@ -125,6 +127,49 @@ pub struct UserTaskSpec {
     pub allow_delegate: bool,
     /// `replyflow:writable`: the variables CompleteTask may set (none by default).
     pub writable: Vec<String>,
+    /// `bpmn:multiInstanceLoopCharacteristics`: one task per signer (DESIGN §11).
+    pub multi: Option<Box<MultiInstanceSpec>>,
+}
+
+/// A multi-instance user task (会签 / 或签 / 票签 / 顺序会签): one task per element of a list
+/// variable, decided together by [`SignMode`].
+#[derive(Debug, Clone)]
+pub struct MultiInstanceSpec {
+    /// `isSequential="true"`: one signer at a time, in list order.
+    pub sequential: bool,
+    /// `replyflow:collection` (or `camunda:collection`): the variable holding the user ids.
+    pub collection: String,
+    /// `replyflow:elementVariable` (or `camunda:elementVariable`), default `signer`: bound to
+    /// each element while that signer's assignee is resolved.
+    pub element_variable: String,
+    pub mode: SignMode,
+    /// `bpmn:completionCondition`: CEL over the instance variables and the counters
+    /// `nrOfInstances`, `nrOfCompletedInstances`, `nrOfActiveInstances`, `nrOfApproved`,
+    /// `nrOfRejected`; true ends the activity early.
+    pub completion: Option<Condition>,
+}
+
+/// How the signers' votes decide a multi-instance activity (`replyflow:signMode`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SignMode {
+    /// 会签: approved when every signer approved; the first other outcome decides.
+    All,
+    /// 或签: the first decision decides, whatever it is.
+    Any,
+    /// 票签: approved once approvals reach ⌈pass_ratio · n⌉; rejected as soon as they no longer
+    /// can. `pass_ratio` is in (0, 1].
+    Vote { pass_ratio: f64 },
+}
+
+impl SignMode {
+    /// The stable name (`all`, `any`, `vote`), as written in definitions and shown by the API.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SignMode::All => "all",
+            SignMode::Any => "any",
+            SignMode::Vote { .. } => "vote",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

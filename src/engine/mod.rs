@@ -6,6 +6,9 @@ pub mod condition;
 pub mod condition_limits;
 pub mod definition;
 pub mod loops;
+pub mod multi;
+#[cfg(test)]
+mod multi_tests;
 pub mod reminder_rules;
 pub mod reminders;
 pub mod runtime;

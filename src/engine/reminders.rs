@@ -69,6 +69,16 @@ pub fn plan(def: &ProcessDefinition, transition: &Transition, open_before: &[Ope
                     plan.stop_groups.push(group.to_string());
                 }
             }
+            // A signer decided without deciding the activity: only that signer's reminder
+            // (its task's own group) stops; the others keep chasing.
+            "signer_voted" => {
+                let task_id = event.detail.get("task_id").and_then(Value::as_str);
+                if let Some(t) = open_before.iter().find(|t| Some(t.id.as_str()) == task_id) {
+                    plan.stop_groups.push(t.group_id.clone());
+                }
+            }
+            // The activity is decided: every reminder ending at it stops.
+            "multi_instance_decided" => plan.stop_activities.push(event.activity_id.clone()),
             "join_waiting" => {
                 let from = event
                     .detail
@@ -209,12 +219,14 @@ fn upstream_of_missing(def: &ProcessDefinition, join: &str, joins: &JoinState) -
     found
 }
 
-/// The open tasks a reminder chases now: those of its end activity, or, while it waits at a
-/// parallel join, those on the join's incoming branches that have not arrived yet.
+/// The open tasks a reminder chases now: those of its end activity (of its group when it has
+/// one: a deferred choice's branch, a multi-instance signer), or, while it waits at a parallel
+/// join, those on the join's incoming branches that have not arrived yet.
 pub fn chased<'a>(
     def: &ProcessDefinition,
     end_activity: &str,
     via_join: &str,
+    group_id: &str,
     joins: &JoinState,
     open: &'a [OpenTask],
 ) -> Vec<&'a OpenTask> {
@@ -222,6 +234,7 @@ pub fn chased<'a>(
         return open
             .iter()
             .filter(|t| t.activity_id == end_activity)
+            .filter(|t| group_id.is_empty() || t.group_id == group_id)
             .collect();
     }
     let upstream = upstream_of_missing(def, via_join, joins);
@@ -283,6 +296,7 @@ mod tests {
     use super::*;
     use crate::engine::{
         definition::parse,
+        multi::MultiState,
         runtime::{Action, Limits, Snapshot, apply},
     };
 
@@ -317,6 +331,7 @@ mod tests {
         def: ProcessDefinition,
         variables: Map<String, serde_json::Value>,
         joins: JoinState,
+        multi: MultiState,
         open: Vec<OpenTask>,
         next: u32,
     }
@@ -328,6 +343,7 @@ mod tests {
                 def,
                 variables,
                 joins: JoinState(BTreeMap::new()),
+                multi: MultiState::default(),
                 open: Vec::new(),
                 next: 0,
             }
@@ -342,6 +358,7 @@ mod tests {
             let snapshot = Snapshot {
                 variables: &self.variables,
                 joins: &self.joins,
+                multi: &self.multi,
                 open_tasks: &self.open,
             };
             let transition =
@@ -366,6 +383,7 @@ mod tests {
             }
             self.variables = transition.variables;
             self.joins = transition.joins;
+            self.multi = transition.multi;
             plan
         }
 
@@ -395,7 +413,7 @@ mod tests {
         }
 
         fn chased(&self, end: &str, via_join: &str) -> Vec<String> {
-            chased(&self.def, end, via_join, &self.joins, &self.open)
+            chased(&self.def, end, via_join, "", &self.joins, &self.open)
                 .into_iter()
                 .map(|t| t.activity_id.clone())
                 .collect()

@@ -16,8 +16,9 @@ use serde_json::{Map, Value, json};
 
 use super::condition_limits::MAX_EVALUATION_COST;
 use super::definition::{
-    Assignee, FlowIdx, Node, NodeIdx, NodeKind, ProcessDefinition, UserTaskSpec,
+    Assignee, FlowIdx, MultiInstanceSpec, Node, NodeIdx, NodeKind, ProcessDefinition, UserTaskSpec,
 };
+use super::multi::{self, Activation, MultiState, Verdict, Vote};
 
 /// Tokens waiting at parallel joins: gateway id → incoming flow id → tokens.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +53,8 @@ pub struct OpenTask {
 pub struct Snapshot<'a> {
     pub variables: &'a Map<String, Value>,
     pub joins: &'a JoinState,
+    /// Multi-instance activations being signed.
+    pub multi: &'a MultiState,
     pub open_tasks: &'a [OpenTask],
 }
 
@@ -98,6 +101,7 @@ pub struct EngineEvent {
 pub struct Transition {
     pub variables: Map<String, Value>,
     pub joins: JoinState,
+    pub multi: MultiState,
     pub outcome: InstanceOutcome,
     pub open: Vec<TaskToOpen>,
     /// Open tasks of a deferred-choice group that lost the race.
@@ -171,6 +175,7 @@ pub fn apply(
         def,
         variables: snapshot.variables.clone(),
         joins: snapshot.joins.clone(),
+        multi: snapshot.multi.clone(),
         open: Vec::new(),
         events: Vec::new(),
         new_id,
@@ -211,36 +216,62 @@ pub fn apply(
             for (key, value) in variables {
                 walk.variables.insert(key.clone(), value.clone());
             }
-            walk.variables.insert(
-                node.id.clone(),
-                json!({"outcome": outcome, "comment": comment, "completed_by": completed_by}),
-            );
-            walk.variables
-                .insert("outcome".into(), Value::String(outcome.to_string()));
-            walk.event(
-                "task_completed",
-                &node.id,
-                json!({"task_id": task_id, "outcome": outcome, "completed_by": completed_by}),
-            );
-            still_open.retain(|t| t.id != task_id);
-            if !task.group_id.is_empty() {
-                for other in still_open.iter().filter(|t| t.group_id == task.group_id) {
-                    withdraw.push(other.id.clone());
-                    walk.event(
+            if let Some(multi_spec) = &spec.multi
+                && let Some(activation) = multi::activation_of(&task.group_id)
+                && walk
+                    .multi
+                    .0
+                    .get(&node.id)
+                    .is_some_and(|a| a.id == activation)
+            {
+                let vote = Vote {
+                    user: completed_by.to_string(),
+                    outcome: outcome.to_string(),
+                    comment: comment.to_string(),
+                    index: multi::signer_index(&task.group_id).unwrap_or_default(),
+                };
+                still_open.retain(|t| t.id != task_id);
+                walk.vote(
+                    node_idx,
+                    multi_spec,
+                    task_id,
+                    vote,
+                    &mut still_open,
+                    &mut withdraw,
+                )
+            } else {
+                walk.variables.insert(
+                    node.id.clone(),
+                    json!({"outcome": outcome, "comment": comment, "completed_by": completed_by}),
+                );
+                walk.variables
+                    .insert("outcome".into(), Value::String(outcome.to_string()));
+                walk.event(
+                    "task_completed",
+                    &node.id,
+                    json!({"task_id": task_id, "outcome": outcome, "completed_by": completed_by}),
+                );
+                still_open.retain(|t| t.id != task_id);
+                if !task.group_id.is_empty() {
+                    for other in still_open.iter().filter(|t| t.group_id == task.group_id) {
+                        withdraw.push(other.id.clone());
+                        walk.event(
                         "task_withdrawn",
                         &other.activity_id,
                         json!({"task_id": other.id, "reason": format!("{} was decided first", node.id)}),
                     );
+                    }
+                    still_open.retain(|t| t.group_id != task.group_id);
                 }
-                still_open.retain(|t| t.group_id != task.group_id);
+                walk.run(node_idx, &node.id)
             }
-            walk.run(node_idx, &node.id)
         }
     };
 
     let Walk {
         variables,
         joins,
+        multi,
         open,
         mut events,
         ..
@@ -285,8 +316,10 @@ pub fn apply(
     // Tasks opened by a walk that then failed were never created: drop their events too. The
     // walk's other moves did not happen either; up to `limits.max_steps` of them would be
     // written as audit rows, so past a few they are only counted in the failure event.
-    if matches!(outcome, InstanceOutcome::Failed { .. }) {
-        events.retain(|e| e.kind != "task_opened");
+    let failed = matches!(outcome, InstanceOutcome::Failed { .. });
+    let multi = if failed { MultiState::default() } else { multi };
+    if failed {
+        events.retain(|e| e.kind != "task_opened" && e.kind != "multi_instance_started");
         let mut walk_events = 0usize;
         events.retain(|e| {
             let of_the_walk = matches!(
@@ -314,6 +347,7 @@ pub fn apply(
     Ok(Transition {
         variables,
         joins,
+        multi,
         outcome,
         open,
         withdraw,
@@ -327,6 +361,7 @@ pub fn cancel(snapshot: Snapshot<'_>, reason: &str) -> Transition {
     Transition {
         variables: snapshot.variables.clone(),
         joins: JoinState::default(),
+        multi: MultiState::default(),
         outcome: InstanceOutcome::Cancelled {
             reason: reason.to_string(),
         },
@@ -369,6 +404,7 @@ struct Walk<'d, 'f> {
     def: &'d ProcessDefinition,
     variables: Map<String, Value>,
     joins: JoinState,
+    multi: MultiState,
     open: Vec<TaskToOpen>,
     events: Vec<EngineEvent>,
     new_id: &'f mut dyn FnMut() -> String,
@@ -459,6 +495,9 @@ impl Walk<'_, '_> {
         spec: &UserTaskSpec,
         group_id: String,
     ) -> Result<(), Stuck> {
+        if let Some(multi_spec) = &spec.multi {
+            return self.open_multi(node, spec, multi_spec);
+        }
         let assignee = match &spec.assignee {
             Assignee::User(user) => user.clone(),
             Assignee::Variable(name) => match self.variables.get(name) {
@@ -492,6 +531,158 @@ impl Walk<'_, '_> {
             from_activity: self.from_activity.clone(),
         });
         Ok(())
+    }
+
+    /// A token reaches a multi-instance task: its signers are resolved and their tasks open
+    /// (all at once, or the first when sequential).
+    fn open_multi(
+        &mut self,
+        node: &Node,
+        spec: &UserTaskSpec,
+        multi_spec: &MultiInstanceSpec,
+    ) -> Result<(), Stuck> {
+        let stuck = |reason: String| Stuck {
+            element_id: node.id.clone(),
+            reason,
+        };
+        if self.multi.0.contains_key(&node.id) {
+            return Err(stuck(
+                "a token reached the multi-instance task while its signers are still deciding"
+                    .into(),
+            ));
+        }
+        let signers = multi::signers(multi_spec, &spec.assignee, &self.variables).map_err(stuck)?;
+        let mut activation = Activation {
+            id: (self.new_id)(),
+            signers,
+            votes: Vec::new(),
+            opened: 0,
+            from_activity: self.from_activity.clone(),
+        };
+        self.event(
+            "multi_instance_started",
+            &node.id,
+            json!({"mode": multi_spec.mode.as_str(), "sequential": multi_spec.sequential,
+                   "signers": activation.signers, "activation": activation.id}),
+        );
+        let first = if multi_spec.sequential {
+            1
+        } else {
+            activation.signers.len()
+        };
+        for _ in 0..first {
+            self.open_signer(node, &mut activation);
+        }
+        self.multi.0.insert(node.id.clone(), activation);
+        Ok(())
+    }
+
+    /// Opens the task of the activation's next signer.
+    fn open_signer(&mut self, node: &Node, activation: &mut Activation) {
+        let index = activation.opened;
+        let Some(assignee) = activation.signers.get(index).cloned() else {
+            return;
+        };
+        let group_id = activation.group_of(index);
+        self.event(
+            "task_opened",
+            &node.id,
+            json!({"assignee": assignee, "group_id": group_id, "signer": index + 1,
+                   "signers": activation.signers.len()}),
+        );
+        self.open.push(TaskToOpen {
+            activity_id: node.id.clone(),
+            name: node.name.clone(),
+            assignee,
+            group_id,
+            from_activity: activation.from_activity.clone(),
+        });
+        activation.opened += 1;
+    }
+
+    /// A signer's decision: counted, and when it decides the activity the other signers' tasks
+    /// are withdrawn and the token moves on; otherwise a sequential activation opens the next
+    /// signer's task.
+    fn vote(
+        &mut self,
+        node_idx: NodeIdx,
+        spec: &MultiInstanceSpec,
+        task_id: &str,
+        vote: Vote,
+        still_open: &mut Vec<&OpenTask>,
+        withdraw: &mut Vec<String>,
+    ) -> Result<(), Stuck> {
+        let def = self.def;
+        let node = &def.nodes[node_idx];
+        let Some(mut activation) = self.multi.0.remove(&node.id) else {
+            return Ok(());
+        };
+        self.from_activity = activation.from_activity.clone();
+        activation.votes.push(vote.clone());
+        let tally = activation.tally();
+        self.event(
+            "signer_voted",
+            &node.id,
+            json!({"task_id": task_id, "outcome": vote.outcome, "completed_by": vote.user,
+                   "signer": vote.index + 1, "approved": tally.approved,
+                   "rejected": tally.rejected, "signers": tally.total}),
+        );
+        let mut verdict = multi::verdict(spec.mode, &activation);
+        if verdict == Verdict::Open
+            && let Some(condition) = &spec.completion
+        {
+            let scope = multi::completion_scope(&self.variables, &activation);
+            match condition.evaluate_within(&scope, &mut self.condition_budget) {
+                Ok(true) => {
+                    verdict = Verdict::Decided(multi::outcome_when_completed_early(
+                        spec.mode,
+                        &activation,
+                    ));
+                }
+                Ok(false) => {}
+                Err(reason) => {
+                    return Err(Stuck {
+                        element_id: node.id.clone(),
+                        reason: format!(
+                            "completionCondition {:?} failed: {reason}",
+                            condition.source()
+                        ),
+                    });
+                }
+            }
+        }
+        let outcome = match verdict {
+            Verdict::Open => {
+                if spec.sequential {
+                    self.open_signer(node, &mut activation);
+                }
+                self.multi.0.insert(node.id.clone(), activation);
+                return Ok(());
+            }
+            Verdict::Decided(outcome) => outcome,
+        };
+        let mine = |t: &OpenTask| multi::activation_of(&t.group_id) == Some(&activation.id);
+        for other in still_open.iter().filter(|t| mine(t)) {
+            withdraw.push(other.id.clone());
+            self.event(
+                "task_withdrawn",
+                &other.activity_id,
+                json!({"task_id": other.id,
+                       "reason": format!("{} was decided: {outcome}", node.id)}),
+            );
+        }
+        still_open.retain(|t| !mine(t));
+        self.event(
+            "multi_instance_decided",
+            &node.id,
+            json!({"outcome": outcome, "approved": tally.approved, "rejected": tally.rejected,
+                   "signers": tally.total, "decided_by": task_id}),
+        );
+        self.variables
+            .insert(node.id.clone(), activation.result(&outcome));
+        self.variables
+            .insert("outcome".into(), Value::String(outcome));
+        self.run(node_idx, &node.id)
     }
 
     fn parallel(&mut self, gateway: NodeIdx, via: FlowIdx) -> Result<(), Stuck> {
@@ -631,6 +822,7 @@ mod tests {
         def: ProcessDefinition,
         variables: Map<String, Value>,
         joins: JoinState,
+        multi: MultiState,
         open: Vec<OpenTask>,
         outcome: InstanceOutcome,
         withdrawn: Vec<String>,
@@ -647,6 +839,7 @@ mod tests {
                 def,
                 variables,
                 joins: JoinState::default(),
+                multi: MultiState::default(),
                 open: Vec::new(),
                 outcome: InstanceOutcome::Running,
                 withdrawn: Vec::new(),
@@ -687,6 +880,7 @@ mod tests {
                 Snapshot {
                     variables: &self.variables,
                     joins: &self.joins,
+                    multi: &self.multi,
                     open_tasks: &self.open,
                 },
                 action,
@@ -711,6 +905,7 @@ mod tests {
             self.withdrawn.extend(t.withdraw.iter().cloned());
             self.variables = t.variables;
             self.joins = t.joins;
+            self.multi = t.multi;
             self.outcome = t.outcome;
         }
 
@@ -932,6 +1127,7 @@ mod tests {
             Snapshot {
                 variables: &empty,
                 joins: &JoinState::default(),
+                multi: &MultiState::default(),
                 open_tasks: &open,
             },
             Action::CompleteTask {
@@ -975,6 +1171,7 @@ mod tests {
             Snapshot {
                 variables: &run.variables,
                 joins: &run.joins,
+                multi: &run.multi,
                 open_tasks: &run.open,
             },
             "no longer needed",
@@ -1038,6 +1235,7 @@ mod tests {
     fn running_out_of_steps_fails_the_instance_naming_the_limit() {
         let def = gateway_chain(50);
         let mut run = Run {
+            multi: MultiState::default(),
             def,
             variables: Map::new(),
             joins: JoinState::default(),
@@ -1074,6 +1272,7 @@ mod tests {
             Snapshot {
                 variables: &variables,
                 joins: &JoinState::default(),
+                multi: &MultiState::default(),
                 open_tasks: &[],
             },
             Action::Start,
@@ -1100,6 +1299,7 @@ mod tests {
     fn running_out_of_condition_budget_fails_the_instance_naming_the_flow() {
         let def = gateway_chain(30);
         let mut run = Run {
+            multi: MultiState::default(),
             def,
             variables: Map::new(),
             joins: JoinState::default(),

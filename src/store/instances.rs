@@ -11,7 +11,7 @@ use super::{
     rows::{self, INSTANCE_COLUMNS, TASK_COLUMNS},
 };
 use crate::{
-    engine::runtime::JoinState,
+    engine::{multi::MultiState, runtime::JoinState},
     error::{Error, Result},
     model::{Event, Instance, InstanceStatus, Page, Task, TaskStatus},
 };
@@ -21,6 +21,8 @@ use crate::{
 pub struct InstanceRecord {
     pub instance: Instance,
     pub joins: JoinState,
+    /// Multi-instance activations being signed.
+    pub multi: MultiState,
     /// Bumped by every transition: a decision computed from this record stands only while the
     /// instance still has this `rev` (the transition writer's guard).
     pub rev: i64,
@@ -32,10 +34,13 @@ fn json_text(value: &impl serde::Serialize) -> Result<String> {
 
 pub(super) fn instance_record(row: &sqlx::any::AnyRow) -> Result<InstanceRecord> {
     let joins: String = row.try_get("joins")?;
+    let multi: String = row.try_get("multi")?;
     Ok(InstanceRecord {
         instance: rows::instance(row)?,
         joins: serde_json::from_str(&joins)
             .map_err(|_| Error::Internal(anyhow::anyhow!("corrupt row: instances.joins")))?,
+        multi: serde_json::from_str(&multi)
+            .map_err(|_| Error::Internal(anyhow::anyhow!("corrupt row: instances.multi")))?,
         rev: row.try_get("rev")?,
     })
 }

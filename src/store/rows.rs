@@ -13,7 +13,7 @@ pub(super) const TASK_COLUMNS: &str = "id, instance_id, definition_key, definiti
     outcome, comment, completed_by, completed_via, group_id, from_activity, created_at, completed_at";
 
 pub(super) const INSTANCE_COLUMNS: &str = "id, definition_key, definition_version, business_key, \
-    variables, status, error, started_by, created_at, updated_at, joins, rev";
+    variables, status, error, started_by, created_at, updated_at, joins, multi, rev";
 
 pub(super) const USER_COLUMNS: &str =
     "id, display_name, email, email_aliases, phone, manager_id, locale, updated_at";

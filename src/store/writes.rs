@@ -15,7 +15,7 @@ use super::{
     rows, values_rows,
 };
 use crate::{
-    engine::runtime::JoinState,
+    engine::{multi::MultiState, runtime::JoinState},
     error::{Error, Result},
     model::{
         ApprovalContext, CompletedVia, Event, InstanceStatus, OutboxMail, Reminder, Task, User,
@@ -73,8 +73,8 @@ impl Batch {
         let i = &record.instance;
         self.exec(
             "INSERT INTO instances (id, definition_key, definition_version, business_key, variables, joins, \
-             status, error, started_by, rev, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11)",
+             status, error, started_by, rev, created_at, updated_at, multi) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12)",
             vec![
                 i.id.as_str().into(),
                 i.definition_key.as_str().into(),
@@ -87,6 +87,7 @@ impl Batch {
                 i.started_by.as_str().into(),
                 i.created_at.into(),
                 i.updated_at.into(),
+                json_text(&record.multi)?.into(),
             ],
         );
         Ok(())
@@ -100,6 +101,7 @@ impl Batch {
         rev: i64,
         variables: &serde_json::Map<String, serde_json::Value>,
         joins: &JoinState,
+        multi: &MultiState,
         status: InstanceStatus,
         error: &str,
         now: i64,
@@ -107,7 +109,7 @@ impl Batch {
         self.guard(
             format!(
                 "UPDATE instances SET variables = $3, joins = $4, status = $5, error = $6, \
-                 updated_at = $7, rev = rev + 1 WHERE id = $1 AND rev = $2 \
+                 updated_at = $7, multi = $8, rev = rev + 1 WHERE id = $1 AND rev = $2 \
                  RETURNING CAST('{GUARD_INSTANCE}' AS TEXT) AS g"
             ),
             vec![
@@ -118,6 +120,7 @@ impl Batch {
                 status.as_str().into(),
                 error.into(),
                 now.into(),
+                json_text(multi)?.into(),
             ],
         );
         Ok(())

@@ -4,7 +4,10 @@ use serde_json::{Map, Value};
 use super::transition::{self, Change, Claim, Done, Ready, Written, engine_tasks, status_of};
 use super::{Actor, InstanceView, Workflow, check_request_id, fingerprint, new_id};
 use crate::{
-    engine::runtime::{self, Action, JoinState, Snapshot},
+    engine::{
+        multi::MultiState,
+        runtime::{self, Action, JoinState, Snapshot},
+    },
     error::{Error, Result},
     model::{Instance, InstanceStatus, Page},
     store::{InstanceFilter, InstanceRecord, PageRequest, Step, writes::Source},
@@ -46,6 +49,7 @@ impl Workflow {
             Snapshot {
                 variables: &req.variables,
                 joins: &JoinState::default(),
+                multi: &MultiState::default(),
                 open_tasks: &[],
             },
             Action::Start,
@@ -71,6 +75,7 @@ impl Workflow {
                 updated_at: now,
             },
             joins: transition.joins.clone(),
+            multi: transition.multi.clone(),
             rev: 0,
         };
         let change = Change {
@@ -112,15 +117,16 @@ impl Workflow {
         if id.is_empty() {
             return Err(Error::invalid("id", "required"));
         }
-        let instance = self
+        let record = self
             .store
-            .instance(id)
+            .instance_record(id)
             .await?
             .ok_or_else(|| Error::not_found("process instance", id))?;
         let open_tasks = self.store.open_tasks(id).await?;
         Ok(InstanceView {
-            instance,
+            instance: record.instance,
             open_tasks,
+            multi: record.multi,
         })
     }
 
@@ -144,6 +150,7 @@ impl Workflow {
             items.push(InstanceView {
                 instance,
                 open_tasks,
+                multi: MultiState::default(),
             });
         }
         Ok(Page {
@@ -204,6 +211,7 @@ impl Workflow {
                 Snapshot {
                     variables: &record.instance.variables,
                     joins: &record.joins,
+                    multi: &record.multi,
                     open_tasks: &engine_tasks(&open),
                 },
                 reason,

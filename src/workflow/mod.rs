@@ -39,6 +39,8 @@ pub(crate) const REMINDERS_ACTOR: &str = "system:reminders";
 pub struct InstanceView {
     pub instance: Instance,
     pub open_tasks: Vec<Task>,
+    /// Multi-instance activities being signed (empty in lists).
+    pub multi: crate::engine::multi::MultiState,
 }
 
 #[derive(Debug)]

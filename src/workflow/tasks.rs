@@ -487,6 +487,7 @@ impl Workflow {
         let unchanged = Transition {
             variables: record.instance.variables.clone(),
             joins: record.joins.clone(),
+            multi: record.multi.clone(),
             outcome: InstanceOutcome::Running,
             open: Vec::new(),
             withdraw: Vec::new(),
@@ -584,6 +585,7 @@ fn compute_completion(
         Snapshot {
             variables: &record.instance.variables,
             joins: &record.joins,
+            multi: &record.multi,
             open_tasks: open,
         },
         Action::CompleteTask {

@@ -234,6 +234,7 @@ pub(super) async fn prepare(
         batch.insert_instance(&InstanceRecord {
             instance: instance.clone(),
             joins: transition.joins.clone(),
+            multi: transition.multi.clone(),
             rev: 0,
         })?;
     } else {
@@ -242,6 +243,7 @@ pub(super) async fn prepare(
             record.rev,
             &transition.variables,
             &transition.joins,
+            &transition.multi,
             status,
             &error,
             now,
@@ -327,6 +329,7 @@ pub(super) async fn prepare(
         .collect();
     open_after.extend(opened.iter().cloned());
     open_after.sort_by(|a, b| a.id.cmp(&b.id));
+    let multi = transition.multi.clone();
     published.extend(opened.into_iter().map(|task| TaskEvent {
         kind: TaskEventKind::Opened,
         task,
@@ -345,6 +348,7 @@ pub(super) async fn prepare(
         view: InstanceView {
             instance,
             open_tasks: open_after,
+            multi,
         },
         guarded: !start,
         claimed: claim.is_some(),

@@ -17,6 +17,7 @@ mod identity;
 mod limits;
 mod mail_trust;
 mod messages;
+mod multi_instance;
 mod protocol;
 mod reminder_stats;
 mod reminder_types;

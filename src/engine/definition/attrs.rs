@@ -4,7 +4,7 @@
 
 use super::builder::ProcessBuilder;
 use super::xml::{Element, Ns};
-use super::{Assignee, OutcomeSpec, ReminderTypeDecl, UserTaskSpec};
+use super::{Assignee, MultiInstanceSpec, OutcomeSpec, ReminderTypeDecl, UserTaskSpec};
 use crate::engine::reminder_rules::{self, EscalationPolicy};
 use crate::{duration::Duration, model::Channel};
 
@@ -14,9 +14,17 @@ impl ProcessBuilder {
         element: &Element,
         id: &str,
         outcomes: Option<Vec<OutcomeSpec>>,
+        multi: Option<Box<MultiInstanceSpec>>,
     ) -> UserTaskSpec {
+        // A multi-instance task's signers are the collection's elements unless an assignee
+        // says otherwise (e.g. each element's manager, issue 11).
+        let default_assignee = match &multi {
+            Some(m) => Assignee::Variable(m.element_variable.clone()),
+            None => Assignee::User(String::new()),
+        };
+        let has_default_assignee = multi.is_some();
         let mut spec = UserTaskSpec {
-            assignee: Assignee::User(String::new()),
+            assignee: default_assignee,
             reminder_type: None,
             email_approval: true,
             valid_for: None,
@@ -26,8 +34,9 @@ impl ProcessBuilder {
                 .unwrap_or_else(default_outcomes),
             allow_delegate: false,
             writable: Vec::new(),
+            multi,
         };
-        let mut has_assignee = false;
+        let mut has_assignee = has_default_assignee;
         for attr in element.replyflow_attrs() {
             let value = attr.value.trim();
             let result = match attr.local.as_str() {
@@ -61,6 +70,9 @@ impl ProcessBuilder {
         }
         if !has_assignee {
             self.error(id, missing_assignee_reason(element));
+        }
+        if let Some(multi) = &spec.multi {
+            self.check_sign_outcomes(id, multi, &spec.outcomes);
         }
         spec
     }
@@ -280,7 +292,7 @@ fn parse_assignee(value: &str) -> Result<Assignee, String> {
     Ok(Assignee::User(value.to_owned()))
 }
 
-fn is_identifier(name: &str) -> bool {
+pub(super) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
@@ -296,7 +308,7 @@ fn non_empty(value: &str) -> Result<String, String> {
     }
 }
 
-fn parse_flag(value: &str) -> Result<bool, String> {
+pub(super) fn parse_flag(value: &str) -> Result<bool, String> {
     match value {
         "true" => Ok(true),
         "false" => Ok(false),

@@ -210,6 +210,7 @@ impl ProcessBuilder {
         };
         let mut extras = NodeExtras::default();
         let mut outcomes = None;
+        let mut multi = None;
         for child in &element.children {
             match (&child.ns, child.local.as_str()) {
                 (Ns::Diagram, _) | (Ns::Bpmn, "documentation") => {}
@@ -218,6 +219,12 @@ impl ProcessBuilder {
                 (Ns::Bpmn, "extensionElements") if element.local == "userTask" => {
                     outcomes = Some(self.read_outcomes(child, &id));
                 }
+                (Ns::Bpmn, "multiInstanceLoopCharacteristics") if element.local == "userTask" => {
+                    if multi.is_some() {
+                        self.error(&id, "more than one multiInstanceLoopCharacteristics");
+                    }
+                    multi = self.read_multi_instance(child, &id).map(Box::new);
+                }
                 (Ns::Bpmn, "extensionElements") => {
                     self.replyflow_extensions(child, &id, None);
                 }
@@ -225,7 +232,7 @@ impl ProcessBuilder {
             }
         }
         let kind = match element.local.as_str() {
-            "userTask" => NodeKind::UserTask(self.read_user_task(element, &id, outcomes)),
+            "userTask" => NodeKind::UserTask(self.read_user_task(element, &id, outcomes, multi)),
             other => {
                 self.refuse_replyflow_attrs(element, &id);
                 match other {
@@ -580,7 +587,16 @@ impl ProcessBuilder {
             let Some(target) = self.nodes.get(flow.target) else {
                 continue;
             };
-            if matches!(target.kind, NodeKind::UserTask(_)) {
+            if let NodeKind::UserTask(spec) = &target.kind {
+                if spec.multi.is_some() {
+                    let reason = format!(
+                        "a deferred choice (exclusive gateway '{gateway_id}' without conditions) \
+                         cannot start a branch with the multi-instance task '{}': put a \
+                         single-signer task first, or give the gateway conditions",
+                        target.id
+                    );
+                    self.error(&flow.id, reason);
+                }
                 continue;
             }
             let reason = format!(
@@ -875,12 +891,12 @@ mod tests {
             "unsupported element messageEventDefinition",
         );
         let loop_task = with_task(
-            r#"<userTask id="task" replyflow:assignee="a"><multiInstanceLoopCharacteristics/></userTask>"#,
+            r#"<userTask id="task" replyflow:assignee="a"><standardLoopCharacteristics/></userTask>"#,
         );
         assert_error(
             &loop_task,
             "task",
-            "unsupported element multiInstanceLoopCharacteristics",
+            "unsupported element standardLoopCharacteristics",
         );
     }
 

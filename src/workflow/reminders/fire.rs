@@ -133,6 +133,7 @@ impl Workflow {
                 &graph,
                 &r.end_activity,
                 &r.via_join,
+                &r.group_id,
                 &record.joins,
                 &engine_open,
             )
