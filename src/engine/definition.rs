@@ -459,8 +459,15 @@ mod example_tests {
 
     const EXPENSE: &str = include_str!("../../examples/expense.bpmn");
     const EXPENSE_MODELER: &str = include_str!("../../examples/expense_modeler.bpmn");
+    const PARALLEL_REVIEW: &str = include_str!("../../examples/parallel_review.bpmn");
+    const PARALLEL_REVIEW_MODELER: &str =
+        include_str!("../../examples/parallel_review_modeler.bpmn");
     const COUNTERSIGN: &str = include_str!("../../examples/countersign.bpmn");
     const COUNTERSIGN_MODELER: &str = include_str!("../../examples/countersign_modeler.bpmn");
+    const VOTE: &str = include_str!("../../examples/vote.bpmn");
+    const VOTE_MODELER: &str = include_str!("../../examples/vote_modeler.bpmn");
+    const SEQUENTIAL: &str = include_str!("../../examples/sequential.bpmn");
+    const SEQUENTIAL_MODELER: &str = include_str!("../../examples/sequential_modeler.bpmn");
     const DEFERRED_CHOICE: &str = include_str!("../../examples/deferred_choice.bpmn");
     const DEFERRED_CHOICE_MODELER: &str =
         include_str!("../../examples/deferred_choice_modeler.bpmn");
@@ -522,8 +529,37 @@ mod example_tests {
     }
 
     #[test]
-    fn countersign_examples() {
-        for xml in [COUNTERSIGN, COUNTERSIGN_MODELER] {
+    fn multi_instance_examples_as_written_and_as_saved_by_a_modeler() {
+        let cases = [
+            (COUNTERSIGN, COUNTERSIGN_MODELER, SignMode::All, false),
+            (
+                VOTE,
+                VOTE_MODELER,
+                SignMode::Vote { pass_ratio: 0.6 },
+                false,
+            ),
+            (SEQUENTIAL, SEQUENTIAL_MODELER, SignMode::All, true),
+        ];
+        for (plain, modeler, mode, sequential) in cases {
+            for xml in [plain, modeler] {
+                let definition = parsed(xml);
+                let (_, _, sign) = definition
+                    .user_tasks()
+                    .find(|(_, node, _)| node.id == "sign")
+                    .expect("a sign task");
+                let multi = sign.multi.as_ref().expect("multi-instance");
+                assert_eq!(multi.mode, mode, "{}", definition.key);
+                assert_eq!(multi.sequential, sequential, "{}", definition.key);
+                assert_eq!(multi.collection, "signers");
+                assert_eq!(multi.element_variable, "signer");
+                assert_eq!(sign.assignee, Assignee::Variable("signer".into()));
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_review_examples() {
+        for xml in [PARALLEL_REVIEW, PARALLEL_REVIEW_MODELER] {
             let definition = parsed(xml);
             assert_eq!(
                 kinds(&definition),

@@ -485,3 +485,27 @@ async fn every_signer_is_chased_and_the_decision_stops_every_reminder() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_countersign_example_as_saved_by_camunda_modeler_runs_a_real_countersign() {
+    let app = app_with(&["legal_dan", "finance_carol", "it_erin", "frank"]).await;
+    app.deploy_example("countersign_modeler.bpmn").await;
+    let instance = app
+        .start(
+            "countersign",
+            json!({"signers": ["legal_dan", "finance_carol", "it_erin"], "approver": "frank",
+                   "contract": "HT-2026-118", "amount": 250000}),
+        )
+        .await;
+    assert_eq!(
+        assignees(&instance),
+        ["legal_dan", "finance_carol", "it_erin"]
+    );
+    for user in ["it_erin", "legal_dan", "finance_carol"] {
+        decide(&app, &instance.id, user, "approve").await;
+    }
+    let after = app.instance(&instance.id).await;
+    assert_eq!(assignees(&after), ["frank"]);
+    assert_eq!(after.open_tasks[0].activity_id, "final_approval");
+    app.stop().await;
+}

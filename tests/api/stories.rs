@@ -121,6 +121,9 @@ async fn a_modeler_drawn_file_deploys_unchanged() {
     for file in [
         "expense_modeler.bpmn",
         "countersign_modeler.bpmn",
+        "vote_modeler.bpmn",
+        "sequential_modeler.bpmn",
+        "parallel_review_modeler.bpmn",
         "deferred_choice_modeler.bpmn",
     ] {
         let def = app.deploy_example(file).await;
