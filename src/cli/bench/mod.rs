@@ -7,17 +7,20 @@
 //! and the generated tonic client, exactly as an outside client's would; client and server then
 //! share this machine's cores. With `--addr` it loads a server that is already running.
 //!
-//! One file per mode: [`roundtrip`] (the default), [`submit`] (`--submit-replies`) and [`backlog`]
-//! (`--inbound-backlog`, with [`inbound`] what both inbound modes share); [`auth`] makes the
+//! One file per mode: [`roundtrip`] (the default), [`countersign`] (`--countersign`), [`submit`]
+//! (`--submit-replies`) and [`backlog`] (`--inbound-backlog`, with [`inbound`] what both inbound
+//! modes share); [`server`] starts the in-process server; [`auth`] makes the
 //! clients' identities, [`database`] the server's database, [`report`] the statistics, and
 //! [`statements`] with [`probe`] count the SQL statements of each RPC.
 mod auth;
 mod backlog;
+mod countersign;
 mod database;
 mod inbound;
 mod probe;
 mod report;
 mod roundtrip;
+mod server;
 mod statements;
 mod submit;
 
@@ -103,6 +106,10 @@ pub(super) struct BenchArgs {
     /// Print the statements of one probed CompleteTask that opens the next task with its mail.
     #[arg(long)]
     show_statements: bool,
+    /// 会签 instead: N (--instances) instances of examples/countersign.bpmn with S signers each,
+    /// all S deciding at the same instant; prints decisions/s and CompleteTask latency.
+    #[arg(long, value_name = "S", conflicts_with_all = ["inbound_backlog", "submit_replies"])]
+    countersign: Option<usize>,
     /// The HS256 secret of `--auth jwt`, made for the run.
     #[arg(skip)]
     jwt_secret: Option<String>,
@@ -129,6 +136,7 @@ impl Default for BenchArgs {
             auth: "dev".into(),
             statement_probe: 20,
             show_statements: false,
+            countersign: None,
             jwt_secret: None,
         }
     }
@@ -138,6 +146,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     init_tracing();
     if args.inbound_backlog.is_some() || args.submit_replies.is_some() {
         return inbound::run(&args).await;
+    }
+    if let Some(signers) = args.countersign {
+        return countersign::run(&args, signers).await;
     }
     let report = roundtrip::bench(&args).await?;
     print!("{}", report.render());
@@ -199,8 +210,8 @@ mod tests {
     use std::time::Duration;
 
     use super::{
-        BenchArgs, database::with_database, init_tracing, report::percentile, roundtrip,
-        roundtrip::Rpc,
+        BenchArgs, countersign, database::with_database, init_tracing, report::percentile,
+        roundtrip, roundtrip::Rpc,
     };
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,6 +250,19 @@ mod tests {
             }
             assert!(!statements.listing.is_empty(), "{text}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_countersign_run_decides_every_instance_exactly_once() {
+        let args = BenchArgs {
+            instances: 3,
+            concurrency: 8,
+            countersign: Some(4),
+            ..BenchArgs::default()
+        };
+        countersign::run(&args, 4)
+            .await
+            .expect("every countersign decided once");
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Report {
 }
 
 /// One line of the latency table.
-fn latency_row(out: &mut String, label: &str, mut samples: Vec<Duration>) {
+pub(super) fn latency_row(out: &mut String, label: &str, mut samples: Vec<Duration>) {
     samples.sort_unstable();
     let mean = if samples.is_empty() {
         Duration::ZERO

@@ -16,20 +16,13 @@ use tonic::transport::Channel;
 
 use super::{
     AMOUNT, BenchArgs, ERRORS_SHOWN, EXPENSE_BPMN, FINANCE, INITIATOR, MANAGER,
-    auth::{BENCH_JWT_AUDIENCE, BENCH_JWT_ISSUER, Identity, as_user},
-    connect,
-    database::Database,
-    open_task, probe,
+    auth::{Identity, as_user},
+    connect, open_task, probe,
     report::{Report, own_memory_kb},
+    server::InProcess,
     statements,
 };
-use crate::{
-    api::convert,
-    app::Application,
-    clock::SystemClock,
-    config::{Secret, Settings},
-    proto::pb,
-};
+use crate::{api::convert, proto::pb};
 
 /// The three RPCs of one instance.
 #[derive(Debug, Clone, Copy)]
@@ -62,84 +55,30 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         report.no_statements = "--addr: the server is not in this process".into();
         return Ok(report);
     }
-    let database = Database::prepare(args).await?;
-    let mut settings = Settings::default();
-    settings.server.listen = "127.0.0.1:0".into();
-    settings.database.url = Secret::new(database.url.clone());
-    settings.database.synchronous = args.synchronous.clone();
-    // Approval mail is part of every transition: write it as files in a directory of our own.
-    let mail_dir =
-        std::env::temp_dir().join(format!("rf-bench-mail-{}", uuid::Uuid::now_v7().simple()));
-    settings.mail.outbound = Secret::new(format!("file:{}", mail_dir.display()));
-    settings.mail.inbound = Secret::new("none");
-    settings.security.admins = "admin".into();
-    let mut args = args.clone();
-    if args.auth == "jwt" {
-        let secret = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        settings.security.auth = "jwt".into();
-        settings.security.jwt_hs256_secret = Some(Secret::new(secret.clone()));
-        settings.security.jwt_issuer = Some(BENCH_JWT_ISSUER.into());
-        settings.security.jwt_audience = Some(BENCH_JWT_AUDIENCE.into());
-        args.jwt_secret = Some(secret);
-    }
-    let args = &args;
-    if let Some(max) = args.max_connections {
-        settings.database.max_connections = max;
-    }
-    let backend = if database.url.starts_with("sqlite:") {
-        format!(
-            "sqlite synchronous={} max_connections={} auth={} (in-process server)",
-            settings.database.synchronous,
-            settings.database.max_connections,
-            settings.security.auth
-        )
-    } else {
-        format!(
-            "postgres max_connections={} auth={} (in-process server)",
-            settings.database.max_connections, settings.security.auth
-        )
-    };
-    let result = async {
-        let application = Application::build(&settings, Arc::new(SystemClock))
-            .await
-            .context("starting the in-process server")?;
-        let addr = format!("http://{}", application.local_addr());
-        let shutdown = application.shutdown_token();
-        let workflow = application.workflow();
-        let server = tokio::spawn(application.run_until_stopped());
-        let commits_before = workflow.store().group_commits();
-        let report = load(args, &addr, backend).await;
-        let commits_after = workflow.store().group_commits();
-        shutdown.cancel();
-        server
-            .await
-            .context("the in-process server panicked")?
-            .context("the in-process server")?;
-        let mut report = report?;
-        report.group_commits = Some((
-            commits_after.groups - commits_before.groups,
-            commits_after.jobs - commits_before.jobs,
-        ));
-        if args.statement_probe == 0 {
-            report.no_statements = "--statement-probe 0".into();
-        } else if !statements::available() {
-            report.no_statements = "the statement counter is not installed".into();
-        } else {
-            let counts = probe::run(args, &settings)
-                .await
-                .context("the statement probe")?;
-            report.statements = Some(counts);
-        }
-        Ok(report)
-    }
-    .await;
-    database.cleanup().await;
-    let _ = std::fs::remove_dir_all(&mail_dir);
-    result
+    let server = InProcess::start(args).await?;
+    let commits_before = server.group_commits();
+    let report = load(&server.args, &server.addr, server.backend.clone()).await;
+    let commits_after = server.group_commits();
+    server
+        .stop(async |settings, args| {
+            let mut report = report?;
+            report.group_commits = Some((
+                commits_after.groups - commits_before.groups,
+                commits_after.jobs - commits_before.jobs,
+            ));
+            if args.statement_probe == 0 {
+                report.no_statements = "--statement-probe 0".into();
+            } else if !statements::available() {
+                report.no_statements = "the statement counter is not installed".into();
+            } else {
+                let counts = probe::run(args, settings)
+                    .await
+                    .context("the statement probe")?;
+                report.statements = Some(counts);
+            }
+            Ok(report)
+        })
+        .await
 }
 
 /// The generated clients over one connection, and the identities they act as.
