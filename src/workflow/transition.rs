@@ -259,7 +259,7 @@ pub(super) async fn prepare(
     }
     let mut guarded_users: Vec<&User> = users
         .values()
-        .filter(|u| assignees.contains(&u.id))
+        .filter(|u| assignees.binary_search(&u.id).is_ok())
         .collect();
     guarded_users.sort_by(|a, b| a.id.cmp(&b.id));
     for user in guarded_users {
