@@ -25,6 +25,7 @@
 //! | `deadline` | the valid-until time as text: `2026年11月24日 18:00 (北京时间)` / `Tue, 24 Nov 2026, 10:00 UTC` |
 //! | `token`, `token_line` | the reply token, and `回复凭证 / Reply token: <token>` |
 //! | `note` | an extra paragraph (a reminder's message), may be empty |
+//! | `signing` | none, or for a signer of a multi-instance step (会签 / 或签 / 票签 / 顺序会签): `{mode, sequential, position, total, needed, signers}`: `mode` = `"all"`, `"any"` or `"vote"`; `position` = the reader's place (1-based); `needed` = the approvals that pass the step; `signers` = every signer's display name, in order, the reader's own included |
 //!
 //! Checks at load time, besides rendering: the subject contains `[subject_tag]` and both bodies
 //! contain the token, since inbound correlation relies on them.
@@ -175,6 +176,43 @@ pub struct OutcomeChoice {
     pub keywords: Vec<String>,
 }
 
+/// How a multi-instance step decides (`replyflow:signMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningMode {
+    /// 会签: every signer must approve.
+    All,
+    /// 或签: the first decision decides.
+    Any,
+    /// 票签: approved once `needed` signers approved.
+    Vote,
+}
+
+impl SigningMode {
+    /// The name definitions and the API use: `all`, `any`, `vote`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningMode::All => "all",
+            SigningMode::Any => "any",
+            SigningMode::Vote => "vote",
+        }
+    }
+}
+
+/// The reader's place among the signers of a multi-instance step, so that they know who else is
+/// asked and what their answer weighs. Names only: a mail never hands out colleagues' addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    pub mode: SigningMode,
+    /// One signer at a time, in the order of `signers` (顺序会签).
+    pub sequential: bool,
+    /// The reader's place, 1-based.
+    pub position: usize,
+    /// How many approvals pass the step (all: every signer; any: one; vote: ⌈ratio · n⌉).
+    pub needed: usize,
+    /// Every signer's display name in order, the reader's own included.
+    pub signers: Vec<String>,
+}
+
 /// Everything one approval mail says.
 #[derive(Debug, Clone)]
 pub struct ApprovalMail {
@@ -204,6 +242,8 @@ pub struct ApprovalMail {
     pub token: String,
     /// An extra paragraph (a reminder's message); may be empty.
     pub note: String,
+    /// The reader is one of several signers of this step.
+    pub signing: Option<Signing>,
 }
 
 impl ApprovalMail {
@@ -275,6 +315,17 @@ impl ApprovalMail {
             } else {
                 String::new()
             },
+            signing: Some(Signing {
+                mode: SigningMode::All,
+                sequential: false,
+                position: 2,
+                needed: 3,
+                signers: if zh {
+                    vec!["王丽".into(), "马丽".into(), "李娜".into()]
+                } else {
+                    vec!["Lena Wang".into(), "Mary Ma".into(), "Ivy Li".into()]
+                },
+            }),
         }
     }
 
@@ -290,6 +341,7 @@ impl ApprovalMail {
         mail.note.clear();
         mail.outcomes.truncate(1);
         mail.outcomes[0].keywords.clear();
+        mail.signing = None;
         mail
     }
 }

@@ -14,7 +14,9 @@ use crate::{
     engine::definition::{NodeKind, ProcessDefinition, UserTaskSpec},
     error::{Error, Result},
     mail::{
-        compose::{self, ApprovalMail, Locale, MailKind, Mailbox, OutcomeChoice, Templates},
+        compose::{
+            self, ApprovalMail, Locale, MailKind, Mailbox, OutcomeChoice, Signing, Templates,
+        },
         token::{self, KeyRing},
     },
     model::{
@@ -25,6 +27,7 @@ use crate::{
 };
 
 mod keys;
+pub(super) mod signing;
 
 pub use keys::load_key_ring;
 
@@ -163,7 +166,9 @@ impl Mailer {
             return Ok(None);
         }
         let user = tx.user(&task.assignee).await?;
-        let Some(opened) = self.approval_for(graph, instance, task, user.as_ref(), now)? else {
+        let signing = signing::read_signing(tx, graph, task).await?;
+        let Some(opened) = self.approval_for(graph, instance, task, user.as_ref(), signing, now)?
+        else {
             return Ok(None);
         };
         if let Some((context, mail)) = &opened.written {
@@ -175,13 +180,15 @@ impl Mailer {
 
     /// The approval context and rendered, signed mail of a task that opens, computed before any
     /// transaction (the transition writer only inserts them). `user`: the assignee as read from
-    /// the directory. None when the task's activity has no email approval.
+    /// the directory; `signing`: their place among the signers of a multi-instance step. None
+    /// when the task's activity has no email approval.
     pub(super) fn approval_for(
         &self,
         graph: &ProcessDefinition,
         instance: &Instance,
         task: &Task,
         user: Option<&crate::model::User>,
+        signing: Option<Signing>,
         now: i64,
     ) -> Result<Option<OpenedApproval>> {
         let Some(spec) = user_task_spec(graph, &task.activity_id) else {
@@ -254,6 +261,7 @@ impl Mailer {
             &context.message_id,
             None,
             "",
+            signing,
             now,
         )?;
         let event = event(
@@ -306,6 +314,7 @@ impl Mailer {
             uuid::Uuid::now_v7().simple(),
             self.reply_domain
         );
+        let signing = signing::read_signing(tx, graph, task).await?;
         let mail = self.compose(
             &context,
             graph,
@@ -317,6 +326,7 @@ impl Mailer {
             &message_id,
             Some(&context.message_id),
             note,
+            signing,
             now,
         )?;
         Ok(Ok(mail))
@@ -336,6 +346,7 @@ impl Mailer {
         message_id: &str,
         thread: Option<&str>,
         note: &str,
+        signing: Option<Signing>,
         now: i64,
     ) -> Result<OutboxMail> {
         let token = token::issue_with_kid(
@@ -382,6 +393,7 @@ impl Mailer {
             date: now,
             token,
             note: note.to_string(),
+            signing,
         };
         let body = compose::render(&self.templates, &mail)
             .map_err(|e| Error::Internal(e.context("rendering an approval mail")))?;
@@ -613,6 +625,7 @@ impl Workflow {
             })?;
             let sequence = self.store.mail_for_context(&context.id).await?.len() + 1;
             let message_id = format!("<rf.{}.{sequence}@{}>", context.id, mailer.reply_domain);
+            let signing = signing::read_signing(&mut tx, &graph, &task).await?;
             let mail = mailer.compose(
                 &context,
                 &graph,
@@ -624,6 +637,7 @@ impl Workflow {
                 &message_id,
                 Some(&context.message_id),
                 "",
+                signing,
                 now,
             )?;
             tx.touch_approval_mail(&context.id, now).await?;

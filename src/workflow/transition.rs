@@ -17,7 +17,11 @@
 //!    caller undoes the batch (a savepoint) and decides again.
 use std::sync::Arc;
 
-use super::{InstanceView, approvals::Mailer, approvals::wants_email, new_id};
+use super::{
+    InstanceView,
+    approvals::{Mailer, signing, wants_email},
+    new_id,
+};
 use crate::{
     engine::{
         definition::ProcessDefinition,
@@ -222,7 +226,11 @@ pub(super) async fn prepare(
     let mut assignees: Vec<String> = mailed.iter().map(|t| t.assignee.clone()).collect();
     assignees.sort();
     assignees.dedup();
-    let users = source.users_by_id(&assignees).await?;
+    // A signer's mail names the other signers too: read with the assignees, guarded without them.
+    let named = signing::signers_named(&graph, &transition.multi, mailed.iter().copied());
+    let users = source
+        .users_by_id(&[assignees.as_slice(), named.as_slice()].concat())
+        .await?;
     let reminders = plan::plan(&graph, &transition, &engine_tasks(&open_before));
     let (armed, arm_events) = arm::arm(&mut source, &graph, &instance, &reminders, now).await?;
 
@@ -249,7 +257,10 @@ pub(super) async fn prepare(
             now,
         )?;
     }
-    let mut guarded_users: Vec<&User> = users.values().collect();
+    let mut guarded_users: Vec<&User> = users
+        .values()
+        .filter(|u| assignees.binary_search(&u.id).is_ok())
+        .collect();
     guarded_users.sort_by(|a, b| a.id.cmp(&b.id));
     for user in guarded_users {
         batch.user_unchanged(user);
@@ -287,9 +298,9 @@ pub(super) async fn prepare(
         .collect();
     let (mut contexts, mut mails) = (Vec::new(), Vec::new());
     for task in &mailed {
-        if let Some(opened) =
-            mailer.approval_for(&graph, &instance, task, users.get(&task.assignee), now)?
-        {
+        let signing = signing::signing_of(&graph, &transition.multi, task, &users);
+        let user = users.get(&task.assignee);
+        if let Some(opened) = mailer.approval_for(&graph, &instance, task, user, signing, now)? {
             if let Some((context, mail)) = opened.written {
                 contexts.push(context);
                 mails.push(mail);

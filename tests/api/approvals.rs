@@ -41,7 +41,10 @@ fn approvals(
     pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
 }
 
-async fn get_approval(app: &TestApp, task_id: &str) -> Result<pb::ApprovalContext, tonic::Status> {
+pub(crate) async fn get_approval(
+    app: &TestApp,
+    task_id: &str,
+) -> Result<pb::ApprovalContext, tonic::Status> {
     approvals(app)
         .get_approval(req(
             pb::GetApprovalRequest {
@@ -153,7 +156,7 @@ async fn wait_for_mail(
 }
 
 /// The mail whose Message-ID is `message_id` (angle brackets optional).
-async fn mail_with_id(app: &TestApp, message_id: &str) -> Vec<u8> {
+pub(crate) async fn mail_with_id(app: &TestApp, message_id: &str) -> Vec<u8> {
     let id = bare(message_id).to_string();
     wait_for_mail(app, &format!("with Message-ID {id}"), |m| {
         m.message_id() == Some(id.as_str())

@@ -24,6 +24,7 @@ mod reminder_types;
 mod reminders;
 mod replies;
 mod requests;
+mod signer_mail;
 mod stories;
 mod tls;
 mod watch;

@@ -14,6 +14,7 @@ mod pki;
 
 mod approval;
 mod bench;
+mod countersign;
 mod crash;
 mod delivery;
 mod inbound;

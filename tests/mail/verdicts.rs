@@ -44,7 +44,11 @@ async fn whole_log(app: &MailApp) -> Vec<pb::InboundEmail> {
 
 /// Waits until the inbound log holds the mail `message_id` (angle brackets optional); returns
 /// its row, after checking it is tied to `task_id` (empty: to no task, as robots' mail is).
-async fn wait_for_verdict(app: &MailApp, task_id: &str, message_id: &str) -> pb::InboundEmail {
+pub(crate) async fn wait_for_verdict(
+    app: &MailApp,
+    task_id: &str,
+    message_id: &str,
+) -> pb::InboundEmail {
     let id = message_id.trim_matches(['<', '>']);
     let until = std::time::Instant::now() + DEADLINE;
     loop {
@@ -66,7 +70,7 @@ async fn wait_for_verdict(app: &MailApp, task_id: &str, message_id: &str) -> pb:
 }
 
 /// The polite answer to `reply_id` in `user`'s INBOX (threaded under it), its text.
-async fn answer_to(user: &str, reply_id: &str) -> String {
+pub(crate) async fn answer_to(user: &str, reply_id: &str) -> String {
     let id = reply_id.trim_matches(['<', '>']);
     let raw = wait_for_header(user, "In-Reply-To", id, DEADLINE).await;
     let mail = mail_parser::MessageParser::default()
@@ -92,7 +96,7 @@ async fn answers_to(user: &str, reply_id: &str) -> usize {
 }
 
 /// Starts `key` with `variables` as fred; the instance's open tasks.
-async fn start(app: &MailApp, key: &str, variables: Value) -> Vec<pb::Task> {
+pub(crate) async fn start(app: &MailApp, key: &str, variables: Value) -> Vec<pb::Task> {
     let Value::Object(variables) = variables else {
         panic!("variables are a JSON object")
     };
@@ -111,7 +115,7 @@ async fn start(app: &MailApp, key: &str, variables: Value) -> Vec<pb::Task> {
         .open_tasks
 }
 
-async fn deploy(app: &MailApp, xml: Vec<u8>) {
+pub(crate) async fn deploy(app: &MailApp, xml: Vec<u8>) {
     app.workflow()
         .deploy_definition(req(
             pb::DeployDefinitionRequest {
@@ -125,7 +129,7 @@ async fn deploy(app: &MailApp, xml: Vec<u8>) {
 }
 
 /// The approval mail as delivered to `user` (through Postfix into Dovecot).
-async fn delivered_approval(app: &MailApp, user: &str, task_id: &str) -> ApprovalMail {
+pub(crate) async fn delivered_approval(app: &MailApp, user: &str, task_id: &str) -> ApprovalMail {
     let approval = get_approval(app, task_id).await;
     let copies = wait_for_message_id(user, &approval.message_id, DEADLINE).await;
     ApprovalMail::parse(&copies[0])

@@ -12,8 +12,8 @@ use serde::Serialize;
 use time::{OffsetDateTime, UtcOffset};
 
 use super::{
-    ApprovalMail, Locale, MailKind, Mailbox, OutcomeChoice, TOKEN_LINE_LABEL, build_message,
-    one_line,
+    ApprovalMail, Locale, MailKind, Mailbox, OutcomeChoice, Signing, TOKEN_LINE_LABEL,
+    build_message, one_line,
 };
 
 /// The template file names, with their embedded defaults.
@@ -225,6 +225,30 @@ struct Context<'a> {
     token: &'a str,
     token_line: String,
     note: &'a str,
+    signing: Option<SigningView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct SigningView<'a> {
+    mode: &'static str,
+    sequential: bool,
+    position: usize,
+    total: usize,
+    needed: usize,
+    signers: &'a [String],
+}
+
+impl<'a> SigningView<'a> {
+    fn new(signing: &'a Signing) -> Self {
+        SigningView {
+            mode: signing.mode.as_str(),
+            sequential: signing.sequential,
+            position: signing.position,
+            total: signing.signers.len(),
+            needed: signing.needed,
+            signers: &signing.signers,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -293,6 +317,7 @@ impl<'a> Context<'a> {
             token: &mail.token,
             token_line: token_line(&mail.token),
             note: &mail.note,
+            signing: mail.signing.as_ref().map(SigningView::new),
         }
     }
 
@@ -447,6 +472,90 @@ mod tests {
             deadline_text(Locale::ZhCn, 1_795_536_000_000),
             "2026年11月25日 00:00 (北京时间)"
         );
+    }
+
+    #[test]
+    fn a_signer_reads_the_mode_and_who_else_is_asked_by_name() {
+        let templates = templates();
+        let names = |zh: bool| -> Vec<String> {
+            let names: &[&str] = if zh {
+                &["王丽", "张伟", "李娜"]
+            } else {
+                &["Lena Wang", "Fred Zhang", "Ivy Li"]
+            };
+            names.iter().map(|n| n.to_string()).collect()
+        };
+        let cases = [
+            (
+                SigningMode::All,
+                false,
+                3,
+                "会签（全部同意才通过）· 您是第 2 位，共 3 位：王丽、张伟、李娜",
+                "Countersign (all must approve) · you are 2 of 3: Lena Wang, Fred Zhang, Ivy Li",
+            ),
+            (
+                SigningMode::Any,
+                false,
+                1,
+                "或签（一人决定即可）· 您是第 2 位，共 3 位：王丽、张伟、李娜",
+                "Any-one sign (the first decision decides) · you are 2 of 3: Lena Wang, Fred Zhang, Ivy Li",
+            ),
+            (
+                SigningMode::Vote,
+                false,
+                2,
+                "票签（2 位同意即通过）· 您是第 2 位，共 3 位：王丽、张伟、李娜",
+                "Vote (2 approvals pass it) · you are 2 of 3: Lena Wang, Fred Zhang, Ivy Li",
+            ),
+            (
+                SigningMode::Vote,
+                false,
+                1,
+                "票签（1 位同意即通过）· 您是第 2 位，共 3 位：王丽、张伟、李娜",
+                "Vote (1 approval passes it) · you are 2 of 3: Lena Wang, Fred Zhang, Ivy Li",
+            ),
+            (
+                SigningMode::All,
+                true,
+                3,
+                "顺序会签（全部同意才通过，按名单顺序逐一审批）· 您是第 2 位，共 3 位：王丽 → 张伟 → 李娜",
+                "Sequential countersign (all must approve, one at a time in this order) · you are 2 of 3: Lena Wang → Fred Zhang → Ivy Li",
+            ),
+        ];
+        for (mode, sequential, needed, zh_line, en_line) in cases {
+            for kind in [MailKind::Approval, MailKind::Reminder] {
+                for (locale, label, line) in [
+                    (Locale::ZhCn, "审批方式：", zh_line),
+                    (Locale::En, "Approval mode: ", en_line),
+                ] {
+                    let mut mail = ApprovalMail::sample(locale, kind);
+                    mail.signing = Some(Signing {
+                        mode,
+                        sequential,
+                        position: 2,
+                        needed,
+                        signers: names(locale == Locale::ZhCn),
+                    });
+                    let (text, html) = render_bodies(&templates, &mail).unwrap();
+                    assert!(text.contains(&format!("\n{label}{line}\n")), "{text}");
+                    assert!(html.contains(&format!(">{line}</div>")), "{html}");
+                }
+            }
+        }
+        // Names are escaped in HTML like every other value.
+        let mut mail = ApprovalMail::sample(Locale::En, MailKind::Approval);
+        if let Some(signing) = mail.signing.as_mut() {
+            signing.signers[0] = "<b>Eve</b>".into();
+        }
+        let (_, html) = render_bodies(&templates, &mail).unwrap();
+        assert!(
+            html.contains("&lt;b&gt;Eve&lt;&#x2f;b&gt;, Mary Ma"),
+            "{html}"
+        );
+        // No line at all for a task of one approver.
+        mail.signing = None;
+        let (text, html) = render_bodies(&templates, &mail).unwrap();
+        assert!(!text.contains("Approval mode") && !html.contains("Approval mode"));
     }
 
     #[test]
