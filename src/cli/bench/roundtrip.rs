@@ -62,7 +62,7 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         report.no_statements = "--addr: the server is not in this process".into();
         return Ok(report);
     }
-    let database = Database::prepare(args).await?;
+    let database = Database::prepare(args.database.as_deref(), args.fresh_postgres).await?;
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".into();
     settings.database.url = Secret::new(database.url.clone());
