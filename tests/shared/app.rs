@@ -248,13 +248,16 @@ pub struct TestApp {
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// A change to the settings, applied after the test defaults.
+type Configure<'a> = Box<dyn FnOnce(&mut Settings) + 'a>;
+
 /// What differs between test apps; [`TestApp::builder`].
 #[must_use = "an AppBuilder does nothing until spawned"]
 pub struct AppBuilder<'a> {
     db: Option<TestDb>,
     clock: Arc<dyn Clock>,
     mail_stack: bool,
-    configure: Vec<Box<dyn FnOnce(&mut Settings) + 'a>>,
+    configure: Vec<Configure<'a>>,
 }
 
 impl<'a> AppBuilder<'a> {
