@@ -24,8 +24,8 @@ use tonic::Code;
 use crate::{
     branches::bpmn,
     helpers::{
-        TestApp, TestDb, bare, eventually, expense_vars, millis, real_now, req, spawn_app,
-        spawn_app_at, spawn_app_on_with, spawn_app_with, test_settings,
+        TestApp, TestDb, bare, expense_vars, millis, real_now, req, spawn_app, spawn_app_at,
+        spawn_app_on_with, spawn_app_with, test_settings,
     },
 };
 
@@ -458,15 +458,9 @@ async fn a_resent_mail_keeps_the_token_and_threads_under_the_first() {
     assert_eq!(app.written().len(), 3);
 
     // GetApproval reports the latest mail's delivery (the outbox worker's, in the background).
-    let sent = eventually(Duration::from_secs(10), async || {
-        let now = app.approval(&task.id).await;
-        if now.delivery_status == pb::DeliveryStatus::Sent as i32 {
-            Ok(now)
-        } else {
-            Err(format!("never SENT: {now:?}"))
-        }
-    })
-    .await;
+    let sent = app
+        .wait_for_delivery(&task.id, pb::DeliveryStatus::Sent, Duration::from_secs(10))
+        .await;
     assert_eq!(sent.attempts, 1);
     let resent = app
         .audit_events(&instance.id)

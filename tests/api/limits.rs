@@ -7,8 +7,7 @@ use tonic::{Code, Status};
 
 use crate::{
     branches::bpmn,
-    helpers::{TestApp, req, spawn_app, spawn_app_with, status},
-    replies::{approval_mail, reply, submit},
+    helpers::{TestApp, approval_mail, reply, req, spawn_app, spawn_app_with, status, submit},
 };
 
 /// A status with this code whose message mentions every one of `needles`.

@@ -216,6 +216,25 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
+    /// The task's approval context once its (latest) mail's delivery status is `wanted`: the
+    /// outbox worker delivers in the background.
+    pub async fn wait_for_delivery(
+        &self,
+        task_id: &str,
+        wanted: pb::DeliveryStatus,
+        within: Duration,
+    ) -> pb::ApprovalContext {
+        eventually(within, async || {
+            let approval = self.approval(task_id).await;
+            if approval.delivery_status == wanted as i32 {
+                Ok(approval)
+            } else {
+                Err(format!("delivery status not {wanted:?}: {approval:?}"))
+            }
+        })
+        .await
+    }
+
     /// `user` asks for the approval mail of `task_id` again.
     pub async fn resend_as(
         &self,
