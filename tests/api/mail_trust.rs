@@ -13,8 +13,8 @@ use replyflow::{
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, approval_mail, backend, expense_vars, header, millis, reply, req, spawn_app,
-    spawn_app_on_with, spawn_app_with, submit, token_of,
+    TestApp, approval_mail, expense_vars, header, millis, reply, req, spawn_app, spawn_app_on_with,
+    spawn_app_with, submit, token_of,
 };
 
 const FIRST_SECRET: &str = "first-secret-0123456789";
@@ -425,45 +425,13 @@ async fn an_unmailable_sender_in_the_maildir_does_not_hold_up_the_reply_behind_i
     app.stop().await;
 }
 
-/// Makes the database refuse to record any mail whose subject contains `word`: a mail that
-/// fails every time it is ingested, whatever the transport.
-async fn poison_subjects(app: &TestApp, word: &str) {
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&app.db.url)
-        .await
-        .expect("connecting to the test database");
-    let statements = if backend() == "postgres" {
-        vec![
-            format!(
-                "CREATE FUNCTION rf_poison() RETURNS trigger AS $$ BEGIN \
-                 IF NEW.subject LIKE '%{word}%' THEN RAISE EXCEPTION 'poisoned mail'; END IF; \
-                 RETURN NEW; END $$ LANGUAGE plpgsql"
-            ),
-            "CREATE TRIGGER rf_poison BEFORE INSERT ON inbound_emails FOR EACH ROW \
-             EXECUTE FUNCTION rf_poison()"
-                .to_string(),
-        ]
-    } else {
-        vec![format!(
-            "CREATE TRIGGER rf_poison BEFORE INSERT ON inbound_emails \
-             WHEN NEW.subject LIKE '%{word}%' BEGIN SELECT RAISE(ABORT, 'poisoned mail'); END"
-        )]
-    };
-    for statement in statements {
-        sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(statement))
-            .await
-            .expect("creating the trigger");
-    }
-    let _ = sqlx::Connection::close(conn).await;
-}
-
 #[tokio::test]
 async fn a_mail_that_keeps_failing_is_quarantined_and_never_holds_up_the_reply_behind_it() {
     let app = spawn_app().await;
     app.add_user("mary", "").await;
     let task = start_expense(&app).await;
     let original = approval_mail(&app).await;
-    poison_subjects(&app, "POISON").await;
+    app.poison_subjects("POISON").await;
     let poisoned = String::from_utf8(reply("mary@example.com", &original, "同意", "<p1@x>"))
         .expect("utf-8")
         .replace("Subject: Re: approval", "Subject: Re: approval POISON");

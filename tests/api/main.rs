@@ -13,6 +13,8 @@ mod fresh_db;
 mod helpers;
 #[path = "../shared/pki.rs"]
 mod pki;
+#[path = "../shared/process.rs"]
+mod process;
 
 mod approvals;
 mod authz;

@@ -2,20 +2,20 @@
 //! over SMTP (required STARTTLS, the test CA) to Postfix, Postfix delivers it to Dovecot, and the
 //! test reads it from the approver's INBOX over IMAPS the way a mail client would; GetApproval
 //! shows how the delivery went, including an address the server refuses.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders};
 use replyflow::{
-    api::convert,
     mail::{compose::TOKEN_LINE_LABEL, token},
     proto::pb,
     workflow::approvals::load_key_ring,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     helpers::{
-        MailApp, mail_env, postfix_shared, req, spawn_mail_app, wait_for_empty_postfix_queue,
+        TestApp, bare, mail_env, millis, postfix_shared, spawn_mail_app,
+        wait_for_empty_postfix_queue,
     },
     imap::{count_message_id, wait_for_message_id},
 };
@@ -28,102 +28,26 @@ const EXPENSE_OUTCOMES: &[(u32, &str, &[&str])] = &[
     (2, "驳回", &["驳回", "reject"]),
 ];
 
-async fn add_user(app: &MailApp, id: &str, email: &str, locale: &str) {
-    let message = pb::UpsertUserRequest {
-        user: Some(pb::User {
-            id: id.into(),
-            display_name: id.to_uppercase(),
-            email: email.into(),
-            locale: locale.into(),
-            ..Default::default()
-        }),
-    };
-    app.directory()
-        .upsert_user(req(message, "admin"))
-        .await
-        .expect("upsert user");
+/// mary (or `manager`) and fred in the directory with their test-stack addresses, and
+/// examples/expense.bpmn deployed.
+async fn setup(app: &TestApp, manager: &str, locale: &str) {
+    let env = mail_env();
+    app.add_user_with(manager, &env.address(manager), locale)
+        .await;
+    app.add_user_with("fred", &env.address("fred"), "zh-CN")
+        .await;
+    app.deploy_example("expense.bpmn").await;
 }
 
-async fn deploy_expense(app: &MailApp) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/expense.bpmn");
-    let xml = std::fs::read(path).expect("examples/expense.bpmn");
-    app.workflow()
-        .deploy_definition(req(
-            pb::DeployDefinitionRequest {
-                bpmn_xml: xml,
-                request_id: String::new(),
-            },
-            "admin",
-        ))
-        .await
-        .expect("deploy examples/expense.bpmn");
-}
-
-/// Starts an expense with `manager` as the manager (fred is finance); returns the manager's task.
-async fn start_expense(app: &MailApp, manager: &str) -> pb::Task {
-    let Value::Object(variables) = json!({
+/// Starts an expense (as fred, who is finance) with `manager` as the manager; returns the
+/// manager's task.
+async fn start_expense(app: &TestApp, manager: &str) -> pb::Task {
+    let variables = json!({
         "manager": manager, "finance": "fred", "amount": 20000, "reason": "RustConf 2026",
-    }) else {
-        unreachable!("a JSON object")
-    };
-    let instance = app
-        .workflow()
-        .start_process(req(
-            pb::StartProcessRequest {
-                definition_key: "expense".into(),
-                variables: Some(convert::json_to_struct(&variables)),
-                ..Default::default()
-            },
-            "fred",
-        ))
-        .await
-        .expect("start the expense process")
-        .into_inner();
-    let task = instance.open_tasks[0].clone();
+    });
+    let task = app.start_as("expense", "fred", variables).await.open_tasks[0].clone();
     assert_eq!(task.assignee, manager);
     task
-}
-
-async fn get_approval(app: &MailApp, task_id: &str) -> pb::ApprovalContext {
-    app.approvals()
-        .get_approval(req(
-            pb::GetApprovalRequest {
-                task_id: task_id.into(),
-            },
-            "fred",
-        ))
-        .await
-        .expect("GetApproval")
-        .into_inner()
-}
-
-/// Polls GetApproval until its delivery status is `wanted` (at most [`ARRIVAL`]).
-async fn wait_for_delivery(
-    app: &MailApp,
-    task_id: &str,
-    wanted: pb::DeliveryStatus,
-) -> pb::ApprovalContext {
-    let deadline = Instant::now() + ARRIVAL;
-    loop {
-        let approval = get_approval(app, task_id).await;
-        if approval.delivery_status == wanted as i32 {
-            return approval;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "delivery status not {wanted:?} after {ARRIVAL:?}: {approval:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn millis(ts: Option<prost_types::Timestamp>) -> i64 {
-    let ts = ts.expect("a timestamp");
-    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
-}
-
-fn bare(message_id: &str) -> &str {
-    message_id.trim_matches(|c| c == '<' || c == '>')
 }
 
 #[tokio::test]
@@ -132,11 +56,9 @@ async fn the_approval_mail_arrives_in_the_approvers_inbox_signed_and_answerable(
     let env = mail_env();
     let app = spawn_mail_app().await;
     let mary = env.address("mary");
-    add_user(&app, "mary", &mary, "zh-CN").await;
-    add_user(&app, "fred", &env.address("fred"), "zh-CN").await;
-    deploy_expense(&app).await;
+    setup(&app, "mary", "zh-CN").await;
     let task = start_expense(&app, "mary").await;
-    let approval = get_approval(&app, &task.id).await;
+    let approval = app.approval(&task.id).await;
     assert_eq!(approval.approver_email, mary);
 
     let copies = wait_for_message_id("mary", &approval.message_id, ARRIVAL).await;
@@ -257,7 +179,9 @@ async fn the_approval_mail_arrives_in_the_approvers_inbox_signed_and_answerable(
     );
 
     // What the API says about the delivery.
-    let approval = wait_for_delivery(&app, &task.id, pb::DeliveryStatus::Sent).await;
+    let approval = app
+        .wait_for_delivery(&task.id, pb::DeliveryStatus::Sent, ARRIVAL)
+        .await;
     assert_eq!(approval.attempts, 1);
     assert_eq!(approval.last_error, "");
     assert!(approval.sent_at.is_some(), "{approval:?}");
@@ -276,12 +200,12 @@ async fn an_address_the_server_refuses_is_a_permanent_failure_shown_by_get_appro
     let app = spawn_mail_app().await;
     // Not a mailbox of the test domain: Postfix answers 550 at RCPT.
     let nobody = env.address("nobody");
-    add_user(&app, "nobody", &nobody, "en").await;
-    add_user(&app, "fred", &env.address("fred"), "zh-CN").await;
-    deploy_expense(&app).await;
+    setup(&app, "nobody", "en").await;
     let task = start_expense(&app, "nobody").await;
 
-    let approval = wait_for_delivery(&app, &task.id, pb::DeliveryStatus::PermFailed).await;
+    let approval = app
+        .wait_for_delivery(&task.id, pb::DeliveryStatus::PermFailed, ARRIVAL)
+        .await;
     assert_eq!(approval.approver_email, nobody);
     assert!(
         approval.last_error.contains("550"),

@@ -574,6 +574,19 @@ impl TestApp {
             .into_inner()
     }
 
+    /// The task once it is decided (a reply read in the background, an escalation...).
+    pub async fn wait_until_decided(&self, task_id: &str, within: Duration) -> pb::Task {
+        eventually(within, async || {
+            let task = self.task(task_id).await;
+            if task.outcome.is_empty() {
+                Err(format!("task {task_id} not decided: {task:?}"))
+            } else {
+                Ok(task)
+            }
+        })
+        .await
+    }
+
     /// Completes `task` as its assignee.
     pub async fn complete(
         &self,

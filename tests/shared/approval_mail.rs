@@ -216,6 +216,24 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
+    /// The approval mail of `task_id` as the server wrote it (its outbox row), without waiting
+    /// for delivery.
+    pub async fn queued_approval_mail(&self, task_id: &str) -> ApprovalMail {
+        let approval = self.approval(task_id).await;
+        let store = self.store().await;
+        let rows = store
+            .mail_for_context(&approval.id)
+            .await
+            .expect("the outbox");
+        store.close().await;
+        let row = rows
+            .iter()
+            .find(|m| m.kind == replyflow::model::OutboxKind::Approval)
+            .or(rows.first())
+            .expect("an approval mail in the outbox");
+        ApprovalMail::parse(&row.body)
+    }
+
     /// The task's approval context once its (latest) mail's delivery status is `wanted`: the
     /// outbox worker delivers in the background.
     pub async fn wait_for_delivery(
@@ -285,6 +303,38 @@ impl TestApp {
             .expect("inbound log");
         store.close().await;
         log.items
+    }
+
+    /// Makes the database refuse to record any mail whose subject contains `word`: a mail that
+    /// fails every time it is ingested, whatever the transport.
+    pub async fn poison_subjects(&self, word: &str) {
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&self.db.url)
+            .await
+            .expect("connecting to the test database");
+        let statements = if self.db.url.starts_with("postgres") {
+            vec![
+                format!(
+                    "CREATE FUNCTION rf_poison() RETURNS trigger AS $$ BEGIN \
+                     IF NEW.subject LIKE '%{word}%' THEN RAISE EXCEPTION 'poisoned mail'; END IF; \
+                     RETURN NEW; END $$ LANGUAGE plpgsql"
+                ),
+                "CREATE TRIGGER rf_poison BEFORE INSERT ON inbound_emails FOR EACH ROW \
+                 EXECUTE FUNCTION rf_poison()"
+                    .to_string(),
+            ]
+        } else {
+            vec![format!(
+                "CREATE TRIGGER rf_poison BEFORE INSERT ON inbound_emails \
+                 WHEN NEW.subject LIKE '%{word}%' BEGIN SELECT RAISE(ABORT, 'poisoned mail'); END"
+            )]
+        };
+        for statement in statements {
+            sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(statement))
+                .await
+                .expect("creating the trigger");
+        }
+        let _ = sqlx::Connection::close(conn).await;
     }
 
     /// How many mails are in the outbox table, whatever their state: queued mail counts at once,
