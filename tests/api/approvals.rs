@@ -7,15 +7,12 @@ use std::{
     time::Duration,
 };
 
-use mail_parser::{Message, MessageParser, MimeHeaders};
+use mail_parser::{Message, MessageParser};
 use replyflow::{
     app::Application,
     clock::{ManualClock, SystemClock},
     config::Secret,
-    mail::{
-        compose::TOKEN_LINE_LABEL,
-        token::{self, KeyRing},
-    },
+    mail::token::{self, KeyRing},
     proto::pb,
 };
 use serde_json::json;
@@ -24,181 +21,18 @@ use tonic::Code;
 use crate::{
     branches::bpmn,
     helpers::{
-        TestApp, TestDb, bare, expense_vars, millis, real_now, req, spawn_app, spawn_app_at,
-        spawn_app_on_with, spawn_app_with, test_settings,
+        EXPENSE_OUTCOMES, TestApp, TestDb, bare, check_approval_mail, expense_vars, millis,
+        real_now, req, spawn_app, spawn_app_at, spawn_app_on_with, spawn_app_with, test_settings,
     },
 };
 
 /// The default `mail.resend_interval` (PT5M): the tests move the clock past it.
 const RESEND_INTERVAL: i64 = 5 * 60_000;
 
-/// The outcomes of examples/expense.bpmn's manager task: number, label, keywords.
-const EXPENSE_OUTCOMES: &[(u32, &str, &[&str])] = &[
-    (1, "同意", &["同意", "approve", "ok"]),
-    (2, "驳回", &["驳回", "reject"]),
-];
-
 fn parse(raw: &[u8]) -> Message<'_> {
     MessageParser::default()
         .parse(raw)
         .expect("the mail parses")
-}
-
-/// The keys the server signs and verifies reply tokens with.
-async fn key_ring(app: &TestApp) -> KeyRing {
-    app.server_workflow.reply_token_keys().clone()
-}
-
-/// What the checks of [`check_approval_mail`] found, for further checks.
-#[derive(Debug)]
-struct ApprovalMailSeen {
-    token: String,
-    subject: String,
-    text: String,
-    html: String,
-    language: String,
-}
-
-/// Checks what every approval mail must be, against its context: multipart/alternative with a
-/// text and an HTML part; Message-ID, subject tag, Auto-Submitted, X-Auto-Response-Suppress;
-/// Reply-To `approvals+<token>@replyflow.test` with a token that verifies with the server's keys
-/// for the approver's address and valid-until; every outcome with its number in the text, one
-/// `mailto:` button per outcome in the HTML; the token line at the end of the text.
-fn check_approval_mail(
-    raw: &[u8],
-    approval: &pb::ApprovalContext,
-    ring: &KeyRing,
-    outcomes: &[(u32, &str, &[&str])],
-) -> ApprovalMailSeen {
-    let mail = parse(raw);
-    let dump = String::from_utf8_lossy(raw);
-
-    let root = mail.content_type().expect("Content-Type");
-    assert_eq!(
-        (root.ctype(), root.subtype()),
-        ("multipart", Some("alternative")),
-        "{dump}"
-    );
-    let parts: Vec<(String, String)> = mail
-        .root_part()
-        .sub_parts()
-        .expect("sub-parts")
-        .iter()
-        .map(|&id| {
-            let ct = mail.parts[id as usize]
-                .content_type()
-                .expect("part Content-Type");
-            (
-                ct.ctype().to_string(),
-                ct.subtype().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        parts,
-        [
-            ("text".to_string(), "plain".to_string()),
-            ("text".to_string(), "html".to_string())
-        ],
-        "text, then HTML (the preferred alternative last)"
-    );
-
-    assert_eq!(mail.message_id(), Some(bare(&approval.message_id)));
-    let subject = mail.subject().expect("Subject").to_string();
-    assert!(approval.subject_tag.starts_with("RF-"), "{approval:?}");
-    assert!(
-        subject.contains(&format!("[{}]", approval.subject_tag)),
-        "{subject:?} carries [{}]",
-        approval.subject_tag
-    );
-    let header = |name: &str| {
-        mail.header_raw(name)
-            .unwrap_or_else(|| panic!("no {name} header:\n{dump}"))
-            .trim()
-            .to_string()
-    };
-    assert_eq!(header("Auto-Submitted"), "auto-generated");
-    assert_eq!(header("X-Auto-Response-Suppress"), "All");
-    let to = mail
-        .to()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .expect("To");
-    assert_eq!(to, approval.approver_email);
-
-    let reply_to = mail
-        .reply_to()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .expect("Reply-To")
-        .to_string();
-    let token = reply_to
-        .strip_prefix("approvals+")
-        .and_then(|rest| rest.strip_suffix("@replyflow.test"))
-        .unwrap_or_else(|| panic!("Reply-To {reply_to:?} is approvals+<token>@replyflow.test"))
-        .to_string();
-    assert_eq!(token.len(), token::TOKEN_LEN, "{token}");
-    assert!(
-        token
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)),
-        "lower-case base32: {token}"
-    );
-    let parts = token::parse(&token).expect("the Reply-To token parses");
-    assert_eq!(parts.context_id, approval.id, "the token names the context");
-    token::verify(
-        ring,
-        &parts,
-        parts.kid,
-        &approval.approver_email,
-        millis(approval.valid_until),
-    )
-    .expect("the token verifies for the approver and valid-until");
-
-    let text = mail.body_text(0).expect("text part").into_owned();
-    let html = mail.body_html(0).expect("HTML part").into_owned();
-    for (number, label, keywords) in outcomes {
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(label))
-            .unwrap_or_else(|| panic!("no line for outcome {label} in the text part:\n{text}"));
-        let words: Vec<&str> = line
-            .split(|c: char| c.is_whitespace() || c == ':' || c == '：')
-            .collect();
-        assert!(
-            words.contains(&number.to_string().as_str()),
-            "outcome {label} is offered as number {number}: {line:?}"
-        );
-        for keyword in *keywords {
-            assert!(
-                words.contains(keyword),
-                "outcome {label}: keyword {keyword} in {line:?}"
-            );
-        }
-    }
-    assert_eq!(
-        text.trim_end().lines().last(),
-        Some(format!("{TOKEN_LINE_LABEL} {token}").as_str()),
-        "the text part ends with the token line:\n{text}"
-    );
-
-    let mailto = format!("href=\"mailto:{reply_to}?subject=");
-    assert_eq!(
-        html.matches("href=\"mailto:").count(),
-        outcomes.len(),
-        "one mailto: button per outcome"
-    );
-    assert_eq!(html.matches(&mailto).count(), outcomes.len(), "{html}");
-    assert!(html.contains(&token), "the HTML carries the token line too");
-
-    ApprovalMailSeen {
-        token,
-        subject,
-        text,
-        html,
-        language: header("Content-Language"),
-    }
 }
 
 /// Starts examples/expense.bpmn with `manager` as the manager; returns the instance and its task.
@@ -265,7 +99,7 @@ async fn the_mail_is_signed_multipart_and_in_english_for_an_english_approver() {
     let approval = app.approval(&task.id).await;
     let raw = app.mail_with_id(&approval.message_id).await;
 
-    let seen = check_approval_mail(&raw, &approval, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    let seen = check_approval_mail(&raw, &approval, &app.reply_token_keys(), EXPENSE_OUTCOMES);
     assert_eq!(seen.language, "en");
     assert!(
         seen.subject.starts_with("Approval needed: 经理审批"),
@@ -307,7 +141,7 @@ async fn a_chinese_approver_gets_the_mail_in_chinese() {
     assert_eq!(approval.approver, "lili");
     let raw = app.mail_with_id(&approval.message_id).await;
 
-    let seen = check_approval_mail(&raw, &approval, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    let seen = check_approval_mail(&raw, &approval, &app.reply_token_keys(), EXPENSE_OUTCOMES);
     assert_eq!(seen.language, "zh-CN");
     assert!(
         seen.subject.starts_with("待审批「经理审批」"),
@@ -381,7 +215,7 @@ async fn a_resent_mail_keeps_the_token_and_threads_under_the_first() {
     app.deploy_example("expense.bpmn").await;
     let (instance, task) = start_expense(&app, "mary").await;
     let first = app.approval(&task.id).await;
-    let ring = key_ring(&app).await;
+    let ring = app.reply_token_keys();
     let first_raw = app.mail_with_id(&first.message_id).await;
     let first_seen = check_approval_mail(&first_raw, &first, &ring, EXPENSE_OUTCOMES);
 
@@ -602,7 +436,7 @@ async fn a_reassigned_task_mails_the_new_assignee_and_revokes_the_old_context() 
     );
 
     let raw = app.mail_with_id(&new.message_id).await;
-    let seen = check_approval_mail(&raw, &new, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    let seen = check_approval_mail(&raw, &new, &app.reply_token_keys(), EXPENSE_OUTCOMES);
     assert_eq!(seen.language, "zh-CN", "in the new assignee's language");
     let new_token = token::parse(&seen.token).expect("token");
     assert_eq!(new_token.context_id, new.id, "the new context's own token");
@@ -735,7 +569,7 @@ async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new
     let old = app.approval(&old_task.id).await;
     let old_raw = app.mail_with_id(&old.message_id).await;
     let old_token =
-        check_approval_mail(&old_raw, &old, &key_ring(&app).await, EXPENSE_OUTCOMES).token;
+        check_approval_mail(&old_raw, &old, &app.reply_token_keys(), EXPENSE_OUTCOMES).token;
     let first_kid = token::parse(&old_token).expect("token").kid;
     let db = app.stop_keeping_db().await;
 
@@ -744,7 +578,7 @@ async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new
         s.security.token_secrets = rotation(&[SECOND_SECRET, FIRST_SECRET]);
     })
     .await;
-    let ring = key_ring(&app).await;
+    let ring = app.reply_token_keys();
     let second_kid = ring.current_kid();
     assert_ne!(second_kid, first_kid, "the new secret is a new key");
     let parts = token::parse(&old_token).expect("token");
@@ -785,7 +619,7 @@ async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new
         s.security.token_secrets = rotation(&[FIRST_SECRET, SECOND_SECRET]);
     })
     .await;
-    let ring = key_ring(&app).await;
+    let ring = app.reply_token_keys();
     assert_eq!(ring.current_kid(), first_kid);
     for (token, kid, approval) in [
         (&old_token, first_kid, &old),
@@ -893,7 +727,7 @@ async fn reply_tokens_never_reach_the_audit_trail() {
         .await
         .expect("complete");
 
-    let ring = key_ring(&app).await;
+    let ring = app.reply_token_keys();
     let tokens = [
         check_approval_mail(&raws[0], &first, &ring, EXPENSE_OUTCOMES).token,
         check_approval_mail(&raws[1], &second, &ring, EXPENSE_OUTCOMES).token,
@@ -984,7 +818,8 @@ async fn secrets_and_reply_tokens_never_reach_the_log() {
         .await
         .expect("revoke");
     app.complete(&task, "approve").await.expect("complete");
-    let token = check_approval_mail(&raw, &approval, &key_ring(&app).await, EXPENSE_OUTCOMES).token;
+    let token =
+        check_approval_mail(&raw, &approval, &app.reply_token_keys(), EXPENSE_OUTCOMES).token;
     app.stop().await;
 
     let text = logs.text();
@@ -1056,7 +891,7 @@ async fn resending_a_revoked_approval_issues_a_new_context() {
     assert_ne!(new.id, old.id);
     assert_eq!(new.status, pb::ApprovalStatus::Pending as i32);
     let raw = app.mail_with_id(&new.message_id).await;
-    check_approval_mail(&raw, &new, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    check_approval_mail(&raw, &new, &app.reply_token_keys(), EXPENSE_OUTCOMES);
     app.stop().await;
 }
 

@@ -6,7 +6,12 @@
 #![allow(dead_code)]
 use std::time::Duration;
 
+use mail_parser::{MessageParser, MimeHeaders};
 use replyflow::{
+    mail::{
+        compose::TOKEN_LINE_LABEL,
+        token::{self, KeyRing},
+    },
     proto::pb,
     store::{PageRequest, inbound::InboundFilter},
 };
@@ -58,6 +63,175 @@ pub fn text_of(mail: &str) -> String {
         .parse(mail.as_bytes())
         .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
         .unwrap_or_default()
+}
+
+/// The outcomes of examples/expense.bpmn's manager task: number, label, keywords.
+pub const EXPENSE_OUTCOMES: &[(u32, &str, &[&str])] = &[
+    (1, "同意", &["同意", "approve", "ok"]),
+    (2, "驳回", &["驳回", "reject"]),
+];
+
+/// What the checks of [`check_approval_mail`] found, for further checks.
+#[derive(Debug)]
+pub struct ApprovalMailSeen {
+    pub token: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub language: String,
+}
+
+/// Checks what every approval mail must be, against its context: multipart/alternative with a
+/// text and an HTML part; Message-ID, subject tag, Auto-Submitted, X-Auto-Response-Suppress;
+/// Reply-To `approvals+<token>@<the From address's domain>` with a token that verifies with the server's keys
+/// for the approver's address and valid-until; every outcome with its number in the text, one
+/// `mailto:` button per outcome in the HTML; the token line at the end of the text.
+pub fn check_approval_mail(
+    raw: &[u8],
+    approval: &pb::ApprovalContext,
+    ring: &KeyRing,
+    outcomes: &[(u32, &str, &[&str])],
+) -> ApprovalMailSeen {
+    let mail = MessageParser::default()
+        .parse(raw)
+        .expect("the approval mail parses");
+    let dump = String::from_utf8_lossy(raw);
+
+    let root = mail.content_type().expect("Content-Type");
+    assert_eq!(
+        (root.ctype(), root.subtype()),
+        ("multipart", Some("alternative")),
+        "{dump}"
+    );
+    let parts: Vec<(String, String)> = mail
+        .root_part()
+        .sub_parts()
+        .expect("sub-parts")
+        .iter()
+        .map(|&id| {
+            let ct = mail.parts[id as usize]
+                .content_type()
+                .expect("part Content-Type");
+            (
+                ct.ctype().to_string(),
+                ct.subtype().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            ("text".to_string(), "plain".to_string()),
+            ("text".to_string(), "html".to_string())
+        ],
+        "text, then HTML (the preferred alternative last)"
+    );
+
+    assert_eq!(mail.message_id(), Some(bare(&approval.message_id)));
+    let subject = mail.subject().expect("Subject").to_string();
+    assert!(approval.subject_tag.starts_with("RF-"), "{approval:?}");
+    assert!(
+        subject.contains(&format!("[{}]", approval.subject_tag)),
+        "{subject:?} carries [{}]",
+        approval.subject_tag
+    );
+    let header = |name: &str| {
+        mail.header_raw(name)
+            .unwrap_or_else(|| panic!("no {name} header:\n{dump}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(header("Auto-Submitted"), "auto-generated");
+    assert_eq!(header("X-Auto-Response-Suppress"), "All");
+    let to = mail
+        .to()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .expect("To");
+    assert_eq!(to, approval.approver_email);
+
+    let reply_to = mail
+        .reply_to()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .expect("Reply-To")
+        .to_string();
+    let from = mail
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .expect("From");
+    let domain = from
+        .split_once('@')
+        .map(|(_, d)| d)
+        .expect("From has a domain");
+    let token = reply_to
+        .strip_prefix("approvals+")
+        .and_then(|rest| rest.strip_suffix(&format!("@{domain}")))
+        .unwrap_or_else(|| panic!("Reply-To {reply_to:?} is approvals+<token>@{domain}"))
+        .to_string();
+    assert_eq!(token.len(), token::TOKEN_LEN, "{token}");
+    assert!(
+        token
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)),
+        "lower-case base32: {token}"
+    );
+    let parts = token::parse(&token).expect("the Reply-To token parses");
+    assert_eq!(parts.context_id, approval.id, "the token names the context");
+    token::verify(
+        ring,
+        &parts,
+        parts.kid,
+        &approval.approver_email,
+        millis(approval.valid_until),
+    )
+    .expect("the token verifies for the approver and valid-until");
+
+    let text = mail.body_text(0).expect("text part").into_owned();
+    let html = mail.body_html(0).expect("HTML part").into_owned();
+    for (number, label, keywords) in outcomes {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no line for outcome {label} in the text part:\n{text}"));
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ':' || c == '：')
+            .collect();
+        assert!(
+            words.contains(&number.to_string().as_str()),
+            "outcome {label} is offered as number {number}: {line:?}"
+        );
+        for keyword in *keywords {
+            assert!(
+                words.contains(keyword),
+                "outcome {label}: keyword {keyword} in {line:?}"
+            );
+        }
+    }
+    assert_eq!(
+        text.trim_end().lines().last(),
+        Some(format!("{TOKEN_LINE_LABEL} {token}").as_str()),
+        "the text part ends with the token line:\n{text}"
+    );
+
+    let mailto = format!("href=\"mailto:{reply_to}?subject=");
+    assert_eq!(
+        html.matches("href=\"mailto:").count(),
+        outcomes.len(),
+        "one mailto: button per outcome"
+    );
+    assert_eq!(html.matches(&mailto).count(), outcomes.len(), "{html}");
+    assert!(html.contains(&token), "the HTML carries the token line too");
+
+    ApprovalMailSeen {
+        token,
+        subject,
+        text,
+        html,
+        language: header("Content-Language"),
+    }
 }
 
 /// What a reply needs from the approval mail it answers.
@@ -195,6 +369,11 @@ impl TestApp {
             .await
             .expect("submit")
             .into_inner()
+    }
+
+    /// The keys the server signs and verifies reply tokens with.
+    pub fn reply_token_keys(&self) -> KeyRing {
+        self.server_workflow.reply_token_keys().clone()
     }
 
     /// The task's approval context (GetApproval as "admin").
