@@ -6,39 +6,16 @@ use std::time::Duration;
 
 use mail_parser::MessageParser;
 use replyflow::proto::pb;
-use serde_json::json;
 
 use crate::{
     helpers::{
-        EXPENSE_OUTCOMES, TestApp, check_approval_mail, mail_env, postfix_shared, spawn_mail_app,
-        wait_for_empty_postfix_queue,
+        EXPENSE_OUTCOMES, check_approval_mail, mail_env, postfix_shared, setup_expense,
+        spawn_mail_app, start_expense, wait_for_empty_postfix_queue,
     },
     imap::{count_message_id, wait_for_message_id},
 };
 
 const ARRIVAL: Duration = Duration::from_secs(20);
-
-/// mary (or `manager`) and fred in the directory with their test-stack addresses, and
-/// examples/expense.bpmn deployed.
-async fn setup(app: &TestApp, manager: &str, locale: &str) {
-    let env = mail_env();
-    app.add_user_with(manager, &env.address(manager), locale)
-        .await;
-    app.add_user_with("fred", &env.address("fred"), "zh-CN")
-        .await;
-    app.deploy_example("expense.bpmn").await;
-}
-
-/// Starts an expense (as fred, who is finance) with `manager` as the manager; returns the
-/// manager's task.
-async fn start_expense(app: &TestApp, manager: &str) -> pb::Task {
-    let variables = json!({
-        "manager": manager, "finance": "fred", "amount": 20000, "reason": "RustConf 2026",
-    });
-    let task = app.start_as("expense", "fred", variables).await.open_tasks[0].clone();
-    assert_eq!(task.assignee, manager);
-    task
-}
 
 #[tokio::test]
 async fn the_approval_mail_arrives_in_the_approvers_inbox_signed_and_answerable() {
@@ -46,7 +23,7 @@ async fn the_approval_mail_arrives_in_the_approvers_inbox_signed_and_answerable(
     let env = mail_env();
     let app = spawn_mail_app().await;
     let mary = env.address("mary");
-    setup(&app, "mary", "zh-CN").await;
+    setup_expense(&app, "mary", "zh-CN").await;
     let task = start_expense(&app, "mary").await;
     let approval = app.approval(&task.id).await;
     assert_eq!(approval.approver_email, mary);
@@ -106,7 +83,7 @@ async fn an_address_the_server_refuses_is_a_permanent_failure_shown_by_get_appro
     let app = spawn_mail_app().await;
     // Not a mailbox of the test domain: Postfix answers 550 at RCPT.
     let nobody = env.address("nobody");
-    setup(&app, "nobody", "en").await;
+    setup_expense(&app, "nobody", "en").await;
     let task = start_expense(&app, "nobody").await;
 
     let approval = app

@@ -42,6 +42,28 @@ pub async fn spawn_mail_app_at(clock: Arc<dyn Clock>) -> TestApp {
         .await
 }
 
+/// `manager` (in `locale`) and fred (finance, in Chinese) in the directory with their test-stack
+/// addresses, and examples/expense.bpmn deployed.
+pub async fn setup_expense(app: &TestApp, manager: &str, locale: &str) {
+    let env = mail_env();
+    app.add_user_with(manager, &env.address(manager), locale)
+        .await;
+    app.add_user_with("fred", &env.address("fred"), "zh-CN")
+        .await;
+    app.deploy_example("expense.bpmn").await;
+}
+
+/// Starts an expense (as fred, who is finance) with `manager` as the manager; returns the
+/// manager's task.
+pub async fn start_expense(app: &TestApp, manager: &str) -> replyflow::proto::pb::Task {
+    let variables = serde_json::json!({
+        "manager": manager, "finance": "fred", "amount": 20000, "reason": "RustConf 2026",
+    });
+    let task = app.start_as("expense", "fred", variables).await.open_tasks[0].clone();
+    assert_eq!(task.assignee, manager);
+    task
+}
+
 fn smtp_addr() -> SocketAddr {
     let env = mail_env();
     format!("{}:{}", env.smtp_host, env.smtp_port)

@@ -12,13 +12,12 @@ use replyflow::{
     proto::pb,
     workers::inbound::{InboundSource, InboundWorker},
 };
-use serde_json::json;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     helpers::{
         ApprovalMail, TestApp, approvals_inbox, eventually, gmail_reply, mail_env, postfix_shared,
-        req, send_via_postfix, spawn_mail_app, unique,
+        req, send_via_postfix, setup_expense, spawn_mail_app, start_expense, unique,
     },
     imap::{connect_imaps, wait_for_message_id},
 };
@@ -26,25 +25,10 @@ use crate::{
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 pub(crate) const PROCESSED: &str = "replyflow-processed";
 
-/// `id` with `email`, in Chinese.
-pub(crate) async fn add_user(app: &TestApp, id: &str, email: &str) {
-    app.add_user_with(id, email, "zh-CN").await;
-}
-
-/// mary (manager) and fred (finance) with their test-stack addresses, and examples/expense.bpmn.
+/// mary (manager) and fred (finance) with their test-stack addresses, in Chinese, and
+/// examples/expense.bpmn.
 pub(crate) async fn setup(app: &TestApp) {
-    let env = mail_env();
-    add_user(app, "mary", &env.address("mary")).await;
-    add_user(app, "fred", &env.address("fred")).await;
-    app.deploy_example("expense.bpmn").await;
-}
-
-/// Starts an expense (as fred) with mary as the manager; returns her task.
-pub(crate) async fn start_expense(app: &TestApp) -> pb::Task {
-    let variables = json!({
-        "manager": "mary", "finance": "fred", "amount": 20000, "reason": "RustConf 2026",
-    });
-    app.start_as("expense", "fred", variables).await.open_tasks[0].clone()
+    setup_expense(app, "mary", "zh-CN").await;
 }
 
 pub(crate) async fn inbound_log(app: &TestApp, task_id: &str) -> Vec<pb::InboundEmail> {
@@ -125,7 +109,7 @@ async fn a_gmail_reply_through_postfix_completes_the_task_over_imap_idle() {
     let env = mail_env();
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
+    let task = start_expense(&app, "mary").await;
     let approval = app.approval(&task.id).await;
 
     // The approval mail, as mary's client sees it.
@@ -207,7 +191,7 @@ async fn the_maildir_reader_ingests_each_file_once_and_moves_it() {
     let env = mail_env();
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
+    let task = start_expense(&app, "mary").await;
     let original = app.queued_approval_mail(&task.id).await;
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -334,7 +318,7 @@ async fn inbound_latency_over_imap_idle() {
     setup(&app).await;
     let mut tasks = Vec::new();
     for _ in 0..N {
-        let task = start_expense(&app).await;
+        let task = start_expense(&app, "mary").await;
         let original = app.queued_approval_mail(&task.id).await;
         tasks.push((task, original));
     }

@@ -16,13 +16,10 @@ use crate::{
     helpers::{
         ApprovalMail, TestApp, approvals_inbox, eventually, gmail_reply, mail_env, millis,
         postfix_exclusive, postfix_shared, real_now, req, send_via_postfix, spawn_mail_app,
-        spawn_mail_app_at, unique, wait_for_empty_postfix_queue,
+        spawn_mail_app_at, start_expense, unique, wait_for_empty_postfix_queue,
     },
     imap::{count_header, wait_for_header, wait_for_message_id},
-    inbound::{
-        DEADLINE, PROCESSED, Running, add_user, count_in_folder, imap_worker, inbound_log, setup,
-        start_expense,
-    },
+    inbound::{DEADLINE, PROCESSED, Running, count_in_folder, imap_worker, inbound_log, setup},
 };
 
 /// Every row of the inbound log (this test's database holds only this test's mail).
@@ -107,14 +104,14 @@ async fn a_forged_sender_is_refused_and_told_so_and_the_task_stays_open() {
     let env = mail_env();
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
+    let task = start_expense(&app, "mary").await;
     let original = delivered_approval(&app, "mary", &task.id).await;
     let reader = Running::start(&app, imap_worker(&app));
 
     // outsider, a colleague in the directory, got hold of mary's approval mail and answers it
     // from their own address. (Senders who are not registered users get no answer at all.)
     let outsider = env.address("outsider");
-    add_user(&app, "outsider", &outsider).await;
+    app.add_user_with("outsider", &outsider, "zh-CN").await;
     let (reply_id, raw) = gmail_reply("Mallory", &outsider, &original, "同意", "");
     send_via_postfix(&outsider, &original.reply_to, &raw).await;
 
@@ -145,7 +142,7 @@ async fn a_replayed_reply_with_a_new_message_id_is_already_used() {
     let mary = env.address("mary");
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
+    let task = start_expense(&app, "mary").await;
     let original = delivered_approval(&app, "mary", &task.id).await;
     let reader = Running::start(&app, imap_worker(&app));
 
@@ -238,7 +235,8 @@ async fn a_reply_to_a_task_withdrawn_by_the_deferred_choice_decides_nothing() {
     let mary = env.address("mary");
     let app = spawn_mail_app().await;
     setup(&app).await;
-    add_user(&app, "carol", &env.address("carol")).await;
+    app.add_user_with("carol", &env.address("carol"), "zh-CN")
+        .await;
     let xml =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deferred_choice.bpmn"))
             .expect("examples/deferred_choice.bpmn");
@@ -307,7 +305,7 @@ async fn an_out_of_office_reply_is_logged_and_never_answered() {
     let mary = env.address("mary");
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
+    let task = start_expense(&app, "mary").await;
     let original = delivered_approval(&app, "mary", &task.id).await;
     let reader = Running::start(&app, imap_worker(&app));
 
@@ -412,7 +410,7 @@ async fn postfixs_bounce_of_an_approval_mail_is_a_bounce_never_answered() {
     let _inbox = approvals_inbox().await;
     let app = spawn_mail_app().await;
     setup(&app).await;
-    add_user(&app, "ghost", &ghost).await;
+    app.add_user_with("ghost", &ghost, "zh-CN").await;
     let reader = Running::start(&app, imap_worker(&app));
     let tasks = start(
         &app,
@@ -476,7 +474,7 @@ async fn a_mail_that_keeps_failing_over_imap_is_quarantined_and_never_holds_up_t
     let mary = env.address("mary");
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
+    let task = start_expense(&app, "mary").await;
     let original = delivered_approval(&app, "mary", &task.id).await;
     app.poison_subjects("POISON").await;
 
