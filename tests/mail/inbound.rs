@@ -31,6 +31,7 @@ pub(crate) async fn setup(app: &TestApp) {
     setup_expense(app, "mary", "zh-CN").await;
 }
 
+/// The inbound log of `task_id` (empty: every row) over ListInboundEmails.
 pub(crate) async fn inbound_log(app: &TestApp, task_id: &str) -> Vec<pb::InboundEmail> {
     app.approvals()
         .list_inbound_emails(req(

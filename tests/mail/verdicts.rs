@@ -24,18 +24,7 @@ use crate::{
 
 /// Every row of the inbound log (this test's database holds only this test's mail).
 async fn whole_log(app: &TestApp) -> Vec<pb::InboundEmail> {
-    app.approvals()
-        .list_inbound_emails(req(
-            pb::ListInboundEmailsRequest {
-                page_size: 500,
-                ..Default::default()
-            },
-            "admin",
-        ))
-        .await
-        .expect("ListInboundEmails")
-        .into_inner()
-        .emails
+    inbound_log(app, "").await
 }
 
 /// Waits until the inbound log holds the mail `message_id` (angle brackets optional); returns

@@ -722,6 +722,33 @@ impl TestApp {
     }
 }
 
+/// A status with this code whose message mentions every one of `needles`.
+#[track_caller]
+pub fn assert_refused(err: &Status, code: tonic::Code, needles: &[&str]) {
+    assert_eq!(err.code(), code, "{err:?}");
+    for needle in needles {
+        assert!(
+            err.message().contains(needle),
+            "{needle:?} is missing from the message {:?}",
+            err.message()
+        );
+    }
+}
+
+/// Deploys `xml`, expects INVALID_ARGUMENT naming every needle, and checks nothing was stored
+/// (the app must have no definition before) and the server still answers.
+pub async fn assert_deploy_refused(app: &TestApp, xml: &str, needles: &[&str]) {
+    let err = app
+        .deploy_xml(xml)
+        .await
+        .expect_err("the definition must be refused");
+    assert_refused(&err, tonic::Code::InvalidArgument, needles);
+    assert!(
+        app.definitions().await.is_empty(),
+        "a refused definition must not be stored"
+    );
+}
+
 pub fn open_activities(instance: &pb::ProcessInstance) -> Vec<String> {
     let mut ids: Vec<String> = instance
         .open_tasks
