@@ -8,7 +8,7 @@ use replyflow::clock::ManualClock;
 use serde_json::json;
 use tonic::Code;
 
-use crate::helpers::{TestApp, eventually, reply, req, spawn_app_at, spawn_app_with};
+use crate::helpers::{TestApp, eventually, reply, req, spawn_app_at, spawn_app_with, submit};
 use replyflow::proto::pb;
 
 const HOUR: i64 = 3_600_000;
@@ -876,14 +876,16 @@ async fn replying_to_a_reminder_mail_decides_the_task() {
             .await
             .expect("the reminder mail is in the outbox");
     let reminder = String::from_utf8_lossy(&body).to_string();
-    let verdict = app
-        .submit(reply(
+    let verdict = submit(
+        &app,
+        reply(
             "alice@example.com",
             &reminder,
             "同意",
             "<reply-to-reminder@example.com>",
-        ))
-        .await;
+        ),
+    )
+    .await;
     assert_eq!(verdict.verdict, pb::Verdict::Applied as i32, "{verdict:?}");
     let task = app.task(&instance.open_tasks[0].id).await;
     assert_eq!(task.outcome, "approve");

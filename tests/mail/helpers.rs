@@ -88,7 +88,7 @@ impl TestStore {
     pub async fn with_options(options: &ConnectOptions) -> Self {
         let db = TestDb::sqlite();
         Self {
-            store: db.store_with(options).await,
+            store: db.migrated_store(options).await,
             _db: db,
         }
     }

@@ -151,12 +151,9 @@ impl TestDb {
         }
     }
 
-    /// A store on this database, migrated.
-    pub async fn store(&self) -> Store {
-        self.store_with(&ConnectOptions::default()).await
-    }
-
-    pub async fn store_with(&self, options: &ConnectOptions) -> Store {
+    /// A store on this database with its schema in place (for tests that run workers without a
+    /// server, which would migrate it).
+    pub async fn migrated_store(&self, options: &ConnectOptions) -> Store {
         let store = Store::connect(&self.url, options)
             .await
             .expect("opening the test database");

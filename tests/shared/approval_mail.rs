@@ -347,7 +347,17 @@ pub fn gmail_reply(
 
 /// Hands a reply in as the MTA would (SubmitInboundEmail as "mta"); its verdict row.
 pub async fn submit(app: &TestApp, raw: Vec<u8>) -> pb::InboundEmail {
-    app.submit(raw).await
+    app.approvals()
+        .submit_inbound_email(req(
+            pb::SubmitInboundEmailRequest {
+                raw,
+                ..Default::default()
+            },
+            "mta",
+        ))
+        .await
+        .expect("submit")
+        .into_inner()
 }
 
 /// The approval mail the file transport wrote first, waiting for it.
@@ -356,21 +366,6 @@ pub async fn approval_mail(app: &TestApp) -> String {
 }
 
 impl TestApp {
-    /// Hands a reply in as the MTA would (SubmitInboundEmail as "mta"); its verdict row.
-    pub async fn submit(&self, raw: Vec<u8>) -> pb::InboundEmail {
-        self.approvals()
-            .submit_inbound_email(req(
-                pb::SubmitInboundEmailRequest {
-                    raw,
-                    ..Default::default()
-                },
-                "mta",
-            ))
-            .await
-            .expect("submit")
-            .into_inner()
-    }
-
     /// The keys the server signs and verifies reply tokens with.
     pub fn reply_token_keys(&self) -> KeyRing {
         self.server_workflow.reply_token_keys().clone()
