@@ -13,7 +13,7 @@
 // Each test binary uses a part of these helpers.
 #![allow(dead_code)]
 use std::{
-    fmt::Debug,
+    fmt::Display,
     path::PathBuf,
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
@@ -56,7 +56,7 @@ const LAST_LOOK: Duration = Duration::from_millis(50);
 /// what was seen instead). For what the test does not drive: Postfix and Dovecot delivering, a
 /// child process starting or exiting, a worker task of the server. Never for the server's own
 /// timers: those tests move a ManualClock.
-pub async fn eventually<T, E: Debug>(
+pub async fn eventually<T, E: Display>(
     within: Duration,
     mut probe: impl AsyncFnMut() -> Result<T, E>,
 ) -> T {
@@ -67,17 +67,14 @@ pub async fn eventually<T, E: Debug>(
             Ok(value) => return value,
             Err(last) => last,
         };
-        assert!(
-            Instant::now() < until,
-            "not there after {within:?}: {last:?}"
-        );
+        assert!(Instant::now() < until, "not there after {within:?}: {last}");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(LAST_LOOK);
     }
 }
 
 /// [`eventually`] for code that runs on a plain thread (child processes, blocking sockets).
-pub fn eventually_blocking<T, E: Debug>(
+pub fn eventually_blocking<T, E: Display>(
     within: Duration,
     mut probe: impl FnMut() -> Result<T, E>,
 ) -> T {
@@ -88,10 +85,7 @@ pub fn eventually_blocking<T, E: Debug>(
             Ok(value) => return value,
             Err(last) => last,
         };
-        assert!(
-            Instant::now() < until,
-            "not there after {within:?}: {last:?}"
-        );
+        assert!(Instant::now() < until, "not there after {within:?}: {last}");
         std::thread::sleep(pause);
         pause = (pause * 2).min(LAST_LOOK);
     }
