@@ -4,18 +4,15 @@
 //! store's reply-token keys.
 use std::{
     sync::{Arc, Mutex, OnceLock},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use mail_parser::{Message, MessageParser, MimeHeaders};
+use mail_parser::{Message, MessageParser};
 use replyflow::{
     app::Application,
     clock::{ManualClock, SystemClock},
     config::Secret,
-    mail::{
-        compose::TOKEN_LINE_LABEL,
-        token::{self, KeyRing},
-    },
+    mail::token::{self, KeyRing},
     proto::pb,
 };
 use serde_json::json;
@@ -24,302 +21,18 @@ use tonic::Code;
 use crate::{
     branches::bpmn,
     helpers::{
-        TestApp, TestDb, expense_vars, req, spawn_app, spawn_app_at, spawn_app_on_with,
-        spawn_app_with, test_settings,
+        EXPENSE_OUTCOMES, TestApp, TestDb, bare, check_approval_mail, expense_vars, millis,
+        real_now, req, spawn_app, spawn_app_at, spawn_app_on_with, spawn_app_with, test_settings,
     },
 };
 
-/// The outcomes of examples/expense.bpmn's manager task: number, label, keywords.
-const EXPENSE_OUTCOMES: &[(u32, &str, &[&str])] = &[
-    (1, "同意", &["同意", "approve", "ok"]),
-    (2, "驳回", &["驳回", "reject"]),
-];
-
-fn approvals(
-    app: &TestApp,
-) -> pb::approval_service_client::ApprovalServiceClient<tonic::transport::Channel> {
-    pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
-}
-
-pub(crate) async fn get_approval(
-    app: &TestApp,
-    task_id: &str,
-) -> Result<pb::ApprovalContext, tonic::Status> {
-    approvals(app)
-        .get_approval(req(
-            pb::GetApprovalRequest {
-                task_id: task_id.into(),
-            },
-            "admin",
-        ))
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn resend(
-    app: &TestApp,
-    task_id: &str,
-    user: &str,
-) -> Result<pb::ApprovalContext, tonic::Status> {
-    approvals(app)
-        .resend_approval_email(req(
-            pb::ResendApprovalEmailRequest {
-                task_id: task_id.into(),
-                ..Default::default()
-            },
-            user,
-        ))
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn revoke(
-    app: &TestApp,
-    task_id: &str,
-    user: &str,
-    reason: &str,
-) -> Result<pb::ApprovalContext, tonic::Status> {
-    approvals(app)
-        .revoke_approval(req(
-            pb::RevokeApprovalRequest {
-                task_id: task_id.into(),
-                reason: reason.into(),
-                ..Default::default()
-            },
-            user,
-        ))
-        .await
-        .map(|r| r.into_inner())
-}
-
-/// Adds (or replaces) a directory entry with the given address and locale.
-async fn add_user_with(app: &TestApp, id: &str, email: &str, locale: &str) {
-    let message = pb::UpsertUserRequest {
-        user: Some(pb::User {
-            id: id.into(),
-            display_name: id.to_uppercase(),
-            email: email.into(),
-            locale: locale.into(),
-            ..Default::default()
-        }),
-    };
-    app.directory()
-        .upsert_user(req(message, "admin"))
-        .await
-        .expect("upsert user");
-}
-
-fn millis(ts: Option<prost_types::Timestamp>) -> i64 {
-    let ts = ts.expect("a timestamp");
-    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
-}
-
-/// A Message-ID without its angle brackets, as mail_parser returns it.
-fn bare(message_id: &str) -> &str {
-    message_id.trim_matches(|c| c == '<' || c == '>')
-}
+/// The default `mail.resend_interval` (PT5M): the tests move the clock past it.
+const RESEND_INTERVAL: i64 = 5 * 60_000;
 
 fn parse(raw: &[u8]) -> Message<'_> {
     MessageParser::default()
         .parse(raw)
         .expect("the mail parses")
-}
-
-/// Every .eml file the file transport has written so far.
-fn written(app: &TestApp) -> Vec<Vec<u8>> {
-    std::fs::read_dir(app.outbox_dir.path())
-        .expect("outbox dir")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .collect()
-}
-
-/// Waits (at most 10 s) for a written mail that `wanted` accepts, and returns it raw.
-async fn wait_for_mail(
-    app: &TestApp,
-    what: &str,
-    wanted: impl Fn(&Message<'_>) -> bool,
-) -> Vec<u8> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(raw) = written(app).into_iter().find(|raw| wanted(&parse(raw))) {
-            return raw;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no mail {what} in {} after 10 s",
-            app.outbox_dir.path().display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The mail whose Message-ID is `message_id` (angle brackets optional).
-pub(crate) async fn mail_with_id(app: &TestApp, message_id: &str) -> Vec<u8> {
-    let id = bare(message_id).to_string();
-    wait_for_mail(app, &format!("with Message-ID {id}"), |m| {
-        m.message_id() == Some(id.as_str())
-    })
-    .await
-}
-
-/// The reply-token keys as the server knows them (the existing keys, none added).
-/// The keys the server signs and verifies reply tokens with.
-async fn key_ring(app: &TestApp) -> KeyRing {
-    app.server_workflow.reply_token_keys().clone()
-}
-
-/// What the checks of [`check_approval_mail`] found, for further checks.
-#[derive(Debug)]
-struct ApprovalMailSeen {
-    token: String,
-    subject: String,
-    text: String,
-    html: String,
-    language: String,
-}
-
-/// Checks what every approval mail must be, against its context: multipart/alternative with a
-/// text and an HTML part; Message-ID, subject tag, Auto-Submitted, X-Auto-Response-Suppress;
-/// Reply-To `approvals+<token>@replyflow.test` with a token that verifies with the server's keys
-/// for the approver's address and valid-until; every outcome with its number in the text, one
-/// `mailto:` button per outcome in the HTML; the token line at the end of the text.
-fn check_approval_mail(
-    raw: &[u8],
-    approval: &pb::ApprovalContext,
-    ring: &KeyRing,
-    outcomes: &[(u32, &str, &[&str])],
-) -> ApprovalMailSeen {
-    let mail = parse(raw);
-    let dump = String::from_utf8_lossy(raw);
-
-    let root = mail.content_type().expect("Content-Type");
-    assert_eq!(
-        (root.ctype(), root.subtype()),
-        ("multipart", Some("alternative")),
-        "{dump}"
-    );
-    let parts: Vec<(String, String)> = mail
-        .root_part()
-        .sub_parts()
-        .expect("sub-parts")
-        .iter()
-        .map(|&id| {
-            let ct = mail.parts[id as usize]
-                .content_type()
-                .expect("part Content-Type");
-            (
-                ct.ctype().to_string(),
-                ct.subtype().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        parts,
-        [
-            ("text".to_string(), "plain".to_string()),
-            ("text".to_string(), "html".to_string())
-        ],
-        "text, then HTML (the preferred alternative last)"
-    );
-
-    assert_eq!(mail.message_id(), Some(bare(&approval.message_id)));
-    let subject = mail.subject().expect("Subject").to_string();
-    assert!(approval.subject_tag.starts_with("RF-"), "{approval:?}");
-    assert!(
-        subject.contains(&format!("[{}]", approval.subject_tag)),
-        "{subject:?} carries [{}]",
-        approval.subject_tag
-    );
-    let header = |name: &str| {
-        mail.header_raw(name)
-            .unwrap_or_else(|| panic!("no {name} header:\n{dump}"))
-            .trim()
-            .to_string()
-    };
-    assert_eq!(header("Auto-Submitted"), "auto-generated");
-    assert_eq!(header("X-Auto-Response-Suppress"), "All");
-    let to = mail
-        .to()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .expect("To");
-    assert_eq!(to, approval.approver_email);
-
-    let reply_to = mail
-        .reply_to()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .expect("Reply-To")
-        .to_string();
-    let token = reply_to
-        .strip_prefix("approvals+")
-        .and_then(|rest| rest.strip_suffix("@replyflow.test"))
-        .unwrap_or_else(|| panic!("Reply-To {reply_to:?} is approvals+<token>@replyflow.test"))
-        .to_string();
-    assert_eq!(token.len(), token::TOKEN_LEN, "{token}");
-    assert!(
-        token
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)),
-        "lower-case base32: {token}"
-    );
-    let parts = token::parse(&token).expect("the Reply-To token parses");
-    assert_eq!(parts.context_id, approval.id, "the token names the context");
-    token::verify(
-        ring,
-        &parts,
-        parts.kid,
-        &approval.approver_email,
-        millis(approval.valid_until),
-    )
-    .expect("the token verifies for the approver and valid-until");
-
-    let text = mail.body_text(0).expect("text part").into_owned();
-    let html = mail.body_html(0).expect("HTML part").into_owned();
-    for (number, label, keywords) in outcomes {
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(label))
-            .unwrap_or_else(|| panic!("no line for outcome {label} in the text part:\n{text}"));
-        let words: Vec<&str> = line
-            .split(|c: char| c.is_whitespace() || c == ':' || c == '：')
-            .collect();
-        assert!(
-            words.contains(&number.to_string().as_str()),
-            "outcome {label} is offered as number {number}: {line:?}"
-        );
-        for keyword in *keywords {
-            assert!(
-                words.contains(keyword),
-                "outcome {label}: keyword {keyword} in {line:?}"
-            );
-        }
-    }
-    assert_eq!(
-        text.trim_end().lines().last(),
-        Some(format!("{TOKEN_LINE_LABEL} {token}").as_str()),
-        "the text part ends with the token line:\n{text}"
-    );
-
-    let mailto = format!("href=\"mailto:{reply_to}?subject=");
-    assert_eq!(
-        html.matches("href=\"mailto:").count(),
-        outcomes.len(),
-        "one mailto: button per outcome"
-    );
-    assert_eq!(html.matches(&mailto).count(), outcomes.len(), "{html}");
-    assert!(html.contains(&token), "the HTML carries the token line too");
-
-    ApprovalMailSeen {
-        token,
-        subject,
-        text,
-        html,
-        language: header("Content-Language"),
-    }
 }
 
 /// Starts examples/expense.bpmn with `manager` as the manager; returns the instance and its task.
@@ -340,7 +53,7 @@ async fn an_opened_task_has_its_approval_context_and_its_mail() {
     let instance = app.start("expense", expense_vars(20000)).await;
     let task = &instance.open_tasks[0];
 
-    let mails = written_mail(&app, 1).await;
+    let mails = app.written_mail(1).await;
     let mail = &mails[0];
     assert!(
         mail.contains("To: MARY <mary@example.com>") || mail.contains("mary@example.com"),
@@ -353,9 +66,7 @@ async fn an_opened_task_has_its_approval_context_and_its_mail() {
         "Reply-To carries the token: {mail}"
     );
 
-    let approval = get_approval(&app, &task.id)
-        .await
-        .expect("approval context");
+    let approval = app.approval(&task.id).await;
     assert_eq!(approval.approver_email, "mary@example.com");
     assert_eq!(approval.status, pb::ApprovalStatus::Pending as i32);
     assert!(!approval.message_id.is_empty());
@@ -379,35 +90,16 @@ async fn an_opened_task_has_its_approval_context_and_its_mail() {
     app.stop().await;
 }
 
-/// The .eml files the file transport wrote, waiting until `count` exist.
-async fn written_mail(app: &TestApp, count: usize) -> Vec<String> {
-    for _ in 0..200 {
-        let mut mails: Vec<String> = written(app)
-            .into_iter()
-            .map(|raw| String::from_utf8_lossy(&raw).into_owned())
-            .collect();
-        if mails.len() >= count {
-            mails.sort();
-            return mails;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "fewer than {count} mails were written to {}",
-        app.outbox_dir.path().display()
-    );
-}
-
 #[tokio::test]
 async fn the_mail_is_signed_multipart_and_in_english_for_an_english_approver() {
     let app = spawn_app().await;
     app.add_user("mary", "").await; // locale "en"
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "mary").await;
-    let approval = get_approval(&app, &task.id).await.expect("approval");
-    let raw = mail_with_id(&app, &approval.message_id).await;
+    let approval = app.approval(&task.id).await;
+    let raw = app.mail_with_id(&approval.message_id).await;
 
-    let seen = check_approval_mail(&raw, &approval, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    let seen = check_approval_mail(&raw, &approval, &app.reply_token_keys(), EXPENSE_OUTCOMES);
     assert_eq!(seen.language, "en");
     assert!(
         seen.subject.starts_with("Approval needed: 经理审批"),
@@ -442,14 +134,14 @@ async fn the_mail_is_signed_multipart_and_in_english_for_an_english_approver() {
 #[tokio::test]
 async fn a_chinese_approver_gets_the_mail_in_chinese() {
     let app = spawn_app().await;
-    add_user_with(&app, "lili", "lili@example.com", "zh-CN").await;
+    app.add_user_with("lili", "lili@example.com", "zh-CN").await;
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "lili").await;
-    let approval = get_approval(&app, &task.id).await.expect("approval");
+    let approval = app.approval(&task.id).await;
     assert_eq!(approval.approver, "lili");
-    let raw = mail_with_id(&app, &approval.message_id).await;
+    let raw = app.mail_with_id(&approval.message_id).await;
 
-    let seen = check_approval_mail(&raw, &approval, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    let seen = check_approval_mail(&raw, &approval, &app.reply_token_keys(), EXPENSE_OUTCOMES);
     assert_eq!(seen.language, "zh-CN");
     assert!(
         seen.subject.starts_with("待审批「经理审批」"),
@@ -487,10 +179,11 @@ async fn resending_at_once_is_refused_with_the_next_allowed_time() {
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "mary").await;
-    let approval = get_approval(&app, &task.id).await.expect("approval");
+    let approval = app.approval(&task.id).await;
     let next_allowed = replyflow::clock::rfc3339(millis(approval.created_at) + 5 * 60_000);
 
-    let err = resend(&app, &task.id, "mary")
+    let err = app
+        .resend_as(&task.id, "mary")
         .await
         .expect_err("rate-limited");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -499,7 +192,8 @@ async fn resending_at_once_is_refused_with_the_next_allowed_time() {
         "names the next allowed time {next_allowed}: {:?}",
         err.message()
     );
-    let err = resend(&app, &task.id, "initiator")
+    let err = app
+        .resend_as(&task.id, "initiator")
         .await
         .expect_err("the initiator is rate-limited too");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -514,24 +208,27 @@ async fn resending_at_once_is_refused_with_the_next_allowed_time() {
 
 #[tokio::test]
 async fn a_resent_mail_keeps_the_token_and_threads_under_the_first() {
-    let app = spawn_app_with(|s| s.mail.resend_interval = "PT1S".into()).await;
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let app = spawn_app_at(clock.clone(), |_| {}).await;
     app.add_user("mary", "").await;
     app.add_user("fred", "").await;
     app.deploy_example("expense.bpmn").await;
     let (instance, task) = start_expense(&app, "mary").await;
-    let first = get_approval(&app, &task.id).await.expect("approval");
-    let ring = key_ring(&app).await;
-    let first_raw = mail_with_id(&app, &first.message_id).await;
+    let first = app.approval(&task.id).await;
+    let ring = app.reply_token_keys();
+    let first_raw = app.mail_with_id(&first.message_id).await;
     let first_seen = check_approval_mail(&first_raw, &first, &ring, EXPENSE_OUTCOMES);
 
     // Neither the assignee nor the initiator: refused, whatever the time.
-    let err = resend(&app, &task.id, "fred")
+    let err = app
+        .resend_as(&task.id, "fred")
         .await
         .expect_err("fred may not");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let after = resend(&app, &task.id, "initiator")
+    clock.advance(RESEND_INTERVAL);
+    let after = app
+        .resend_as(&task.id, "initiator")
         .await
         .expect("the initiator may resend");
     assert_eq!(after.id, first.id, "same context");
@@ -546,7 +243,7 @@ async fn a_resent_mail_keeps_the_token_and_threads_under_the_first() {
         m.message_id()
             .is_some_and(|id| id != bare(&first.message_id))
     };
-    let second_raw = wait_for_mail(&app, "other than the first", others).await;
+    let second_raw = app.raw_mail_where("other than the first", others).await;
     let second = parse(&second_raw);
     let second_id = second.message_id().expect("Message-ID").to_string();
     assert_ne!(second_id, bare(&first.message_id), "a new Message-ID");
@@ -571,38 +268,34 @@ async fn a_resent_mail_keeps_the_token_and_threads_under_the_first() {
     assert_eq!(second_seen.subject, first_seen.subject);
 
     // The interval counts from the last mail, for the assignee as for the initiator.
-    let err = resend(&app, &task.id, "mary")
+    let err = app
+        .resend_as(&task.id, "mary")
         .await
         .expect_err("too soon after the resend");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    resend(&app, &task.id, "mary")
+    clock.advance(RESEND_INTERVAL);
+    app.resend_as(&task.id, "mary")
         .await
         .expect("the assignee may resend");
-    let third_raw = wait_for_mail(&app, "a third one", |m| {
-        m.message_id()
-            .is_some_and(|id| id != bare(&first.message_id) && id != second_id)
-    })
-    .await;
+    let third_raw = app
+        .raw_mail_where("a third one", |m| {
+            m.message_id()
+                .is_some_and(|id| id != bare(&first.message_id) && id != second_id)
+        })
+        .await;
     let third = parse(&third_raw);
     assert_eq!(
         third.in_reply_to().as_text(),
         Some(bare(&first.message_id)),
         "threaded under the first mail, not the second"
     );
-    assert_eq!(written(&app).len(), 3);
+    assert_eq!(app.written().len(), 3);
 
-    // GetApproval reports the latest mail's delivery.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = get_approval(&app, &task.id).await.expect("approval");
-        if now.delivery_status == pb::DeliveryStatus::Sent as i32 {
-            assert_eq!(now.attempts, 1);
-            break;
-        }
-        assert!(Instant::now() < deadline, "never SENT: {now:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // GetApproval reports the latest mail's delivery (the outbox worker's, in the background).
+    let sent = app
+        .wait_for_delivery(&task.id, pb::DeliveryStatus::Sent, Duration::from_secs(10))
+        .await;
+    assert_eq!(sent.attempts, 1);
     let resent = app
         .audit_events(&instance.id)
         .await
@@ -620,20 +313,22 @@ async fn revoking_stops_the_token_and_leaves_the_task_open() {
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (instance, task) = start_expense(&app, "mary").await;
-    let before = get_approval(&app, &task.id).await.expect("approval");
+    let before = app.approval(&task.id).await;
 
-    let err = revoke(&app, &task.id, "fred", "not mine")
+    let err = app
+        .revoke_as(&task.id, "fred", "not mine")
         .await
         .expect_err("fred may not");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 
-    let revoked = revoke(&app, &task.id, "mary", "decided on the phone")
+    let revoked = app
+        .revoke_as(&task.id, "mary", "decided on the phone")
         .await
         .expect("the assignee may revoke");
     assert_eq!(revoked.id, before.id);
     assert_eq!(revoked.status, pb::ApprovalStatus::Revoked as i32);
     assert_eq!(revoked.revoke_reason, "decided on the phone");
-    let read = get_approval(&app, &task.id).await.expect("approval");
+    let read = app.approval(&task.id).await;
     assert_eq!(read.status, pb::ApprovalStatus::Revoked as i32);
     assert_eq!(read.revoke_reason, "decided on the phone");
 
@@ -643,7 +338,8 @@ async fn revoking_stops_the_token_and_leaves_the_task_open() {
         "the task stays open for other channels"
     );
 
-    let again = revoke(&app, &task.id, "initiator", "another reason")
+    let again = app
+        .revoke_as(&task.id, "initiator", "another reason")
         .await
         .expect("revoking again is no error");
     assert_eq!(again.status, pb::ApprovalStatus::Revoked as i32);
@@ -669,7 +365,7 @@ async fn revoking_stops_the_token_and_leaves_the_task_open() {
         app.task(&task.id).await.status,
         pb::TaskStatus::Completed as i32
     );
-    let after = get_approval(&app, &task.id).await.expect("approval");
+    let after = app.approval(&task.id).await;
     assert_eq!(after.status, pb::ApprovalStatus::Revoked as i32);
     assert_eq!(
         after.revoke_reason, "decided on the phone",
@@ -684,11 +380,11 @@ async fn completing_the_task_through_the_api_revokes_its_context() {
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "mary").await;
-    let before = get_approval(&app, &task.id).await.expect("approval");
+    let before = app.approval(&task.id).await;
     assert_eq!(before.status, pb::ApprovalStatus::Pending as i32);
 
     app.complete(&task, "reject").await.expect("complete");
-    let after = get_approval(&app, &task.id).await.expect("approval");
+    let after = app.approval(&task.id).await;
     assert_eq!(after.id, before.id);
     assert_eq!(after.status, pb::ApprovalStatus::Revoked as i32);
     assert!(
@@ -696,7 +392,8 @@ async fn completing_the_task_through_the_api_revokes_its_context() {
         "{:?}",
         after.revoke_reason
     );
-    let err = resend(&app, &task.id, "mary")
+    let err = app
+        .resend_as(&task.id, "mary")
         .await
         .expect_err("nothing to resend for a closed task");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -707,16 +404,17 @@ async fn completing_the_task_through_the_api_revokes_its_context() {
 async fn a_reassigned_task_mails_the_new_assignee_and_revokes_the_old_context() {
     let app = spawn_app().await;
     app.add_user("mary", "").await;
-    add_user_with(&app, "carol", "carol@example.com", "zh-CN").await;
+    app.add_user_with("carol", "carol@example.com", "zh-CN")
+        .await;
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "mary").await;
-    let old = get_approval(&app, &task.id).await.expect("approval");
+    let old = app.approval(&task.id).await;
     assert_eq!(old.approver, "mary");
 
     app.reassign_as(&task, "mary", "carol")
         .await
         .expect("reassign");
-    let new = get_approval(&app, &task.id).await.expect("approval");
+    let new = app.approval(&task.id).await;
     assert_ne!(new.id, old.id, "a context of its own");
     assert_eq!(new.approver, "carol");
     assert_eq!(new.approver_email, "carol@example.com");
@@ -737,8 +435,8 @@ async fn a_reassigned_task_mails_the_new_assignee_and_revokes_the_old_context() 
         old_now.revoke_reason
     );
 
-    let raw = mail_with_id(&app, &new.message_id).await;
-    let seen = check_approval_mail(&raw, &new, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    let raw = app.mail_with_id(&new.message_id).await;
+    let seen = check_approval_mail(&raw, &new, &app.reply_token_keys(), EXPENSE_OUTCOMES);
     assert_eq!(seen.language, "zh-CN", "in the new assignee's language");
     let new_token = token::parse(&seen.token).expect("token");
     assert_eq!(new_token.context_id, new.id, "the new context's own token");
@@ -751,7 +449,8 @@ async fn an_approver_without_email_gets_the_task_without_email_approval() {
     app.deploy_example("expense.bpmn").await;
     // mary is not in the directory at all.
     let instance = app.start("expense", expense_vars(20000)).await;
-    let err = get_approval(&app, &instance.open_tasks[0].id)
+    let err = app
+        .try_approval(&instance.open_tasks[0].id)
         .await
         .expect_err("no context");
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -766,12 +465,12 @@ async fn an_approver_without_email_gets_the_task_without_email_approval() {
 #[tokio::test]
 async fn a_directory_user_without_an_address_gets_the_task_and_an_explanation() {
     let app = spawn_app().await;
-    add_user_with(&app, "mary", "", "en").await;
+    app.add_user_with("mary", "", "en").await;
     app.deploy_example("expense.bpmn").await;
     let (instance, task) = start_expense(&app, "mary").await;
     assert_eq!(task.status, pb::TaskStatus::Open as i32);
 
-    let err = get_approval(&app, &task.id).await.expect_err("no context");
+    let err = app.try_approval(&task.id).await.expect_err("no context");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     let events = app.audit_events(&instance.id).await;
     let skipped: Vec<_> = events
@@ -789,7 +488,8 @@ async fn a_directory_user_without_an_address_gets_the_task_and_an_explanation() 
     assert!(!events.iter().any(|e| e.kind == "approval_mail_queued"));
 
     // Resending has nothing to send either; the API still decides the task.
-    let err = resend(&app, &task.id, "mary")
+    let err = app
+        .resend_as(&task.id, "mary")
         .await
         .expect_err("no context");
     // approval.proto: FAILED_PRECONDITION when the assignee has no email address.
@@ -823,7 +523,8 @@ async fn a_task_with_email_approval_off_has_no_context_no_event_and_no_mail() {
 
     let quiet = app.start("quiet", json!({})).await;
     let quiet_task = &quiet.open_tasks[0];
-    let err = get_approval(&app, &quiet_task.id)
+    let err = app
+        .try_approval(&quiet_task.id)
         .await
         .expect_err("no context");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
@@ -838,12 +539,13 @@ async fn a_task_with_email_approval_off_has_no_context_no_event_and_no_mail() {
     // A mail committed later is written after any earlier one: once it is there, the quiet
     // task's mail would be too.
     let loud = app.start("loud", json!({})).await;
-    let loud_approval = get_approval(&app, &loud.open_tasks[0].id)
+    let loud_approval = app
+        .try_approval(&loud.open_tasks[0].id)
         .await
         .expect("email approval is on by default");
-    mail_with_id(&app, &loud_approval.message_id).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(written(&app).len(), 1, "only the loud task's mail");
+    app.mail_with_id(&loud_approval.message_id).await;
+    assert_eq!(app.written().len(), 1, "only the loud task's mail");
+    assert_eq!(app.outbox_count().await, 1, "nothing else is queued either");
 
     app.complete(quiet_task, "approve")
         .await
@@ -864,10 +566,10 @@ async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (_, old_task) = start_expense(&app, "mary").await;
-    let old = get_approval(&app, &old_task.id).await.expect("approval");
-    let old_raw = mail_with_id(&app, &old.message_id).await;
+    let old = app.approval(&old_task.id).await;
+    let old_raw = app.mail_with_id(&old.message_id).await;
     let old_token =
-        check_approval_mail(&old_raw, &old, &key_ring(&app).await, EXPENSE_OUTCOMES).token;
+        check_approval_mail(&old_raw, &old, &app.reply_token_keys(), EXPENSE_OUTCOMES).token;
     let first_kid = token::parse(&old_token).expect("token").kid;
     let db = app.stop_keeping_db().await;
 
@@ -876,7 +578,7 @@ async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new
         s.security.token_secrets = rotation(&[SECOND_SECRET, FIRST_SECRET]);
     })
     .await;
-    let ring = key_ring(&app).await;
+    let ring = app.reply_token_keys();
     let second_kid = ring.current_kid();
     assert_ne!(second_kid, first_kid, "the new secret is a new key");
     let parts = token::parse(&old_token).expect("token");
@@ -901,12 +603,12 @@ async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new
         ),
         Err(token::TokenError::BadSignature)
     );
-    let still = get_approval(&app, &old_task.id).await.expect("approval");
+    let still = app.approval(&old_task.id).await;
     assert_eq!(still.status, pb::ApprovalStatus::Pending as i32);
 
     let (_, new_task) = start_expense(&app, "mary").await;
-    let new = get_approval(&app, &new_task.id).await.expect("approval");
-    let new_raw = mail_with_id(&app, &new.message_id).await;
+    let new = app.approval(&new_task.id).await;
+    let new_raw = app.mail_with_id(&new.message_id).await;
     let new_token = check_approval_mail(&new_raw, &new, &ring, EXPENSE_OUTCOMES).token;
     assert_eq!(token::parse(&new_token).expect("token").kid, second_kid);
     let db = app.stop_keeping_db().await;
@@ -917,7 +619,7 @@ async fn a_rotated_secret_keeps_old_tokens_valid_and_signs_new_ones_with_the_new
         s.security.token_secrets = rotation(&[FIRST_SECRET, SECOND_SECRET]);
     })
     .await;
-    let ring = key_ring(&app).await;
+    let ring = app.reply_token_keys();
     assert_eq!(ring.current_kid(), first_kid);
     for (token, kid, approval) in [
         (&old_token, first_kid, &old),
@@ -1002,28 +704,30 @@ async fn a_template_that_does_not_render_stops_the_start_and_names_the_template(
 
 #[tokio::test]
 async fn reply_tokens_never_reach_the_audit_trail() {
-    let app = spawn_app_with(|s| s.mail.resend_interval = "PT1S".into()).await;
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let app = spawn_app_at(clock.clone(), |_| {}).await;
     app.add_user("mary", "").await;
-    add_user_with(&app, "carol", "carol@example.com", "zh-CN").await;
+    app.add_user_with("carol", "carol@example.com", "zh-CN")
+        .await;
     app.deploy_example("expense.bpmn").await;
     let (instance, task) = start_expense(&app, "mary").await;
-    let first = get_approval(&app, &task.id).await.expect("approval");
-    let mut raws = vec![mail_with_id(&app, &first.message_id).await];
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    resend(&app, &task.id, "mary").await.expect("resend");
+    let first = app.approval(&task.id).await;
+    let mut raws = vec![app.mail_with_id(&first.message_id).await];
+    clock.advance(RESEND_INTERVAL);
+    app.resend_as(&task.id, "mary").await.expect("resend");
     app.reassign_as(&task, "mary", "carol")
         .await
         .expect("reassign");
-    let second = get_approval(&app, &task.id).await.expect("approval");
-    raws.push(mail_with_id(&app, &second.message_id).await);
-    revoke(&app, &task.id, "carol", "by phone")
+    let second = app.approval(&task.id).await;
+    raws.push(app.mail_with_id(&second.message_id).await);
+    app.revoke_as(&task.id, "carol", "by phone")
         .await
         .expect("revoke");
     app.complete_as(&task, "carol", "approve")
         .await
         .expect("complete");
 
-    let ring = key_ring(&app).await;
+    let ring = app.reply_token_keys();
     let tokens = [
         check_approval_mail(&raws[0], &first, &ring, EXPENSE_OUTCOMES).token,
         check_approval_mail(&raws[1], &second, &ring, EXPENSE_OUTCOMES).token,
@@ -1094,27 +798,28 @@ fn captured_log() -> &'static Captured {
 async fn secrets_and_reply_tokens_never_reach_the_log() {
     let logs = captured_log();
     let secret = "correct-horse-battery-staple-7d1f";
-    let app = spawn_app_with(|s| {
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let app = spawn_app_at(clock.clone(), |s| {
         s.security.token_secret = Some(Secret::new(secret));
-        s.mail.resend_interval = "PT1S".into();
     })
     .await;
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "mary").await;
-    let approval = get_approval(&app, &task.id).await.expect("approval");
-    let raw = mail_with_id(&app, &approval.message_id).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    resend(&app, &task.id, "mary").await.expect("resend");
-    wait_for_mail(&app, "resent", |m| {
+    let approval = app.approval(&task.id).await;
+    let raw = app.mail_with_id(&approval.message_id).await;
+    clock.advance(RESEND_INTERVAL);
+    app.resend_as(&task.id, "mary").await.expect("resend");
+    app.raw_mail_where("resent", |m| {
         m.message_id() != Some(bare(&approval.message_id))
     })
     .await;
-    revoke(&app, &task.id, "mary", "by phone")
+    app.revoke_as(&task.id, "mary", "by phone")
         .await
         .expect("revoke");
     app.complete(&task, "approve").await.expect("complete");
-    let token = check_approval_mail(&raw, &approval, &key_ring(&app).await, EXPENSE_OUTCOMES).token;
+    let token =
+        check_approval_mail(&raw, &approval, &app.reply_token_keys(), EXPENSE_OUTCOMES).token;
     app.stop().await;
 
     let text = logs.text();
@@ -1145,8 +850,8 @@ async fn get_approval_shows_the_message_id_without_angle_brackets() {
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "mary").await;
-    let approval = get_approval(&app, &task.id).await.expect("approval");
-    let raw = mail_with_id(&app, &approval.message_id).await;
+    let approval = app.approval(&task.id).await;
+    let raw = app.mail_with_id(&approval.message_id).await;
     assert_eq!(parse(&raw).message_id(), Some(approval.message_id.as_str()));
     assert!(!approval.message_id.starts_with('<'), "{approval:?}");
     app.stop().await;
@@ -1158,7 +863,8 @@ async fn a_revoked_context_has_no_used_at() {
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "mary").await;
-    let revoked = revoke(&app, &task.id, "mary", "by phone")
+    let revoked = app
+        .revoke_as(&task.id, "mary", "by phone")
         .await
         .expect("revoke");
     assert_eq!(revoked.status, pb::ApprovalStatus::Revoked as i32);
@@ -1168,31 +874,35 @@ async fn a_revoked_context_has_no_used_at() {
 
 #[tokio::test]
 async fn resending_a_revoked_approval_issues_a_new_context() {
-    let app = spawn_app_with(|s| s.mail.resend_interval = "PT1S".into()).await;
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let app = spawn_app_at(clock.clone(), |_| {}).await;
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "mary").await;
-    let old = revoke(&app, &task.id, "mary", "lost the mail")
+    let old = app
+        .revoke_as(&task.id, "mary", "lost the mail")
         .await
         .expect("revoke");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let new = resend(&app, &task.id, "mary")
+    clock.advance(RESEND_INTERVAL);
+    let new = app
+        .resend_as(&task.id, "mary")
         .await
         .expect("a revoked context is renewed");
     assert_ne!(new.id, old.id);
     assert_eq!(new.status, pb::ApprovalStatus::Pending as i32);
-    let raw = mail_with_id(&app, &new.message_id).await;
-    check_approval_mail(&raw, &new, &key_ring(&app).await, EXPENSE_OUTCOMES);
+    let raw = app.mail_with_id(&new.message_id).await;
+    check_approval_mail(&raw, &new, &app.reply_token_keys(), EXPENSE_OUTCOMES);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_retried_resend_with_the_same_request_id_returns_the_context() {
-    let app = spawn_app_with(|s| s.mail.resend_interval = "PT1S".into()).await;
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let app = spawn_app_at(clock.clone(), |_| {}).await;
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "mary").await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(RESEND_INTERVAL);
     let request = || {
         req(
             pb::ResendApprovalEmailRequest {
@@ -1203,19 +913,24 @@ async fn a_retried_resend_with_the_same_request_id_returns_the_context() {
             "mary",
         )
     };
-    let first = approvals(&app)
+    let first = app
+        .approvals()
         .resend_approval_email(request())
         .await
         .expect("resend")
         .into_inner();
-    let retry = approvals(&app)
+    let retry = app
+        .approvals()
         .resend_approval_email(request())
         .await
         .expect("a retry of the same request is answered, not rate-limited")
         .into_inner();
     assert_eq!(retry.id, first.id);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(written(&app).len(), 2, "the retry queued no third mail");
+    assert_eq!(
+        app.outbox_count().await,
+        2,
+        "the retry queued no third mail"
+    );
     app.stop().await;
 }
 
@@ -1239,7 +954,7 @@ async fn a_context_past_its_valid_until_reads_expired() {
     app.deploy_xml(&short_lived_xml()).await.expect("deploy");
     let instance = app.start("brief", json!({})).await;
     let task = &instance.open_tasks[0];
-    let fresh = get_approval(&app, &task.id).await.expect("approval");
+    let fresh = app.approval(&task.id).await;
     assert_eq!(fresh.status, pb::ApprovalStatus::Pending as i32);
     assert_eq!(
         millis(fresh.valid_until) - millis(fresh.created_at),
@@ -1247,7 +962,7 @@ async fn a_context_past_its_valid_until_reads_expired() {
         "replyflow:validFor=\"PT1M\""
     );
     clock.advance(60_001);
-    let expired = get_approval(&app, &task.id).await.expect("approval");
+    let expired = app.approval(&task.id).await;
     assert_eq!(expired.status, pb::ApprovalStatus::Expired as i32);
     assert_eq!(
         app.task(&task.id).await.status,
@@ -1266,7 +981,8 @@ async fn revoking_an_expired_context_is_refused() {
     let instance = app.start("brief", json!({})).await;
     let task = &instance.open_tasks[0];
     clock.advance(60_001);
-    let err = revoke(&app, &task.id, "mary", "too late")
+    let err = app
+        .revoke_as(&task.id, "mary", "too late")
         .await
         .expect_err("an expired context cannot be revoked");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");

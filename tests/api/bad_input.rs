@@ -2,38 +2,12 @@
 //! the BPMN element at fault, and nothing is written by a call that failed.
 use replyflow::proto::pb;
 use serde_json::json;
-use tonic::{Code, Status};
+use tonic::Code;
 
 use crate::{
     branches::bpmn,
-    helpers::{TestApp, expense_vars, req, spawn_app, status},
+    helpers::{assert_deploy_refused, assert_refused, expense_vars, req, spawn_app, status},
 };
-
-/// A status with this code whose message mentions every one of `needles`.
-#[track_caller]
-fn assert_refused(err: &Status, code: Code, needles: &[&str]) {
-    assert_eq!(err.code(), code, "{err:?}");
-    for needle in needles {
-        assert!(
-            err.message().contains(needle),
-            "{needle:?} is missing from the message {:?}",
-            err.message()
-        );
-    }
-}
-
-/// Deploys `xml`, expects INVALID_ARGUMENT naming every needle, and checks nothing was stored.
-async fn assert_deploy_refused(app: &TestApp, xml: &str, needles: &[&str]) {
-    let err = app
-        .deploy_xml(xml)
-        .await
-        .expect_err("the definition must be refused");
-    assert_refused(&err, Code::InvalidArgument, needles);
-    assert!(
-        app.definitions().await.is_empty(),
-        "a refused definition must not be stored"
-    );
-}
 
 fn random_id() -> String {
     uuid::Uuid::now_v7().to_string()

@@ -6,17 +6,18 @@
 //! a Python grpcio client with stubs generated from proto/ drives the server.
 use std::{
     io::Read,
-    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    process::{Command, ExitStatus, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use replyflow::proto::pb;
 
-use crate::helpers::{TestDb, repo_path, req, spawn_app};
+use crate::{
+    helpers::{TestDb, eventually_blocking, repo_path, req, spawn_app},
+    process::{KillOnDrop, ServerProcess},
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_replyflow");
 /// How long a server may take to start listening, or to stop after SIGTERM.
@@ -91,22 +92,8 @@ fn run(mut command: Command, what: &str, deadline: Duration) -> Finished {
         .unwrap_or_else(|err| panic!("{what}: cannot start {command:?}: {err}"));
     let stdout = drain(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the process") {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{what}: still running after {deadline:?}; killed. stdout:\n{}\nstderr:\n{}",
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let mut child = KillOnDrop(child);
+    let status = child.wait_within(deadline, what);
     Finished {
         status,
         stdout: stdout.join().expect("stdout reader"),
@@ -114,89 +101,13 @@ fn run(mut command: Command, what: &str, deadline: Duration) -> Finished {
     }
 }
 
-/// A `replyflow serve` process. Dropping it kills the process, so a failed test leaves nothing
-/// running.
-struct ServerProcess {
-    child: Option<Child>,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+/// `replyflow ctl` against a running server.
+trait Ctl {
+    /// `replyflow ctl --addr <this server> ARGS`.
+    fn ctl(&self, dir: &Path, args: &[&str]) -> Finished;
 }
 
-impl ServerProcess {
-    /// Starts `command` and waits until it logs "replyflow listening addr=…" and that address
-    /// accepts TCP connections.
-    fn start(mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            Box::new(child.stdout.take().expect("piped stdout")) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().expect("piped stderr")),
-        ] {
-            let log = log.clone();
-            thread::spawn(move || {
-                let mut pipe = pipe;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock()
-                        .expect("log lock")
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let mut server = Self {
-            child: Some(child),
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            log,
-        };
-        let started = Instant::now();
-        let addr = loop {
-            if let Some(addr) = listening_addr(&server.log()) {
-                break addr;
-            }
-            let child = server.child.as_mut().expect("child");
-            if let Some(status) = child.try_wait().expect("waiting for the server") {
-                thread::sleep(Duration::from_millis(100)); // let the readers catch the last lines
-                panic!(
-                    "the server exited with {status} before listening; its log:\n{}",
-                    server.log()
-                );
-            }
-            assert!(
-                started.elapsed() < SERVER_DEADLINE,
-                "the server did not log \"replyflow listening addr=…\" within {SERVER_DEADLINE:?}; its log:\n{}",
-                server.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        };
-        server.addr = addr;
-        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            assert!(
-                started.elapsed() < SERVER_DEADLINE,
-                "the server logged {addr} but does not accept connections within {SERVER_DEADLINE:?}; its log:\n{}",
-                server.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log lock").clone()
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `replyflow ctl --addr <this server> ARGS`.
+impl Ctl for ServerProcess {
     fn ctl(&self, dir: &Path, args: &[&str]) -> Finished {
         let url = self.url();
         let mut full = vec!["ctl", "--addr", url.as_str()];
@@ -207,73 +118,6 @@ impl ServerProcess {
             COMMAND_DEADLINE,
         )
     }
-
-    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
-    fn terminate(self) -> ExitStatus {
-        self.stop_with("TERM")
-    }
-
-    /// Sends `SIG<signal>` and waits for the process to exit; returns its exit status.
-    fn stop_with(mut self, signal: &str) -> ExitStatus {
-        let mut child = self.child.take().expect("child");
-        let pid = child.id().to_string();
-        let kill = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("running kill");
-        assert!(kill.success(), "kill -{signal} {pid}: {kill}");
-        let sent = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("waiting for the server") {
-                return status;
-            }
-            if sent.elapsed() > SERVER_DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the server did not stop within {SERVER_DEADLINE:?} of SIG{signal}; its log:\n{}",
-                    self.log()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The address of the line `… replyflow listening addr=127.0.0.1:PORT` (ANSI colours removed).
-fn listening_addr(log: &str) -> Option<SocketAddr> {
-    let line = log
-        .lines()
-        .find(|line| line.contains("replyflow listening"))?;
-    let plain = strip_ansi(line);
-    let value = plain.split("addr=").nth(1)?.split_whitespace().next()?;
-    value.parse().ok()
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn sqlite_url(path: &Path) -> String {
@@ -451,10 +295,13 @@ fn the_readme_walkthrough_runs_through_ctl_and_sigterm_stops_the_server_cleanly(
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("x.db");
     let db_url = sqlite_url(&db);
-    let server = ServerProcess::start(replyflow(
-        dir.path(),
-        &["serve", "--listen", "127.0.0.1:0", "--database", &db_url],
-    ));
+    let server = ServerProcess::start(
+        replyflow(
+            dir.path(),
+            &["serve", "--listen", "127.0.0.1:0", "--database", &db_url],
+        ),
+        SERVER_DEADLINE,
+    );
     assert!(server.addr.ip().is_loopback() && server.addr.port() != 0);
     let d = dir.path();
 
@@ -559,7 +406,7 @@ fn serve_is_the_default_and_reads_replyflow_server_listen_and_database_url() {
     command
         .env("REPLYFLOW_SERVER_LISTEN", "127.0.0.1:0")
         .env("REPLYFLOW_DATABASE_URL", sqlite_url(&db));
-    let server = ServerProcess::start(command);
+    let server = ServerProcess::start(command, SERVER_DEADLINE);
     assert!(server.addr.ip().is_loopback() && server.addr.port() != 0);
     server
         .ctl(
@@ -619,18 +466,11 @@ fn sigterm_right_after_the_listening_line_is_already_graceful() {
             }
         }
         let _ = killer.wait();
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = server.try_wait().expect("waiting") {
-                break status;
-            }
-            if started.elapsed() > SERVER_DEADLINE {
-                let _ = server.kill();
-                let _ = server.wait();
-                panic!("round {round}: no exit within {SERVER_DEADLINE:?} of SIGTERM; log:\n{log}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let mut server = KillOnDrop(server);
+        let status = server.wait_within(
+            SERVER_DEADLINE,
+            &format!("round {round}: no exit after SIGTERM; log:\n{log}"),
+        );
         assert!(
             status.success(),
             "round {round}: SIGTERM right after the listening line gave {status}, not a graceful exit 0; log:\n{log}"
@@ -646,10 +486,13 @@ async fn sigint_ends_open_watch_streams_and_exits_cleanly() {
     let db_url = sqlite_url(&dir.path().join("watch.db"));
     let cwd = dir.path().to_path_buf();
     let server = tokio::task::spawn_blocking(move || {
-        ServerProcess::start(replyflow(
-            &cwd,
-            &["serve", "--listen", "127.0.0.1:0", "--database", &db_url],
-        ))
+        ServerProcess::start(
+            replyflow(
+                &cwd,
+                &["serve", "--listen", "127.0.0.1:0", "--database", &db_url],
+            ),
+            SERVER_DEADLINE,
+        )
     })
     .await
     .expect("server start");
@@ -700,10 +543,10 @@ fn a_config_file_is_honoured() {
         ),
     )
     .expect("write config");
-    let server = ServerProcess::start(replyflow(
-        dir.path(),
-        &["--config", path_str(&config), "serve"],
-    ));
+    let server = ServerProcess::start(
+        replyflow(dir.path(), &["--config", path_str(&config), "serve"]),
+        SERVER_DEADLINE,
+    );
     assert!(server.addr.ip().is_loopback() && server.addr.port() != 0);
     server
         .ctl(dir.path(), &["users", "list"])
@@ -884,7 +727,7 @@ fn a_mail_queued_when_the_server_is_killed_is_delivered_once_after_a_restart() {
         "REPLYFLOW_MAIL_OUTBOUND",
         format!("smtp://127.0.0.1:{closed_port}"),
     );
-    let server = ServerProcess::start(command);
+    let server = ServerProcess::start(command, SERVER_DEADLINE);
     server
         .ctl(d, &["users", "add", "mary", "--email", "mary@example.com"])
         .assert_success("ctl users add mary");
@@ -910,15 +753,16 @@ fn a_mail_queued_when_the_server_is_killed_is_delivered_once_after_a_restart() {
     // Killed once the failed attempt is recorded (the mail waits for its retry), not merely
     // logged: a kill between the attempt and its record leaves the row claimed until its lease
     // ends, which is issue 14's case, not this one.
-    let deadline = Instant::now() + SERVER_DEADLINE;
-    while !outbox_has_status(&db_url, "temp_failed") {
-        assert!(
-            Instant::now() < deadline,
-            "the first delivery attempt never failed; log:\n{}",
-            server.log()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    eventually_blocking(SERVER_DEADLINE, || {
+        if outbox_has_status(&db_url, "temp_failed") {
+            Ok(())
+        } else {
+            Err(format!(
+                "the first delivery attempt never failed; log:\n{}",
+                server.log()
+            ))
+        }
+    });
     let status = server.stop_with("KILL");
     assert!(!status.success(), "SIGKILL ends the process: {status}");
 
@@ -931,7 +775,7 @@ fn a_mail_queued_when_the_server_is_killed_is_delivered_once_after_a_restart() {
         "REPLYFLOW_MAIL_OUTBOUND",
         format!("file:{}", outbox.display()),
     );
-    let server = ServerProcess::start(command);
+    let server = ServerProcess::start(command, SERVER_DEADLINE);
     let mails = || -> Vec<String> {
         std::fs::read_dir(&outbox)
             .map(|entries| {
@@ -943,19 +787,20 @@ fn a_mail_queued_when_the_server_is_killed_is_delivered_once_after_a_restart() {
             })
             .unwrap_or_default()
     };
-    let deadline = Instant::now() + SERVER_DEADLINE;
-    while mails().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the queued mail was not delivered after the restart; log:\n{}",
-            server.log()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-    // Give a second delivery every chance to happen, then count.
-    thread::sleep(Duration::from_millis(1500));
-    assert_eq!(mails().len(), 1, "delivered exactly once");
+    eventually_blocking(SERVER_DEADLINE, || {
+        if mails().is_empty() {
+            Err(format!(
+                "the queued mail was not delivered after the restart; log:\n{}",
+                server.log()
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    // Counted once the server has stopped: no second delivery can come after that.
     assert!(server.terminate().success());
+    assert_eq!(mails().len(), 1, "delivered exactly once");
+    assert!(outbox_has_status(&db_url, "sent"));
 }
 
 #[test]
@@ -977,7 +822,7 @@ fn ctl_identifies_itself_with_an_api_key_and_acts_for_a_user() {
         .env("REPLYFLOW_DATABASE_URL", sqlite_url(&db))
         .env("REPLYFLOW_SECURITY_ADMINS", "")
         .env("REPLYFLOW_SECURITY_API_KEYS", keys);
-    let server = ServerProcess::start(command);
+    let server = ServerProcess::start(command, SERVER_DEADLINE);
     let add = |key: &str, id: &str| {
         let email = format!("{id}@example.com");
         server.ctl(

@@ -3,37 +3,15 @@
 //! memory. Each test is one attack from the issue, through the real gRPC client.
 use replyflow::proto::pb;
 use serde_json::json;
-use tonic::{Code, Status};
+use tonic::Code;
 
 use crate::{
     branches::bpmn,
-    helpers::{TestApp, req, spawn_app, spawn_app_with, status},
-    replies::{approval_mail, reply, submit},
+    helpers::{
+        approval_mail, assert_deploy_refused, assert_refused, reply, req, spawn_app,
+        spawn_app_with, status, submit,
+    },
 };
-
-/// A status with this code whose message mentions every one of `needles`.
-#[track_caller]
-fn assert_refused(err: &Status, code: Code, needles: &[&str]) {
-    assert_eq!(err.code(), code, "{err:?}");
-    for needle in needles {
-        assert!(
-            err.message().contains(needle),
-            "{needle:?} is missing from {:?}",
-            err.message()
-        );
-    }
-}
-
-/// Deploys `xml`, expects INVALID_ARGUMENT naming every needle, and checks nothing was stored
-/// and the server still answers.
-async fn assert_deploy_refused(app: &TestApp, xml: &str, needles: &[&str]) {
-    let err = app
-        .deploy_xml(xml)
-        .await
-        .expect_err("the definition must be refused");
-    assert_refused(&err, Code::InvalidArgument, needles);
-    assert!(app.definitions().await.is_empty(), "nothing is stored");
-}
 
 /// start → one user task for `ann` → `after` (XML elements and flows from `review` on) → end.
 fn after_review(key: &str, after: &str, first: &str) -> String {

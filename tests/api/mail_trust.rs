@@ -1,45 +1,25 @@
 //! Trust in email approval (issue 9): each test is an attack from the issue, carried out through
 //! a real client — SubmitInboundEmail over gRPC, or Maildir files read by the real
 //! [`InboundWorker`] — and the protection that stops it.
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use replyflow::{
     config::Secret,
     mail::token::{self, KeyRing},
     model::Verdict,
     proto::pb,
-    store::{PageRequest, inbound::InboundFilter},
     workers::inbound::{InboundSource, InboundWorker},
 };
 use tonic::Code;
 
-use crate::{
-    helpers::{TestApp, backend, expense_vars, req, spawn_app, spawn_app_on_with, spawn_app_with},
-    replies::{approval_mail, header, reply, submit},
+use crate::helpers::{
+    TestApp, approval_mail, expense_vars, header, millis, reply, req, spawn_app, spawn_app_on_with,
+    spawn_app_with, submit, token_of,
 };
 
 const FIRST_SECRET: &str = "first-secret-0123456789";
 const SECOND_SECRET: &str = "second-secret-0123456789";
 const PROCESSED: &str = "replyflow-processed";
-
-fn approvals(
-    app: &TestApp,
-) -> pb::approval_service_client::ApprovalServiceClient<tonic::transport::Channel> {
-    pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
-}
-
-async fn get_approval(app: &TestApp, task_id: &str) -> pb::ApprovalContext {
-    approvals(app)
-        .get_approval(req(
-            pb::GetApprovalRequest {
-                task_id: task_id.into(),
-            },
-            "admin",
-        ))
-        .await
-        .expect("GetApproval")
-        .into_inner()
-}
 
 async fn upsert(app: &TestApp, caller: &str, id: &str, email: &str, aliases: &[&str]) {
     try_upsert(app, caller, id, email, aliases)
@@ -70,56 +50,9 @@ async fn try_upsert(
         .map(tonic::Response::into_inner)
 }
 
-/// Every mail the file transport wrote to `address`, once there are at least `count`.
-async fn mails_to(app: &TestApp, address: &str, count: usize) -> Vec<String> {
-    let mut found = Vec::new();
-    for _ in 0..200 {
-        found = std::fs::read_dir(app.outbox_dir.path())
-            .expect("outbox dir")
-            .filter_map(Result::ok)
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .filter(|mail| {
-                mail.lines()
-                    .find_map(|l| l.strip_prefix("To: "))
-                    .is_some_and(|to| to.contains(address))
-            })
-            .collect();
-        if found.len() >= count {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("expected {count} mails to {address}, found {}", found.len());
-}
-
-/// The reply token in a mail's Reply-To (`approvals+<token>@domain`).
-fn token_of(mail: &str) -> String {
-    let reply_to = header(mail, "Reply-To");
-    let plus = reply_to.split_once('+').map(|(_, rest)| rest).unwrap_or("");
-    plus.split('@').next().unwrap_or_default().to_string()
-}
-
-fn millis(ts: Option<prost_types::Timestamp>) -> i64 {
-    ts.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-}
-
 async fn start_expense(app: &TestApp) -> pb::Task {
     app.deploy_example("expense.bpmn").await;
     app.start("expense", expense_vars(20000)).await.open_tasks[0].clone()
-}
-
-async fn inbound_log(app: &TestApp) -> Vec<replyflow::model::InboundEmail> {
-    let store = app.store().await;
-    let log = store
-        .list_inbound(
-            &InboundFilter::default(),
-            &PageRequest::new(500, String::new()).expect("page"),
-        )
-        .await
-        .expect("inbound log");
-    store.close().await;
-    log.items
 }
 
 #[tokio::test]
@@ -128,7 +61,7 @@ async fn approval_hijack_by_changing_the_email_revokes_the_token_and_mails_the_n
     app.add_user("mary", "").await;
     let task = start_expense(&app).await;
     let original = approval_mail(&app).await;
-    let first = get_approval(&app, &task.id).await;
+    let first = app.approval(&task.id).await;
 
     // The attacker points mary's email at an address of theirs...
     // Since issue 9's authorization only `directory` may change an address (eve gets
@@ -146,10 +79,10 @@ async fn approval_hijack_by_changing_the_email_revokes_the_token_and_mails_the_n
         replyflow::model::ApprovalStatus::Revoked,
         "the token mailed to the old address stops working"
     );
-    let second = get_approval(&app, &task.id).await;
+    let second = app.approval(&task.id).await;
     assert_ne!(second.id, first.id, "a fresh context for the new address");
     assert_eq!(second.approver_email, "eve@attacker.test");
-    let to_new = mails_to(&app, "eve@attacker.test", 1).await;
+    let to_new = app.mails_to("eve@attacker.test", 1).await;
     assert_eq!(token_of(&to_new[0]).len(), token::TOKEN_LEN);
     assert!(
         app.event_kinds(&task.process_instance_id)
@@ -197,9 +130,9 @@ async fn approval_hijack_by_changing_the_email_revokes_the_token_and_mails_the_n
     assert_eq!(app.task(&task.id).await.status, pb::TaskStatus::Open as i32);
 
     // Mary gets a fresh mail at her address, and her reply decides.
-    let third = get_approval(&app, &task.id).await;
+    let third = app.approval(&task.id).await;
     assert_eq!(third.approver_email, "mary@example.com");
-    let mails = mails_to(&app, "mary@example.com", 2).await;
+    let mails = app.mails_to("mary@example.com", 2).await;
     let fresh = mails
         .iter()
         .find(|m| header(m, "Message-ID").contains(&third.id))
@@ -271,7 +204,7 @@ async fn a_token_forged_with_a_rotated_out_secret_for_a_new_context_is_refused()
     app.add_user("mary", "").await;
     let task = start_expense(&app).await;
     let original = approval_mail(&app).await;
-    let context = get_approval(&app, &task.id).await;
+    let context = app.approval(&task.id).await;
     let genuine = token_of(&original);
     assert_ne!(token::parse(&genuine).expect("token").kid, old_kid);
 
@@ -421,7 +354,7 @@ async fn upsert_user_refuses_addresses_the_composer_cannot_mail_and_changes_noth
     )
     .await;
     start_expense(&app).await;
-    mails_to(&app, "Mary.Ma+oa@example.com", 1).await;
+    app.mails_to("Mary.Ma+oa@example.com", 1).await;
     app.stop().await;
 }
 
@@ -492,45 +425,13 @@ async fn an_unmailable_sender_in_the_maildir_does_not_hold_up_the_reply_behind_i
     app.stop().await;
 }
 
-/// Makes the database refuse to record any mail whose subject contains `word`: a mail that
-/// fails every time it is ingested, whatever the transport.
-async fn poison_subjects(app: &TestApp, word: &str) {
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&app.db.url)
-        .await
-        .expect("connecting to the test database");
-    let statements = if backend() == "postgres" {
-        vec![
-            format!(
-                "CREATE FUNCTION rf_poison() RETURNS trigger AS $$ BEGIN \
-                 IF NEW.subject LIKE '%{word}%' THEN RAISE EXCEPTION 'poisoned mail'; END IF; \
-                 RETURN NEW; END $$ LANGUAGE plpgsql"
-            ),
-            "CREATE TRIGGER rf_poison BEFORE INSERT ON inbound_emails FOR EACH ROW \
-             EXECUTE FUNCTION rf_poison()"
-                .to_string(),
-        ]
-    } else {
-        vec![format!(
-            "CREATE TRIGGER rf_poison BEFORE INSERT ON inbound_emails \
-             WHEN NEW.subject LIKE '%{word}%' BEGIN SELECT RAISE(ABORT, 'poisoned mail'); END"
-        )]
-    };
-    for statement in statements {
-        sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(statement))
-            .await
-            .expect("creating the trigger");
-    }
-    let _ = sqlx::Connection::close(conn).await;
-}
-
 #[tokio::test]
 async fn a_mail_that_keeps_failing_is_quarantined_and_never_holds_up_the_reply_behind_it() {
     let app = spawn_app().await;
     app.add_user("mary", "").await;
     let task = start_expense(&app).await;
     let original = approval_mail(&app).await;
-    poison_subjects(&app, "POISON").await;
+    app.poison_subjects("POISON").await;
     let poisoned = String::from_utf8(reply("mary@example.com", &original, "同意", "<p1@x>"))
         .expect("utf-8")
         .replace("Subject: Re: approval", "Subject: Re: approval POISON");
@@ -556,7 +457,7 @@ async fn a_mail_that_keeps_failing_is_quarantined_and_never_holds_up_the_reply_b
     // The third failure (mail.quarantine_after = 3): recorded and moved out of the way.
     assert_eq!(reader.run_once().await.expect("pass 3"), 1);
     assert_eq!(waiting(dir.path()), 0);
-    let log = inbound_log(&app).await;
+    let log = app.inbound_log().await;
     let quarantined: Vec<_> = log
         .iter()
         .filter(|m| m.verdict == Verdict::Quarantined)
@@ -572,7 +473,8 @@ async fn a_mail_that_keeps_failing_is_quarantined_and_never_holds_up_the_reply_b
     // The RPC path: an error twice, then the verdict.
     let raw = poisoned.replace("<p1@x>", "<p2@x>").into_bytes();
     for attempt in 1..=2 {
-        let err = approvals(&app)
+        let err = app
+            .approvals()
             .submit_inbound_email(req(
                 pb::SubmitInboundEmailRequest {
                     raw: raw.clone(),
@@ -645,7 +547,7 @@ async fn answers_do_not_echo_a_long_subject() {
         .replace("Subject: Re: approval", &format!("Subject: {long}"));
     let vague = submit(&app, raw.into_bytes()).await;
     assert!(vague.answered);
-    let answers = mails_to(&app, "mary@example.com", 2).await;
+    let answers = app.mails_to("mary@example.com", 2).await;
     let answer = answers
         .iter()
         .find(|m| m.contains("Auto-Submitted: auto-replied"))

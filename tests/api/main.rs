@@ -2,9 +2,19 @@
 //! One integration binary (zero-to-production style): every test spawns the real server on port 0
 //! with a fresh database and talks to it over TCP with the generated client. Run with
 //! TEST_DATABASE=sqlite (default) or TEST_DATABASE=postgres; scripts/test runs both.
+#[path = "../shared/app.rs"]
+mod app;
+#[path = "../shared/approval_mail.rs"]
+mod approval_mail;
+// The throwaway database of the bench, shared so that there is one way to make one.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../src/cli/bench/database.rs"]
+mod fresh_db;
 mod helpers;
 #[path = "../shared/pki.rs"]
 mod pki;
+#[path = "../shared/process.rs"]
+mod process;
 
 mod approvals;
 mod authz;

@@ -2,13 +2,13 @@
 //! scheduler on a clock the tests move (a 3 × PT4H reminder with escalation runs in
 //! milliseconds), escalated once, sent by hand, listed. The cron job is set to a far-away time in
 //! most tests so that the test decides when a tick happens; one test lets the real cron run.
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use replyflow::{clock::ManualClock, model::ReminderState};
+use replyflow::clock::ManualClock;
 use serde_json::json;
 use tonic::Code;
 
-use crate::helpers::{TestApp, req, spawn_app_at, spawn_app_with};
+use crate::helpers::{TestApp, eventually, reply, req, spawn_app_at, spawn_app_with, submit};
 use replyflow::proto::pb;
 
 const HOUR: i64 = 3_600_000;
@@ -841,21 +841,17 @@ async fn the_cron_scheduler_fires_a_due_reminder_by_itself() {
     .await
     .expect("deploy");
     let instance = app.start("cron", json!({})).await;
-    let mut fired = false;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The one test on real time: the cron job is what is under test.
+    eventually(Duration::from_secs(10), async || {
         let r = &reminders_of(&app, &instance.id).await[0];
-        if ReminderState::parse(match state(r) {
-            pb::ReminderState::RemindCompleted => "remind_completed",
-            _ => "",
-        })
-        .is_some()
-        {
-            fired = true;
-            break;
+        match state(r) {
+            pb::ReminderState::RemindCompleted => Ok(()),
+            other => Err(format!(
+                "the cron job has not fired the reminder: {other:?}"
+            )),
         }
-    }
-    assert!(fired, "the cron job fired the reminder within 10 s");
+    })
+    .await;
     assert_eq!(messages_of(&app, "alice").await.len(), 1);
     app.stop().await;
 }
@@ -880,36 +876,16 @@ async fn replying_to_a_reminder_mail_decides_the_task() {
             .await
             .expect("the reminder mail is in the outbox");
     let reminder = String::from_utf8_lossy(&body).to_string();
-    let header = |name: &str| {
-        reminder
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .unwrap_or_else(|| panic!("no {name} in the reminder mail"))
-            .to_string()
-    };
-    let reply_to = header("Reply-To");
-    let reply_to = reply_to
-        .rsplit_once('<')
-        .map(|(_, a)| a.trim_end_matches('>').to_string())
-        .unwrap_or(reply_to);
-    let message_id = header("Message-ID");
-    let raw = format!(
-        "From: alice@example.com\r\nTo: {reply_to}\r\nSubject: Re: reminder\r\n\
-         Message-ID: <reply-to-reminder@example.com>\r\nIn-Reply-To: {message_id}\r\n\
-         Date: Sat, 21 Nov 2026 10:00:00 +0800\r\nMIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\r\n同意\r\n"
-    );
-    let verdict = pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
-        .submit_inbound_email(req(
-            pb::SubmitInboundEmailRequest {
-                raw: raw.into_bytes(),
-                ..Default::default()
-            },
-            "mta",
-        ))
-        .await
-        .expect("submit")
-        .into_inner();
+    let verdict = submit(
+        &app,
+        reply(
+            "alice@example.com",
+            &reminder,
+            "同意",
+            "<reply-to-reminder@example.com>",
+        ),
+    )
+    .await;
     assert_eq!(verdict.verdict, pb::Verdict::Applied as i32, "{verdict:?}");
     let task = app.task(&instance.open_tasks[0].id).await;
     assert_eq!(task.outcome, "approve");
@@ -957,20 +933,21 @@ async fn an_sms_the_gateway_cannot_take_falls_back_to_the_next_channel_later() {
         "the inbox copy at once"
     );
     let store = app.store().await;
-    let mut failed = false;
-    for _ in 0..100 {
+    // The outbox worker takes the SMS in the background.
+    eventually(Duration::from_secs(5), async || {
         let status: Option<String> =
             sqlx::query_scalar::<sqlx::Any, String>("SELECT status FROM outbox WHERE kind = 'sms'")
                 .fetch_optional(store.pool())
                 .await
                 .expect("sms row");
-        if status.as_deref() == Some("perm_failed") {
-            failed = true;
-            break;
+        match status.as_deref() {
+            Some("perm_failed") => Ok(()),
+            other => Err(format!(
+                "the outbox worker has not failed the SMS for good: {other:?}"
+            )),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(failed, "the outbox worker failed the SMS for good");
+    })
+    .await;
     fire(&app).await;
     let inbox = messages_of(&app, "alice").await;
     assert_eq!(inbox.len(), 2, "the fallback copy: {inbox:?}");

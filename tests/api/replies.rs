@@ -10,70 +10,10 @@ use replyflow::{
 };
 use serde_json::json;
 
-use crate::helpers::{TestApp, expense_vars, req, spawn_app, spawn_app_with};
-
-/// The approval mail written for the task (file transport), waiting for it.
-pub(crate) async fn approval_mail(app: &TestApp) -> String {
-    for _ in 0..200 {
-        let mail = std::fs::read_dir(app.outbox_dir.path())
-            .expect("outbox dir")
-            .filter_map(Result::ok)
-            // Not the file transport's temporary files (`.NAME.tmp`, renamed once written).
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .next();
-        if let Some(mail) = mail {
-            return mail;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no approval mail was written");
-}
-
-pub(crate) fn header<'a>(mail: &'a str, name: &str) -> &'a str {
-    mail.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .unwrap_or_else(|| panic!("no {name} header in\n{mail}"))
-}
-
-/// A reply as Gmail writes it: the decision, the attribution line, the quoted original.
-pub(crate) fn reply(from: &str, original: &str, body: &str, message_id: &str) -> Vec<u8> {
-    let reply_to = header(original, "Reply-To");
-    let reply_to = reply_to
-        .rsplit_once('<')
-        .map(|(_, a)| a.trim_end_matches('>'))
-        .unwrap_or(reply_to);
-    let original_id = header(original, "Message-ID");
-    let quoted: String = original
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .lines()
-        .take(8)
-        .map(|l| format!("> {l}\r\n"))
-        .collect();
-    format!(
-        "From: {from}\r\nTo: {reply_to}\r\nSubject: Re: approval\r\nMessage-ID: {message_id}\r\n\
-         In-Reply-To: {original_id}\r\nReferences: {original_id}\r\nDate: Sat, 21 Nov 2026 10:00:00 +0800\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
-         {body}\r\n\r\nOn Sat, Nov 21, 2026 at 9:00 AM replyflow <approvals@replyflow.test> wrote:\r\n{quoted}"
-    )
-    .into_bytes()
-}
-
-pub(crate) async fn submit(app: &TestApp, raw: Vec<u8>) -> pb::InboundEmail {
-    pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
-        .submit_inbound_email(req(
-            pb::SubmitInboundEmailRequest {
-                raw,
-                ..Default::default()
-            },
-            "mta",
-        ))
-        .await
-        .expect("submit")
-        .into_inner()
-}
+use crate::helpers::{TestApp, expense_vars, is_approval, req, spawn_app, spawn_app_with, text_of};
+// These lived here before the shared harness; other test files (and new ones) may still import
+// them from `crate::replies`.
+pub(crate) use crate::helpers::{approval_mail, header, reply, submit};
 
 #[tokio::test]
 async fn a_reply_decides_the_task_once_and_forgeries_and_copies_decide_nothing() {
@@ -177,21 +117,9 @@ async fn a_reply_decides_the_task_once_and_forgeries_and_copies_decide_nothing()
         .into_inner();
     assert_eq!(log.emails.len(), 5, "one row per message");
     // The confirmation, in mary's language, threaded under her reply.
-    let mut confirmation = None;
-    for _ in 0..200 {
-        confirmation = std::fs::read_dir(app.outbox_dir.path())
-            .expect("outbox dir")
-            .filter_map(Result::ok)
-            // Not the file transport's temporary files (`.NAME.tmp`, renamed once written).
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .find(|m| m.contains("In-Reply-To: <ok1@x>"));
-        if confirmation.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let confirmation = confirmation.expect("a confirmation mail was written");
+    let confirmation = app
+        .mail_where("confirmation", |m| m.contains("In-Reply-To: <ok1@x>"))
+        .await;
     assert!(
         confirmation.contains("Auto-Submitted: auto-replied"),
         "{confirmation}"
@@ -252,54 +180,6 @@ async fn auto_replies_ambiguity_and_a_broken_token_get_their_verdicts() {
     app.stop().await;
 }
 
-/// The first mail written to the outbox directory that `wanted` accepts, waiting for it.
-async fn mail_where(app: &TestApp, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-    for _ in 0..200 {
-        let found = std::fs::read_dir(app.outbox_dir.path())
-            .expect("outbox dir")
-            .filter_map(Result::ok)
-            // Not the file transport's temporary files (`.NAME.tmp`, renamed once written).
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .find(|m| wanted(m));
-        if let Some(mail) = found {
-            return mail;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no {what} was written");
-}
-
-/// Approval mail carries a Reply-To with a token (answers only an In-Reply-To).
-fn is_approval(mail: &str) -> bool {
-    mail.lines().any(|l| l.starts_with("Reply-To: "))
-}
-
-/// The approval mail to `address`.
-async fn approval_mail_to(app: &TestApp, address: &str) -> String {
-    mail_where(app, &format!("approval mail to {address}"), |m| {
-        is_approval(m) && header(m, "To").contains(address)
-    })
-    .await
-}
-
-/// The answer threaded under the reply with Message-ID `reply_id`.
-async fn answer_to(app: &TestApp, reply_id: &str) -> String {
-    let threaded = format!("In-Reply-To: {reply_id}");
-    mail_where(app, &format!("answer to {reply_id}"), |m| {
-        m.contains(&threaded) && m.contains("Auto-Submitted: auto-replied")
-    })
-    .await
-}
-
-/// The answer's text (the file transport writes it as an RFC 822 message, maybe encoded).
-fn text_of(mail: &str) -> String {
-    mail_parser::MessageParser::default()
-        .parse(mail.as_bytes())
-        .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
-        .unwrap_or_default()
-}
-
 /// One user task for `${manager}` that may be handed on by mail.
 const DELEGABLE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
@@ -332,19 +212,6 @@ async fn add_user_with_alias(app: &TestApp, id: &str, alias: &str) {
         .expect("upsert user");
 }
 
-async fn get_approval(app: &TestApp, task_id: &str) -> pb::ApprovalContext {
-    pb::approval_service_client::ApprovalServiceClient::new(app.channel.clone())
-        .get_approval(req(
-            pb::GetApprovalRequest {
-                task_id: task_id.into(),
-            },
-            "admin",
-        ))
-        .await
-        .expect("GetApproval")
-        .into_inner()
-}
-
 #[tokio::test]
 async fn a_delegate_reply_hands_the_task_to_the_named_user_who_then_decides_by_mail() {
     let app = spawn_app().await;
@@ -355,7 +222,7 @@ async fn a_delegate_reply_hands_the_task_to_the_named_user_who_then_decides_by_m
         .start("purchase", serde_json::json!({"manager": "mary"}))
         .await;
     let task = instance.open_tasks[0].clone();
-    let original = approval_mail_to(&app, "mary@example.com").await;
+    let original = app.approval_mail_to("mary@example.com").await;
 
     // Handed on to bob by one of his aliases, with a note.
     let delegated = submit(
@@ -393,15 +260,15 @@ async fn a_delegate_reply_hands_the_task_to_the_named_user_who_then_decides_by_m
     assert_eq!(reassigned.detail["comment"], "他负责这个供应商");
 
     // The confirmation names bob; the approval now is bob's, with a mail of his own.
-    let confirmation = text_of(&answer_to(&app, "<del1@x>").await);
+    let confirmation = text_of(&app.answer_to("<del1@x>").await);
     assert!(
         confirmation.contains("bob") && confirmation.contains("handed on"),
         "{confirmation}"
     );
-    let approval = get_approval(&app, &task.id).await;
+    let approval = app.approval(&task.id).await;
     assert_eq!(approval.approver_email, "bob@example.com");
     assert_eq!(approval.status, pb::ApprovalStatus::Pending as i32);
-    let bobs_mail = approval_mail_to(&app, "bob@example.com").await;
+    let bobs_mail = app.approval_mail_to("bob@example.com").await;
 
     // Mary's token was used by the hand-over: a second reply of hers decides nothing.
     let late = submit(
@@ -439,7 +306,7 @@ async fn a_delegate_reply_that_cannot_be_honoured_changes_nothing_and_says_why()
         .start("purchase", serde_json::json!({"manager": "mary"}))
         .await;
     let task = delegable.open_tasks[0].clone();
-    let original = approval_mail_to(&app, "mary@example.com").await;
+    let original = app.approval_mail_to("mary@example.com").await;
 
     for (body, id, why) in [
         (
@@ -457,13 +324,13 @@ async fn a_delegate_reply_that_cannot_be_honoured_changes_nothing_and_says_why()
         );
         assert!(refused.reason.contains(why), "{body}: {}", refused.reason);
         assert!(refused.answered, "{body}: the approver is told why");
-        let answer = text_of(&answer_to(&app, id).await);
+        let answer = text_of(&app.answer_to(id).await);
         assert!(answer.contains(why), "{answer}");
     }
     let unchanged = app.task(&task.id).await;
     assert_eq!(unchanged.assignee, "mary");
     assert_eq!(unchanged.status, pb::TaskStatus::Open as i32);
-    let approval = get_approval(&app, &task.id).await;
+    let approval = app.approval(&task.id).await;
     assert_eq!(approval.approver_email, "mary@example.com");
     assert_eq!(approval.status, pb::ApprovalStatus::Pending as i32);
     assert!(
@@ -475,10 +342,11 @@ async fn a_delegate_reply_that_cannot_be_honoured_changes_nothing_and_says_why()
     // A task whose definition does not allow it (expense.bpmn has no allowDelegate).
     let expense = app.start("expense", expense_vars(20000)).await;
     let expense_task = expense.open_tasks[0].clone();
-    let expense_mail = mail_where(&app, "the expense approval mail", |m| {
-        is_approval(m) && header(m, "To").contains("mary@example.com") && m != original
-    })
-    .await;
+    let expense_mail = app
+        .mail_where("the expense approval mail", |m| {
+            is_approval(m) && header(m, "To").contains("mary@example.com") && m != original
+        })
+        .await;
     let refused = submit(
         &app,
         reply(
@@ -532,14 +400,9 @@ async fn a_bounce_marks_the_approval_mail_failed_and_is_never_answered() {
     let original = approval_mail(&app).await;
     let message_id = header(&original, "Message-ID").to_string();
     // The file transport has written it: the outbox row is sent.
-    let mut approval = get_approval(&app, &task.id).await;
-    for _ in 0..200 {
-        if approval.delivery_status == pb::DeliveryStatus::Sent as i32 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        approval = get_approval(&app, &task.id).await;
-    }
+    let approval = app
+        .wait_for_delivery(&task.id, pb::DeliveryStatus::Sent, Duration::from_secs(10))
+        .await;
     assert_eq!(approval.delivery_status, pb::DeliveryStatus::Sent as i32);
 
     let bounce = submit(
@@ -556,7 +419,7 @@ async fn a_bounce_marks_the_approval_mail_failed_and_is_never_answered() {
         "{}",
         bounce.reason
     );
-    let failed = get_approval(&app, &task.id).await;
+    let failed = app.approval(&task.id).await;
     assert_eq!(
         failed.delivery_status,
         pb::DeliveryStatus::PermFailed as i32,
@@ -631,7 +494,7 @@ async fn with_require_auth_only_a_reply_our_mta_vouches_for_decides() {
     );
     assert!(unsigned.answered, "told politely");
     assert!(
-        text_of(&answer_to(&app, "<a1@x>").await).contains("could not be verified"),
+        text_of(&app.answer_to("<a1@x>").await).contains("could not be verified"),
         "the answer says why"
     );
     // Anyone can write the header: one from another authserv-id is not trusted.
@@ -656,7 +519,7 @@ async fn with_require_auth_only_a_reply_our_mta_vouches_for_decides() {
     assert!(failing.reason.contains("dkim=fail"), "{}", failing.reason);
     assert_eq!(app.task(&task.id).await.status, pb::TaskStatus::Open as i32);
     assert_eq!(
-        get_approval(&app, &task.id).await.status,
+        app.approval(&task.id).await.status,
         pb::ApprovalStatus::Pending as i32,
         "nothing used the token"
     );
@@ -751,8 +614,8 @@ async fn a_batch_of_replies_is_judged_in_order_and_a_failing_one_is_undone_alone
     let marys = app.start("purchase", json!({"manager": "mary"})).await;
     let anns = app.start("purchase", json!({"manager": "ann"})).await;
     let (marys_task, anns_task) = (&marys.open_tasks[0], &anns.open_tasks[0]);
-    let to_mary = approval_mail_to(&app, "mary@example.com").await;
-    let to_ann = approval_mail_to(&app, "ann@example.com").await;
+    let to_mary = app.approval_mail_to("mary@example.com").await;
+    let to_ann = app.approval_mail_to("ann@example.com").await;
     refuse_inbound_rows_mentioning_boom(&app).await;
 
     let approve = reply("mary@example.com", &to_mary, "同意", "<b1@x>");

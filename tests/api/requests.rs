@@ -1,15 +1,18 @@
 //! What a client can rely on in every call (DESIGN §7): retries with a request_id act once,
 //! a task is decided only by its assignee, the caller must say who they are, lists page, tasks
 //! can be handed on, instances cancelled, and the directory keeps what the OA pushes.
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
-use replyflow::proto::pb;
+use replyflow::{clock::ManualClock, proto::pb};
 use serde_json::{Value, json};
 use tonic::{Code, Request};
 
 use crate::{
     branches::parallel_xml,
-    helpers::{TestApp, expense_vars, open_activities, req, spawn_app, status, vars},
+    helpers::{
+        TestApp, expense_vars, open_activities, real_now, req, spawn_app, spawn_app_at, status,
+        vars,
+    },
 };
 
 fn start_request(key: &str, variables: Value, request_id: &str) -> pb::StartProcessRequest {
@@ -683,13 +686,14 @@ async fn tasks_can_be_listed_by_assignee_and_status_business_key_and_activity() 
 
 #[tokio::test]
 async fn instances_are_listed_newest_first() {
-    let app = spawn_app().await;
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let app = spawn_app_at(clock.clone(), |_| {}).await;
     app.deploy_example("expense.bpmn").await;
     let mut started = Vec::new();
     for amount in [100, 200, 300] {
         started.push(app.start("expense", expense_vars(amount)).await.id);
         // Distinct created_at values, so that the order does not rest on the tie-breaker.
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        clock.advance(5);
     }
     started.reverse();
     let listed: Vec<String> = app.instances().await.into_iter().map(|i| i.id).collect();

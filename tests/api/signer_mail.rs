@@ -8,10 +8,7 @@ use mail_parser::MessageParser;
 use replyflow::{clock::ManualClock, model::OutboxKind, proto::pb};
 use serde_json::json;
 
-use crate::{
-    approvals::{get_approval, mail_with_id},
-    helpers::{TestApp, req, spawn_app_at},
-};
+use crate::helpers::{TestApp, req, spawn_app_at};
 
 const T0: i64 = 1_800_000_000_000;
 const HOUR: i64 = 3_600_000;
@@ -67,8 +64,8 @@ async fn approval_text(app: &TestApp, instance: &pb::ProcessInstance, user: &str
         .iter()
         .find(|t| t.assignee == user)
         .unwrap_or_else(|| panic!("{user} has no open task: {:?}", instance.open_tasks));
-    let approval = get_approval(app, &task.id).await.expect("an approval");
-    let raw = mail_with_id(app, &approval.message_id).await;
+    let approval = app.approval(&task.id).await;
+    let raw = app.mail_with_id(&approval.message_id).await;
     text_of(&raw)
 }
 
@@ -140,9 +137,7 @@ async fn each_signer_of_a_countersign_reads_the_mode_and_the_other_signers_by_na
         .fire_due_reminders(500)
         .await
         .expect("firing reminders");
-    let approval = get_approval(&app, &lena_task.id)
-        .await
-        .expect("an approval");
+    let approval = app.approval(&lena_task.id).await;
     let store = app.store().await;
     let rows = store
         .mail_for_context(&approval.id)

@@ -2,129 +2,20 @@
 //! over SMTP (required STARTTLS, the test CA) to Postfix, Postfix delivers it to Dovecot, and the
 //! test reads it from the approver's INBOX over IMAPS the way a mail client would; GetApproval
 //! shows how the delivery went, including an address the server refuses.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mail_parser::{MessageParser, MimeHeaders};
-use replyflow::{
-    api::convert,
-    mail::{compose::TOKEN_LINE_LABEL, token},
-    proto::pb,
-    workflow::approvals::load_key_ring,
-};
-use serde_json::{Value, json};
+use mail_parser::MessageParser;
+use replyflow::proto::pb;
 
 use crate::{
     helpers::{
-        MailApp, mail_env, postfix_shared, req, spawn_mail_app, wait_for_empty_postfix_queue,
+        EXPENSE_OUTCOMES, check_approval_mail, mail_env, postfix_shared, setup_expense,
+        spawn_mail_app, start_expense, wait_for_empty_postfix_queue,
     },
     imap::{count_message_id, wait_for_message_id},
 };
 
 const ARRIVAL: Duration = Duration::from_secs(20);
-
-/// The outcomes of examples/expense.bpmn's manager task: number, label, keywords.
-const EXPENSE_OUTCOMES: &[(u32, &str, &[&str])] = &[
-    (1, "同意", &["同意", "approve", "ok"]),
-    (2, "驳回", &["驳回", "reject"]),
-];
-
-async fn add_user(app: &MailApp, id: &str, email: &str, locale: &str) {
-    let message = pb::UpsertUserRequest {
-        user: Some(pb::User {
-            id: id.into(),
-            display_name: id.to_uppercase(),
-            email: email.into(),
-            locale: locale.into(),
-            ..Default::default()
-        }),
-    };
-    app.directory()
-        .upsert_user(req(message, "admin"))
-        .await
-        .expect("upsert user");
-}
-
-async fn deploy_expense(app: &MailApp) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/expense.bpmn");
-    let xml = std::fs::read(path).expect("examples/expense.bpmn");
-    app.workflow()
-        .deploy_definition(req(
-            pb::DeployDefinitionRequest {
-                bpmn_xml: xml,
-                request_id: String::new(),
-            },
-            "admin",
-        ))
-        .await
-        .expect("deploy examples/expense.bpmn");
-}
-
-/// Starts an expense with `manager` as the manager (fred is finance); returns the manager's task.
-async fn start_expense(app: &MailApp, manager: &str) -> pb::Task {
-    let Value::Object(variables) = json!({
-        "manager": manager, "finance": "fred", "amount": 20000, "reason": "RustConf 2026",
-    }) else {
-        unreachable!("a JSON object")
-    };
-    let instance = app
-        .workflow()
-        .start_process(req(
-            pb::StartProcessRequest {
-                definition_key: "expense".into(),
-                variables: Some(convert::json_to_struct(&variables)),
-                ..Default::default()
-            },
-            "fred",
-        ))
-        .await
-        .expect("start the expense process")
-        .into_inner();
-    let task = instance.open_tasks[0].clone();
-    assert_eq!(task.assignee, manager);
-    task
-}
-
-async fn get_approval(app: &MailApp, task_id: &str) -> pb::ApprovalContext {
-    app.approvals()
-        .get_approval(req(
-            pb::GetApprovalRequest {
-                task_id: task_id.into(),
-            },
-            "fred",
-        ))
-        .await
-        .expect("GetApproval")
-        .into_inner()
-}
-
-/// Polls GetApproval until its delivery status is `wanted` (at most [`ARRIVAL`]).
-async fn wait_for_delivery(
-    app: &MailApp,
-    task_id: &str,
-    wanted: pb::DeliveryStatus,
-) -> pb::ApprovalContext {
-    let deadline = Instant::now() + ARRIVAL;
-    loop {
-        let approval = get_approval(app, task_id).await;
-        if approval.delivery_status == wanted as i32 {
-            return approval;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "delivery status not {wanted:?} after {ARRIVAL:?}: {approval:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn millis(ts: Option<prost_types::Timestamp>) -> i64 {
-    let ts = ts.expect("a timestamp");
-    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
-}
-
-fn bare(message_id: &str) -> &str {
-    message_id.trim_matches(|c| c == '<' || c == '>')
-}
 
 #[tokio::test]
 async fn the_approval_mail_arrives_in_the_approvers_inbox_signed_and_answerable() {
@@ -132,132 +23,48 @@ async fn the_approval_mail_arrives_in_the_approvers_inbox_signed_and_answerable(
     let env = mail_env();
     let app = spawn_mail_app().await;
     let mary = env.address("mary");
-    add_user(&app, "mary", &mary, "zh-CN").await;
-    add_user(&app, "fred", &env.address("fred"), "zh-CN").await;
-    deploy_expense(&app).await;
+    setup_expense(&app, "mary", "zh-CN").await;
     let task = start_expense(&app, "mary").await;
-    let approval = get_approval(&app, &task.id).await;
+    let approval = app.approval(&task.id).await;
     assert_eq!(approval.approver_email, mary);
 
     let copies = wait_for_message_id("mary", &approval.message_id, ARRIVAL).await;
     assert_eq!(copies.len(), 1, "one copy in mary's INBOX");
     let raw = &copies[0];
-    let dump = String::from_utf8_lossy(raw);
+    // What every approval mail must be (multipart text and HTML, the threading and robot
+    // headers, a Reply-To token the server's keys verify for mary, every outcome with its number,
+    // one button per outcome, the token line), as it arrived through Postfix and Dovecot.
+    let seen = check_approval_mail(raw, &approval, &app.reply_token_keys(), EXPENSE_OUTCOMES);
+
+    // And what this trip adds: mary's delivery, the mail stack's sender, her language.
     let mail = MessageParser::default()
         .parse(raw)
         .expect("the delivered mail parses");
-
-    // Headers.
-    assert_eq!(mail.message_id(), Some(bare(&approval.message_id)));
-    let subject = mail.subject().expect("Subject");
+    let dump = String::from_utf8_lossy(raw);
     assert!(
-        subject.contains(&format!("[{}]", approval.subject_tag))
-            && approval.subject_tag.starts_with("RF-"),
-        "{subject:?} carries [{}]",
-        approval.subject_tag
+        seen.subject.starts_with("待审批「经理审批」"),
+        "{:?}",
+        seen.subject
     );
-    assert!(subject.starts_with("待审批「经理审批」"), "{subject:?}");
-    let header = |name: &str| {
-        mail.header_raw(name)
-            .unwrap_or_else(|| panic!("no {name} header:\n{dump}"))
-            .trim()
-            .to_string()
-    };
-    assert_eq!(header("Auto-Submitted"), "auto-generated");
-    assert_eq!(header("X-Auto-Response-Suppress"), "All");
-    assert_eq!(header("Delivered-To"), mary);
+    assert_eq!(
+        mail.header_raw("Delivered-To").map(str::trim),
+        Some(mary.as_str()),
+        "{dump}"
+    );
     let from = mail.from().and_then(|a| a.first()).expect("From");
     assert_eq!(from.name(), Some("审批"));
     assert_eq!(from.address(), Some(env.address("approvals").as_str()));
-
-    // Reply-To approvals+<token>@domain, with a token the server's keys verify.
-    let reply_to = mail
-        .reply_to()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .expect("Reply-To")
-        .to_string();
-    let token = reply_to
-        .strip_prefix("approvals+")
-        .and_then(|rest| rest.strip_suffix(&format!("@{}", env.domain)))
-        .unwrap_or_else(|| panic!("Reply-To {reply_to:?} is approvals+<token>@{}", env.domain))
-        .to_string();
-    let parts = token::parse(&token).expect("the token parses");
-    assert_eq!(parts.context_id, approval.id);
-    let store = app.store().await;
-    let ring = load_key_ring(&store, &[], 0).await.expect("key ring");
-    store.close().await;
-    token::verify(
-        &ring,
-        &parts,
-        parts.kid,
-        &mary,
-        millis(approval.valid_until),
-    )
-    .expect("the token verifies for mary and the context's valid-until");
-
-    // multipart/alternative: text, then HTML.
-    let root = mail.content_type().expect("Content-Type");
-    assert_eq!(
-        (root.ctype(), root.subtype()),
-        ("multipart", Some("alternative"))
-    );
-    let kinds: Vec<String> = mail
-        .root_part()
-        .sub_parts()
-        .expect("sub-parts")
-        .iter()
-        .map(|&id| {
-            let ct = mail.parts[id as usize].content_type().expect("part type");
-            format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default())
-        })
-        .collect();
-    assert_eq!(kinds, ["text/plain", "text/html"]);
-
-    let text = mail.body_text(0).expect("text part");
-    for (number, label, keywords) in EXPENSE_OUTCOMES {
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(label))
-            .unwrap_or_else(|| panic!("outcome {label} is not in the text part:\n{text}"));
-        let words: Vec<&str> = line
-            .split(|c: char| c.is_whitespace() || c == '：' || c == ':')
-            .collect();
-        assert!(
-            words.contains(&number.to_string().as_str()),
-            "{label} with its number {number}: {line:?}"
-        );
-        for keyword in *keywords {
-            assert!(words.contains(keyword), "{label}: {keyword} in {line:?}");
-        }
-    }
     assert!(
-        text.contains("有一项审批等待您处理。"),
-        "in Chinese:\n{text}"
+        seen.text.contains("有一项审批等待您处理。"),
+        "in Chinese:\n{}",
+        seen.text
     );
-    assert!(text.contains("amount：20000"), "{text}");
-    assert_eq!(
-        text.trim_end().lines().last(),
-        Some(format!("{TOKEN_LINE_LABEL} {token}").as_str()),
-        "the token line ends the text part"
-    );
-
-    let html = mail.body_html(0).expect("HTML part");
-    assert_eq!(
-        html.matches("href=\"mailto:").count(),
-        EXPENSE_OUTCOMES.len(),
-        "one mailto: button per outcome"
-    );
-    assert_eq!(
-        html.matches(&format!("href=\"mailto:{reply_to}?subject="))
-            .count(),
-        EXPENSE_OUTCOMES.len(),
-        "every button replies to the tokenized address"
-    );
+    assert!(seen.text.contains("amount：20000"), "{}", seen.text);
 
     // What the API says about the delivery.
-    let approval = wait_for_delivery(&app, &task.id, pb::DeliveryStatus::Sent).await;
+    let approval = app
+        .wait_for_delivery(&task.id, pb::DeliveryStatus::Sent, ARRIVAL)
+        .await;
     assert_eq!(approval.attempts, 1);
     assert_eq!(approval.last_error, "");
     assert!(approval.sent_at.is_some(), "{approval:?}");
@@ -276,12 +83,12 @@ async fn an_address_the_server_refuses_is_a_permanent_failure_shown_by_get_appro
     let app = spawn_mail_app().await;
     // Not a mailbox of the test domain: Postfix answers 550 at RCPT.
     let nobody = env.address("nobody");
-    add_user(&app, "nobody", &nobody, "en").await;
-    add_user(&app, "fred", &env.address("fred"), "zh-CN").await;
-    deploy_expense(&app).await;
+    setup_expense(&app, "nobody", "en").await;
     let task = start_expense(&app, "nobody").await;
 
-    let approval = wait_for_delivery(&app, &task.id, pb::DeliveryStatus::PermFailed).await;
+    let approval = app
+        .wait_for_delivery(&task.id, pb::DeliveryStatus::PermFailed, ARRIVAL)
+        .await;
     assert_eq!(approval.approver_email, nobody);
     assert!(
         approval.last_error.contains("550"),

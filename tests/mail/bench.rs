@@ -23,7 +23,7 @@ use replyflow::{
 };
 use tokio::sync::Notify;
 
-use crate::helpers::{DOMAIN, TestStore, drain, insert_mail, message, unique};
+use crate::helpers::{DOMAIN, TestStore, drain, eventually_blocking, insert_mail, message, unique};
 
 const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
 const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
@@ -69,14 +69,10 @@ impl Sink {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting smtp-sink");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "smtp-sink not listening after 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually_blocking(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port))
+                .map_err(|e| format!("smtp-sink not listening: {e}"))
+        });
         Self { child, port }
     }
 }

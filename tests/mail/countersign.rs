@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        MailApp, approvals_inbox, gmail_reply, mail_env, postfix_exclusive, real_now, req,
+        TestApp, approvals_inbox, gmail_reply, mail_env, postfix_exclusive, real_now, req,
         send_via_postfix, spawn_mail_app_at, stop_postfix, wait_for_empty_postfix_queue,
     },
     imap::count_message_id,
-    inbound::{DEADLINE, Running, get_approval, get_task, imap_worker, wait_until_decided},
-    verdicts::{answer_to, delivered_approval, deploy, start, wait_for_verdict},
+    inbound::{DEADLINE, Running, imap_worker},
+    verdicts::{answer_to, delivered_approval, start, wait_for_verdict},
 };
 
 const COUNTERSIGN: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -45,7 +45,7 @@ const COUNTERSIGN: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 /// The signers, their display names, in signing order.
 const SIGNERS: [(&str, &str); 3] = [("mary", "马丽"), ("carol", "陈可"), ("outsider", "欧阳明")];
 
-async fn add_named_user(app: &MailApp, id: &str, name: &str) {
+async fn add_named_user(app: &TestApp, id: &str, name: &str) {
     let user = pb::User {
         id: id.into(),
         display_name: name.into(),
@@ -59,7 +59,7 @@ async fn add_named_user(app: &MailApp, id: &str, name: &str) {
         .expect("upsert user");
 }
 
-async fn instance(app: &MailApp, id: &str) -> pb::ProcessInstance {
+async fn instance(app: &TestApp, id: &str) -> pb::ProcessInstance {
     app.workflow()
         .get_process_instance(req(
             pb::GetProcessInstanceRequest { id: id.into() },
@@ -71,8 +71,8 @@ async fn instance(app: &MailApp, id: &str) -> pb::ProcessInstance {
 }
 
 /// The outbox rows of the task's approval context, oldest first.
-async fn mail_rows(app: &MailApp, task_id: &str) -> Vec<replyflow::model::OutboxMail> {
-    let context = get_approval(app, task_id).await;
+async fn mail_rows(app: &TestApp, task_id: &str) -> Vec<replyflow::model::OutboxMail> {
+    let context = app.approval(task_id).await;
     let store = app.store().await;
     let rows = store
         .mail_for_context(&context.id)
@@ -96,7 +96,7 @@ async fn a_countersign_by_mail_each_signer_votes_with_their_own_token_and_a_reje
         add_named_user(&app, id, name).await;
     }
     add_named_user(&app, "fred", "付磊").await;
-    deploy(&app, COUNTERSIGN.as_bytes().to_vec()).await;
+    app.deploy_xml(COUNTERSIGN).await.expect("deploy");
     let ids: Vec<&str> = SIGNERS.iter().map(|(id, _)| *id).collect();
     let tasks = start(&app, "budget_countersign", json!({ "signers": ids })).await;
     let task_of = |user: &str| {
@@ -165,7 +165,7 @@ async fn a_countersign_by_mail_each_signer_votes_with_their_own_token_and_a_reje
     // mary approves: her vote counts, the step waits for the others.
     let (_, raw) = gmail_reply("马丽", &env.address("mary"), marys_mail, "同意", "");
     send_via_postfix(&env.address("mary"), &marys_mail.reply_to, &raw).await;
-    let decided = wait_until_decided(&app, &marys.id, DEADLINE).await;
+    let decided = app.wait_until_decided(&marys.id, DEADLINE).await;
     assert_eq!(decided.outcome, "approve", "{decided:?}");
     assert_eq!(decided.status, pb::TaskStatus::Completed as i32);
     assert_eq!(decided.completed_via, pb::CompletedVia::Email as i32);
@@ -194,7 +194,7 @@ async fn a_countersign_by_mail_each_signer_votes_with_their_own_token_and_a_reje
         "",
     );
     send_via_postfix(&env.address("carol"), &carols_mail.reply_to, &raw).await;
-    let decided = wait_until_decided(&app, &carols.id, DEADLINE).await;
+    let decided = app.wait_until_decided(&carols.id, DEADLINE).await;
     assert_eq!(
         (decided.outcome.as_str(), decided.comment.as_str()),
         ("reject", "预算太高"),
@@ -214,13 +214,13 @@ async fn a_countersign_by_mail_each_signer_votes_with_their_own_token_and_a_reje
         (result["approved"].clone(), result["rejected"].clone()),
         (json!(1), json!(1))
     );
-    let withdrawn = get_task(&app, &outsiders.id).await;
+    let withdrawn = app.task(&outsiders.id).await;
     assert_eq!(
         withdrawn.status,
         pb::TaskStatus::Withdrawn as i32,
         "{withdrawn:?}"
     );
-    let context = get_approval(&app, &outsiders.id).await;
+    let context = app.approval(&outsiders.id).await;
     assert_eq!(
         context.status,
         pb::ApprovalStatus::Revoked as i32,
@@ -254,7 +254,7 @@ async fn a_countersign_by_mail_each_signer_votes_with_their_own_token_and_a_reje
     assert!(row.reason.contains("withdrawn"), "{row:?}");
     let text = answer_to("outsider", &late_id).await;
     assert!(text.contains("这项审批已经处理过了"), "{text}");
-    let still = get_task(&app, &outsiders.id).await;
+    let still = app.task(&outsiders.id).await;
     assert!(still.outcome.is_empty(), "{still:?}");
     wait_for_empty_postfix_queue().await;
     let resent_id = resent.message_id.trim_matches(['<', '>']);

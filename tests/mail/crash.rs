@@ -9,15 +9,7 @@
 //!
 //! The database is a SQLite file, or a fresh PostgreSQL database when TEST_DATABASE=postgres
 //! (`TEST_DATABASE=postgres ./scripts/test -- cargo test --test mail crash`).
-use std::{
-    io::Read,
-    net::{SocketAddr, TcpStream},
-    os::unix::process::ExitStatusExt,
-    path::Path,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{os::unix::process::ExitStatusExt, path::Path, process::Command, time::Duration};
 
 use replyflow::{
     api::convert,
@@ -28,8 +20,12 @@ use replyflow::{
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{ApprovalMail, approvals_inbox, gmail_reply, mail_env, postfix_shared, req, unique},
+    helpers::{
+        ApprovalMail, TestDb, approvals_inbox, eventually, gmail_reply, mail_env, postfix_shared,
+        req, unique,
+    },
     imap::count_header,
+    process::ServerProcess,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_replyflow");
@@ -41,62 +37,11 @@ const RUN_HEADER: &str = "X-Replyflow-Test-Run";
 
 // ---------------------------------------------------------------------------- the database
 
-/// A SQLite file, or a fresh PostgreSQL database (TEST_DATABASE=postgres), dropped at the end.
-struct CrashDb {
-    url: String,
-    pg_admin: Option<(String, String)>,
-}
-
-impl CrashDb {
-    async fn new(dir: &Path) -> Self {
-        if std::env::var("TEST_DATABASE").as_deref() != Ok("postgres") {
-            return Self {
-                url: format!("sqlite://{}", dir.join("crash.db").display()),
-                pg_admin: None,
-            };
-        }
-        let admin = std::env::var("TEST_POSTGRES_URL")
-            .expect("TEST_DATABASE=postgres needs TEST_POSTGRES_URL (scripts/test sets it)");
-        let name = format!("rf_crash_{}", uuid::Uuid::now_v7().simple());
-        sqlx::any::install_default_drivers();
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
-            .await
-            .expect("connecting to TEST_POSTGRES_URL");
-        sqlx::Executor::execute(
-            &mut conn,
-            sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
-        )
+/// The server's database, opened beside it.
+async fn open(db: &TestDb) -> Store {
+    Store::connect(&db.url, &ConnectOptions::default())
         .await
-        .expect("creating a test database");
-        let _ = sqlx::Connection::close(conn).await;
-        let base = admin.split('?').next().unwrap_or(&admin);
-        let prefix = match base["postgres://".len().min(base.len())..].find('/') {
-            Some(i) => &base[.."postgres://".len() + i],
-            None => base,
-        };
-        Self {
-            url: format!("{prefix}/{name}"),
-            pg_admin: Some((admin, name)),
-        }
-    }
-
-    async fn store(&self) -> Store {
-        Store::connect(&self.url, &ConnectOptions::default())
-            .await
-            .expect("opening the server's database")
-    }
-
-    async fn drop_database(self) {
-        if let Some((admin, name)) = self.pg_admin
-            && let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await
-        {
-            let _ = sqlx::Executor::execute(
-                &mut conn,
-                sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
-            )
-            .await;
-        }
-    }
+        .expect("opening the server's database")
 }
 
 /// Every row of the inbound log (paged).
@@ -129,16 +74,9 @@ async fn count_applied(store: &Store) -> usize {
 
 // ---------------------------------------------------------------------------- the server process
 
-/// A `replyflow serve` process; dropping it kills the process.
-struct Server {
-    child: Option<Child>,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
 /// `replyflow serve` on a free port with `db`, writing its mail as files under `dir/outbox`,
 /// reading replies from `inbound` (`none`, or approvals@'s INBOX over IMAPS), `failpoint` armed.
-fn serve(dir: &Path, db: &CrashDb, inbound: Inbound, failpoint: Option<&str>) -> Server {
+fn serve(dir: &Path, db: &TestDb, inbound: Inbound, failpoint: Option<&str>) -> ServerProcess {
     let env = mail_env();
     let mut command = Command::new(BIN);
     command
@@ -174,7 +112,7 @@ fn serve(dir: &Path, db: &CrashDb, inbound: Inbound, failpoint: Option<&str>) ->
     if let Some(name) = failpoint {
         command.env("REPLYFLOW_FAILPOINT", name);
     }
-    Server::start(command)
+    ServerProcess::start(command, DEADLINE)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -183,148 +121,13 @@ enum Inbound {
     Imaps,
 }
 
-impl Server {
-    fn start(mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            Box::new(child.stdout.take().expect("piped stdout")) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().expect("piped stderr")),
-        ] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut pipe = pipe;
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock()
-                        .expect("log lock")
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let mut server = Self {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-        };
-        let started = Instant::now();
-        server.addr = loop {
-            if let Some(addr) = server.listening_addr() {
-                break addr;
-            }
-            if let Some(status) = server.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "the server exited with {status} before listening:\n{}",
-                    server.log()
-                );
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "the server did not listen within {DEADLINE:?}:\n{}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        while TcpStream::connect_timeout(&server.addr, Duration::from_secs(1)).is_err() {
-            assert!(started.elapsed() < DEADLINE, "{}", server.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn listening_addr(&self) -> Option<SocketAddr> {
-        let log = self.log();
-        let line = log.lines().find(|l| l.contains("replyflow listening"))?;
-        line.split("addr=")
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log lock").clone()
-    }
-
-    fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().expect("waiting for the server"))
-    }
-
-    async fn channel(&self) -> tonic::transport::Channel {
-        tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connecting to the server")
-    }
-
-    /// Waits (at most [`DEADLINE`]) for the process to end by itself.
-    async fn wait_for_exit(mut self) -> (ExitStatus, String) {
-        let until = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.try_wait() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return (status, self.log());
-            }
-            assert!(
-                Instant::now() < until,
-                "the server is still running after {DEADLINE:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGKILL, at once (no chance to finish anything).
-    fn kill(mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("child");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("waiting for the killed server")
-    }
-
-    /// SIGTERM and the graceful stop.
-    async fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.as_ref().expect("child").id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("running kill");
-        assert!(sent.success());
-        let until = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.try_wait() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < until,
-                "no stop after SIGTERM:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// A gRPC channel to the server.
+async fn channel(server: &ServerProcess) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(server.url())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connecting to the server")
 }
 
 // ---------------------------------------------------------------------------- the story
@@ -337,9 +140,9 @@ struct Pending {
 
 /// Through a server without an inbound reader: mary, the expense definition, `n` instances whose
 /// first task is mary's, and their approval mails (from the outbox, as written).
-async fn prepare(server: &Server, db: &CrashDb, n: usize) -> Vec<Pending> {
+async fn prepare(server: &ServerProcess, db: &TestDb, n: usize) -> Vec<Pending> {
     let env = mail_env();
-    let channel = server.channel().await;
+    let channel = channel(server).await;
     let mut directory = pb::directory_service_client::DirectoryServiceClient::new(channel.clone());
     for id in ["mary", "fred"] {
         directory
@@ -378,7 +181,7 @@ async fn prepare(server: &Server, db: &CrashDb, n: usize) -> Vec<Pending> {
     };
     let variables = convert::json_to_struct(&variables);
     let mut approvals = pb::approval_service_client::ApprovalServiceClient::new(channel);
-    let store = db.store().await;
+    let store = open(db).await;
     let mut pending = Vec::with_capacity(n);
     for i in 0..n {
         let instance = workflow
@@ -456,24 +259,23 @@ async fn reply_to_all(pending: &[Pending], run: &str) -> Vec<String> {
 
 /// Waits until `n` messages of this run are in approvals@'s `folder`.
 async fn wait_for_count(folder: &str, run: &str, n: usize) {
-    let until = Instant::now() + DEADLINE;
-    loop {
+    eventually(DEADLINE, async || {
         let found = count_header("approvals", folder, RUN_HEADER, run).await;
         if found == n {
-            return;
+            Ok(())
+        } else {
+            Err(format!(
+                "{found} of {n} replies of run {run} in approvals@'s {folder}"
+            ))
         }
-        assert!(
-            Instant::now() < until,
-            "{found} of {n} replies of run {run} in approvals@'s {folder} after {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// The invariants after the restart: every task decided once, by mail, as mary answered; one
 /// `applied` per task and nothing but `duplicate` besides; every reply moved exactly once.
-async fn assert_exactly_once(db: &CrashDb, pending: &[Pending], reply_ids: &[String], run: &str) {
-    let store = db.store().await;
+async fn assert_exactly_once(db: &TestDb, pending: &[Pending], reply_ids: &[String], run: &str) {
+    let store = open(db).await;
     let log = inbound_log(&store).await;
     for (i, (p, reply_id)) in pending.iter().zip(reply_ids).enumerate() {
         let task = store.task(&p.task_id).await.expect("task").expect("task");
@@ -515,25 +317,25 @@ async fn a_crash_after_ingesting_and_before_the_move_loses_and_doubles_nothing()
     let _postfix = postfix_shared().await;
     let _inbox = approvals_inbox().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = CrashDb::new(dir.path()).await;
+    let db = TestDb::new().await;
     let run = unique("failpoint");
 
     let server = serve(dir.path(), &db, Inbound::None, None);
     let pending = prepare(&server, &db, N).await;
-    assert!(server.terminate().await.success());
+    assert!(server.terminate().success());
     let reply_ids = reply_to_all(&pending, &run).await;
     wait_for_count("INBOX", &run, N).await;
 
     // The failpoint: the batch is ingested (committed), then the process aborts before UID MOVE.
     let server = serve(dir.path(), &db, Inbound::Imaps, Some("inbound-before-move"));
-    let (status, log) = server.wait_for_exit().await;
+    let (status, log) = server.wait_for_exit();
     assert_eq!(
         status.signal(),
         Some(libc_sigabrt()),
         "the failpoint aborted the server: {status}\n{log}"
     );
     assert!(log.contains("REPLYFLOW_FAILPOINT"), "{log}");
-    let store = db.store().await;
+    let store = open(&db).await;
     assert_eq!(
         count_applied(&store).await,
         N,
@@ -549,14 +351,24 @@ async fn a_crash_after_ingesting_and_before_the_move_loses_and_doubles_nothing()
     // Restarted without it: every reply is read again, recognised, and moved.
     let server = serve(dir.path(), &db, Inbound::Imaps, None);
     wait_for_count(PROCESSED, &run, N).await;
-    let until = Instant::now() + DEADLINE;
-    while inbound_log(&db.store().await).await.len() < 2 * N {
-        assert!(Instant::now() < until, "{}", server.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(server.terminate().await.success());
+    eventually(DEADLINE, async || {
+        let store = open(&db).await;
+        let read = inbound_log(&store).await.len();
+        store.close().await;
+        if read < 2 * N {
+            Err(format!(
+                "{read} of {} reads logged; {}",
+                2 * N,
+                server.log()
+            ))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    assert!(server.terminate().success());
     assert_exactly_once(&db, &pending, &reply_ids, &run).await;
-    let log = inbound_log(&db.store().await).await;
+    let log = inbound_log(&open(&db).await).await;
     let duplicates = log
         .iter()
         .filter(|m| m.verdict == Verdict::Duplicate)
@@ -574,28 +386,28 @@ async fn sigkill_while_a_backlog_of_200_replies_is_read_loses_and_doubles_nothin
     let _postfix = postfix_shared().await;
     let _inbox = approvals_inbox().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = CrashDb::new(dir.path()).await;
+    let db = TestDb::new().await;
     let run = unique("sigkill");
 
     let server = serve(dir.path(), &db, Inbound::None, None);
     let pending = prepare(&server, &db, N).await;
-    assert!(server.terminate().await.success());
+    assert!(server.terminate().success());
     let reply_ids = reply_to_all(&pending, &run).await;
     wait_for_count("INBOX", &run, N).await;
 
     // Killed once a random number of replies has been applied, mid-backlog.
     let kill_at = rand::random_range(1..N * 3 / 4);
     let server = serve(dir.path(), &db, Inbound::Imaps, None);
-    let store = db.store().await;
-    let until = Instant::now() + DEADLINE;
-    let applied = loop {
+    let store = open(&db).await;
+    let applied = eventually(DEADLINE, async || {
         let applied = count_applied(&store).await;
         if applied >= kill_at {
-            break applied;
+            Ok(applied)
+        } else {
+            Err(format!("{applied} applied; {}", server.log()))
         }
-        assert!(Instant::now() < until, "{}", server.log());
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    })
+    .await;
     let status = server.kill();
     let at_kill = count_applied(&store).await;
     let moved = count_header("approvals", PROCESSED, RUN_HEADER, &run).await;
@@ -612,14 +424,18 @@ async fn sigkill_while_a_backlog_of_200_replies_is_read_loses_and_doubles_nothin
 
     let server = serve(dir.path(), &db, Inbound::Imaps, None);
     wait_for_count(PROCESSED, &run, N).await;
-    let store = db.store().await;
-    let until = Instant::now() + DEADLINE;
-    while count_applied(&store).await < N {
-        assert!(Instant::now() < until, "{}", server.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let store = open(&db).await;
+    eventually(DEADLINE, async || {
+        let applied = count_applied(&store).await;
+        if applied < N {
+            Err(format!("{applied} of {N} applied; {}", server.log()))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     store.close().await;
-    assert!(server.terminate().await.success());
+    assert!(server.terminate().success());
     assert_exactly_once(&db, &pending, &reply_ids, &run).await;
     db.drop_database().await;
 }

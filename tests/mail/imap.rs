@@ -1,11 +1,7 @@
 //! Reading the test mailboxes over IMAPS (Dovecot, certificate from RF_MAIL_CA_FILE, server name
 //! "localhost"), the way an approver's mail client would. Dovecot writes a delivered mail within a
 //! few ms, so polling with a deadline finds it promptly; nothing here sleeps a fixed time.
-use std::{
-    collections::HashSet,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures_util::TryStreamExt;
 use replyflow::mail::transport::tls_roots;
@@ -13,7 +9,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
-use crate::helpers::mail_env;
+use crate::helpers::{eventually, mail_env};
 
 pub type Session = async_imap::Session<TlsStream<TcpStream>>;
 
@@ -73,18 +69,15 @@ pub async fn count_message_id(user: &str, id: &str) -> usize {
 /// `id`, then returns every such message, raw (RFC822). Panics when none arrives in time.
 pub async fn wait_for_message_id(user: &str, id: &str, deadline: Duration) -> Vec<Vec<u8>> {
     let mut session = connect_imaps(user).await;
-    let until = Instant::now() + deadline;
-    let found = loop {
+    let found = eventually(deadline, async || {
         let found = search(&mut session, id).await;
-        if !found.is_empty() {
-            break found;
+        if found.is_empty() {
+            Err(format!("no message with Message-ID {id} in {user}'s INBOX"))
+        } else {
+            Ok(found)
         }
-        assert!(
-            Instant::now() < until,
-            "no message with Message-ID {id} in {user}'s INBOX after {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let mut seqs: Vec<u32> = found.into_iter().collect();
     seqs.sort_unstable();
     let set = seqs
@@ -126,22 +119,18 @@ pub async fn count_header(user: &str, folder: &str, name: &str, value: &str) -> 
 /// contains `value`; returns the first such message, raw.
 pub async fn wait_for_header(user: &str, name: &str, value: &str, deadline: Duration) -> Vec<u8> {
     let mut session = connect_imaps(user).await;
-    let until = Instant::now() + deadline;
-    let seq = loop {
+    let seq = eventually(deadline, async || {
         session.select("INBOX").await.expect("SELECT INBOX");
         let found = session
             .search(format!("HEADER {name} \"{value}\""))
             .await
             .expect("SEARCH HEADER");
-        if let Some(seq) = found.into_iter().min() {
-            break seq;
-        }
-        assert!(
-            Instant::now() < until,
-            "no message with {name}: {value} in {user}'s INBOX after {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        found
+            .into_iter()
+            .min()
+            .ok_or_else(|| format!("no message with {name}: {value} in {user}'s INBOX"))
+    })
+    .await;
     let fetches: Vec<_> = session
         .fetch(seq.to_string(), "BODY.PEEK[]")
         .await

@@ -9,17 +9,15 @@ use std::{
 };
 
 use replyflow::{
-    api::convert,
     proto::pb,
     workers::inbound::{InboundSource, InboundWorker},
 };
-use serde_json::{Value, json};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     helpers::{
-        ApprovalMail, MailApp, approvals_inbox, gmail_reply, mail_env, postfix_shared, req,
-        send_via_postfix, spawn_mail_app, unique,
+        ApprovalMail, TestApp, approvals_inbox, eventually, gmail_reply, mail_env, postfix_shared,
+        req, send_via_postfix, setup_expense, spawn_mail_app, start_expense, unique,
     },
     imap::{connect_imaps, wait_for_message_id},
 };
@@ -27,128 +25,14 @@ use crate::{
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 pub(crate) const PROCESSED: &str = "replyflow-processed";
 
-pub(crate) async fn add_user(app: &MailApp, id: &str, email: &str) {
-    let message = pb::UpsertUserRequest {
-        user: Some(pb::User {
-            id: id.into(),
-            display_name: id.to_uppercase(),
-            email: email.into(),
-            locale: "zh-CN".into(),
-            ..Default::default()
-        }),
-    };
-    app.directory()
-        .upsert_user(req(message, "admin"))
-        .await
-        .expect("upsert user");
+/// mary (manager) and fred (finance) with their test-stack addresses, in Chinese, and
+/// examples/expense.bpmn.
+pub(crate) async fn setup(app: &TestApp) {
+    setup_expense(app, "mary", "zh-CN").await;
 }
 
-/// mary (manager) and fred (finance) with their test-stack addresses, and examples/expense.bpmn.
-pub(crate) async fn setup(app: &MailApp) {
-    let env = mail_env();
-    add_user(app, "mary", &env.address("mary")).await;
-    add_user(app, "fred", &env.address("fred")).await;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/expense.bpmn");
-    let xml = std::fs::read(path).expect("examples/expense.bpmn");
-    app.workflow()
-        .deploy_definition(req(
-            pb::DeployDefinitionRequest {
-                bpmn_xml: xml,
-                request_id: String::new(),
-            },
-            "admin",
-        ))
-        .await
-        .expect("deploy examples/expense.bpmn");
-}
-
-/// Starts an expense with mary as the manager; returns her task.
-pub(crate) async fn start_expense(app: &MailApp) -> pb::Task {
-    let Value::Object(variables) = json!({
-        "manager": "mary", "finance": "fred", "amount": 20000, "reason": "RustConf 2026",
-    }) else {
-        unreachable!("a JSON object")
-    };
-    let instance = app
-        .workflow()
-        .start_process(req(
-            pb::StartProcessRequest {
-                definition_key: "expense".into(),
-                variables: Some(convert::json_to_struct(&variables)),
-                ..Default::default()
-            },
-            "fred",
-        ))
-        .await
-        .expect("start the expense process")
-        .into_inner();
-    instance.open_tasks[0].clone()
-}
-
-pub(crate) async fn get_task(app: &MailApp, task_id: &str) -> pb::Task {
-    app.tasks()
-        .get_task(req(
-            pb::GetTaskRequest {
-                task_id: task_id.into(),
-            },
-            "fred",
-        ))
-        .await
-        .expect("GetTask")
-        .into_inner()
-}
-
-pub(crate) async fn get_approval(app: &MailApp, task_id: &str) -> pb::ApprovalContext {
-    app.approvals()
-        .get_approval(req(
-            pb::GetApprovalRequest {
-                task_id: task_id.into(),
-            },
-            "fred",
-        ))
-        .await
-        .expect("GetApproval")
-        .into_inner()
-}
-
-/// The approval mail as the server wrote it (its outbox row), without waiting for delivery.
-pub(crate) async fn approval_mail_from_outbox(app: &MailApp, task_id: &str) -> ApprovalMail {
-    let approval = get_approval(app, task_id).await;
-    let store = app.store().await;
-    let rows = store
-        .mail_for_context(&approval.id)
-        .await
-        .expect("the outbox");
-    store.close().await;
-    let row = rows
-        .iter()
-        .find(|m| m.kind == replyflow::model::OutboxKind::Approval)
-        .or(rows.first())
-        .expect("an approval mail in the outbox");
-    ApprovalMail::parse(&row.body)
-}
-
-/// Polls GetTask until the task is no longer open (at most `deadline`).
-pub(crate) async fn wait_until_decided(
-    app: &MailApp,
-    task_id: &str,
-    deadline: Duration,
-) -> pb::Task {
-    let until = Instant::now() + deadline;
-    loop {
-        let task = get_task(app, task_id).await;
-        if !task.outcome.is_empty() {
-            return task;
-        }
-        assert!(
-            Instant::now() < until,
-            "task {task_id} not decided after {deadline:?}: {task:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-pub(crate) async fn inbound_log(app: &MailApp, task_id: &str) -> Vec<pb::InboundEmail> {
+/// The inbound log of `task_id` (empty: every row) over ListInboundEmails.
+pub(crate) async fn inbound_log(app: &TestApp, task_id: &str) -> Vec<pb::InboundEmail> {
     app.approvals()
         .list_inbound_emails(req(
             pb::ListInboundEmailsRequest {
@@ -173,9 +57,9 @@ pub(crate) fn imaps_source() -> InboundSource {
     .expect("the IMAPS URL parses")
 }
 
-pub(crate) fn imap_worker(app: &MailApp) -> InboundWorker {
+pub(crate) fn imap_worker(app: &TestApp) -> InboundWorker {
     InboundWorker::new(
-        app.engine.clone(),
+        app.server_workflow.clone(),
         imaps_source(),
         PROCESSED.into(),
         Some(mail_env().ca_file.clone()),
@@ -189,7 +73,7 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub(crate) fn start(app: &MailApp, worker: InboundWorker) -> Self {
+    pub(crate) fn start(app: &TestApp, worker: InboundWorker) -> Self {
         let stop = app.shutdown_token().child_token();
         let tracker = TaskTracker::new();
         worker.spawn(stop.clone(), &tracker);
@@ -226,8 +110,8 @@ async fn a_gmail_reply_through_postfix_completes_the_task_over_imap_idle() {
     let env = mail_env();
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
-    let approval = get_approval(&app, &task.id).await;
+    let task = start_expense(&app, "mary").await;
+    let approval = app.approval(&task.id).await;
 
     // The approval mail, as mary's client sees it.
     let copies = wait_for_message_id("mary", &approval.message_id, DEADLINE).await;
@@ -244,7 +128,7 @@ async fn a_gmail_reply_through_postfix_completes_the_task_over_imap_idle() {
     );
     send_via_postfix(&env.address("mary"), &original.reply_to, &raw).await;
 
-    let decided = wait_until_decided(&app, &task.id, DEADLINE).await;
+    let decided = app.wait_until_decided(&task.id, DEADLINE).await;
     assert_eq!(decided.outcome, "approve", "{decided:?}");
     assert_eq!(decided.comment, "预算合理", "{decided:?}");
     assert_eq!(decided.completed_via, pb::CompletedVia::Email as i32);
@@ -308,13 +192,13 @@ async fn the_maildir_reader_ingests_each_file_once_and_moves_it() {
     let env = mail_env();
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
-    let original = approval_mail_from_outbox(&app, &task.id).await;
+    let task = start_expense(&app, "mary").await;
+    let original = app.queued_approval_mail(&task.id).await;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let maildir = dir.path().join("inbox");
     let worker = InboundWorker::new(
-        app.engine.clone(),
+        app.server_workflow.clone(),
         InboundSource::from_url(&format!("maildir:{}", maildir.display())).expect("maildir URL"),
         PROCESSED.into(),
         None,
@@ -363,7 +247,7 @@ async fn the_maildir_reader_ingests_each_file_once_and_moves_it() {
         "{processed:?}"
     );
 
-    let decided = get_task(&app, &task.id).await;
+    let decided = app.task(&task.id).await;
     assert_eq!(
         (decided.outcome.as_str(), decided.comment.as_str()),
         ("approve", "预算合理")
@@ -408,11 +292,15 @@ async fn the_maildir_reader_ingests_each_file_once_and_moves_it() {
     // The loop picks up a new file within its 1 s poll, and stops on shutdown.
     let running = Running::start(&app, worker);
     std::fs::write(maildir.join("new").join(maildir_name("late")), &stray).expect("write");
-    let until = Instant::now() + Duration::from_secs(10);
-    while !files_in(&maildir.join("new")).is_empty() {
-        assert!(Instant::now() < until, "the loop did not pick the file up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(10), async || {
+        let waiting = files_in(&maildir.join("new"));
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("the loop did not pick the file up: {waiting:?}"))
+        }
+    })
+    .await;
     running.stop().await;
     app.stop().await;
 }
@@ -431,8 +319,8 @@ async fn inbound_latency_over_imap_idle() {
     setup(&app).await;
     let mut tasks = Vec::new();
     for _ in 0..N {
-        let task = start_expense(&app).await;
-        let original = approval_mail_from_outbox(&app, &task.id).await;
+        let task = start_expense(&app, "mary").await;
+        let original = app.queued_approval_mail(&task.id).await;
         tasks.push((task, original));
     }
     let reader = Running::start(&app, imap_worker(&app));
@@ -443,7 +331,7 @@ async fn inbound_latency_over_imap_idle() {
         let (_, raw) = gmail_reply("玛丽", &env.address("mary"), original, "同意", "");
         send_via_postfix(&env.address("mary"), &original.reply_to, &raw).await;
         let accepted = Instant::now();
-        let decided = wait_until_decided(&app, &task.id, DEADLINE).await;
+        let decided = app.wait_until_decided(&task.id, DEADLINE).await;
         latencies.push(accepted.elapsed());
         assert_eq!(decided.outcome, "approve");
         // Spread the replies out a little, as real ones are.
@@ -479,7 +367,7 @@ async fn starttls_on_the_plain_imap_port_reads_and_moves_a_stray_mail() {
     ))
     .expect("the IMAP URL parses");
     let worker = InboundWorker::new(
-        app.engine.clone(),
+        app.server_workflow.clone(),
         source,
         PROCESSED.into(),
         Some(env.ca_file.clone()),
@@ -493,13 +381,15 @@ async fn starttls_on_the_plain_imap_port_reads_and_moves_a_stray_mail() {
         "Just saying hello.",
     );
     send_via_postfix(&env.address("outsider"), &env.address("approvals"), &stray).await;
-    let until = Instant::now() + DEADLINE;
     let mut read = 0;
-    while count_in_folder(PROCESSED, &id).await == 0 {
+    eventually(DEADLINE, async || {
         read += worker.run_once().await.expect("a pass over STARTTLS");
-        assert!(Instant::now() < until, "the stray mail was not read");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        match count_in_folder(PROCESSED, &id).await {
+            0 => Err("the stray mail was not read"),
+            _ => Ok(()),
+        }
+    })
+    .await;
     assert!(read >= 1);
     assert_eq!(count_in_folder("INBOX", &id).await, 0);
     let store = app.store().await;

@@ -2,23 +2,20 @@
 //! `too_large` row in the inbound log with its sender, subject and Message-ID, an answer telling
 //! the sender the limit, and the message moved to the processed folder like any other — read
 //! from the real Dovecot over IMAPS (`BODY.PEEK[HEADER]`), and from a Maildir file.
-use std::time::{Duration, Instant};
-
 use replyflow::{
     model::{InboundEmail, Verdict},
-    proto::pb,
     store::{PageRequest, inbound::InboundFilter},
     workers::inbound::{InboundSource, InboundWorker},
     workflow::inbound::MAX_INBOUND_BYTES,
 };
 
 use crate::{
-    helpers::{MailApp, approvals_inbox, mail_env, postfix_shared, req, spawn_mail_app, unique},
+    helpers::{
+        TestApp, approvals_inbox, eventually, mail_env, postfix_shared, spawn_mail_app, unique,
+    },
     imap::{connect_imaps, count_header},
+    inbound::{DEADLINE, PROCESSED, imap_worker},
 };
-
-const DEADLINE: Duration = Duration::from_secs(20);
-const PROCESSED: &str = "replyflow-processed";
 
 /// A reply with a scanned attachment that takes it over the cap by 1 MiB.
 fn huge_reply(from: &str, to: &str, message_id: &str) -> Vec<u8> {
@@ -42,23 +39,12 @@ fn huge_reply(from: &str, to: &str, message_id: &str) -> Vec<u8> {
     raw
 }
 
-async fn add_mary(app: &MailApp) {
-    let message = pb::UpsertUserRequest {
-        user: Some(pb::User {
-            id: "mary".into(),
-            display_name: "Mary".into(),
-            email: mail_env().address("mary"),
-            locale: "en".into(),
-            ..Default::default()
-        }),
-    };
-    app.directory()
-        .upsert_user(req(message, "admin"))
-        .await
-        .expect("upsert user");
+async fn add_mary(app: &TestApp) {
+    app.add_user_with("mary", &mail_env().address("mary"), "en")
+        .await;
 }
 
-async fn logged(app: &MailApp, message_id: &str) -> Vec<InboundEmail> {
+async fn logged(app: &TestApp, message_id: &str) -> Vec<InboundEmail> {
     let store = app.store().await;
     let log = store
         .list_inbound(
@@ -106,21 +92,15 @@ async fn an_imap_message_over_the_cap_is_logged_from_its_header_answered_and_mov
         .expect("APPEND the large message");
     let _ = session.logout().await;
 
-    let worker = InboundWorker::new(
-        app.engine.clone(),
-        InboundSource::from_url(&format!(
-            "imaps://approvals%40{}:{}@localhost:{}/INBOX",
-            env.domain, env.password, env.imaps_port
-        ))
-        .expect("the IMAPS URL parses"),
-        PROCESSED.into(),
-        Some(env.ca_file.clone()),
-    );
-    let until = Instant::now() + DEADLINE;
-    while logged(&app, &id).await.is_empty() {
+    let worker = imap_worker(&app);
+    eventually(DEADLINE, async || {
         worker.run_once().await.expect("a pass");
-        assert!(Instant::now() < until, "the large message was not read");
-    }
+        match logged(&app, &id).await.len() {
+            0 => Err("the large message was not read"),
+            _ => Ok(()),
+        }
+    })
+    .await;
     let log = logged(&app, &id).await;
     assert_eq!(log.len(), 1, "{log:?}");
     assert_too_large(&log[0], raw.len(), "imap");
@@ -138,11 +118,13 @@ async fn an_imap_message_over_the_cap_is_logged_from_its_header_answered_and_mov
     assert_eq!(logged(&app, &id).await.len(), 1);
 
     // The answer reaches mary's mailbox, threaded under her message.
-    let until = Instant::now() + DEADLINE;
-    while count_header("mary", "INBOX", "In-Reply-To", bare).await == 0 {
-        assert!(Instant::now() < until, "no answer reached mary");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(DEADLINE, async || {
+        match count_header("mary", "INBOX", "In-Reply-To", bare).await {
+            0 => Err("no answer reached mary"),
+            _ => Ok(()),
+        }
+    })
+    .await;
     app.stop().await;
 }
 
@@ -157,7 +139,7 @@ async fn a_maildir_file_over_the_cap_is_logged_from_its_header_and_moved() {
     let dir = tempfile::tempdir().expect("temp dir");
     let maildir = dir.path().join("inbox");
     let worker = InboundWorker::new(
-        app.engine.clone(),
+        app.server_workflow.clone(),
         InboundSource::from_url(&format!("maildir:{}", maildir.display())).expect("maildir URL"),
         PROCESSED.into(),
         None,

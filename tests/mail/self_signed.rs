@@ -217,7 +217,7 @@ async fn imap_to_a_self_signed_ca_flagged_certificate_works_when_it_is_in_ca_fil
             ))
             .expect("the IMAP URL parses");
             InboundWorker::new(
-                app.engine.clone(),
+                app.server_workflow.clone(),
                 source,
                 PROCESSED.into(),
                 Some(ca_file.to_path_buf()),

@@ -4,10 +4,9 @@
 //! ListInboundEmails, that the task is untouched, and the polite answer in the sender's Dovecot
 //! mailbox — or, for robots, its deliberate absence (proven against a control reply whose answer
 //! does arrive).
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc};
 
 use replyflow::{
-    api::convert,
     clock::{Clock, ManualClock},
     proto::pb,
 };
@@ -15,58 +14,38 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        ApprovalMail, MailApp, approvals_inbox, gmail_reply, mail_env, postfix_exclusive,
-        postfix_shared, real_now, req, send_via_postfix, spawn_mail_app, spawn_mail_app_at, unique,
-        wait_for_empty_postfix_queue,
+        ApprovalMail, TestApp, approvals_inbox, eventually, gmail_reply, mail_env, millis,
+        postfix_exclusive, postfix_shared, real_now, req, send_via_postfix, spawn_mail_app,
+        spawn_mail_app_at, start_expense, unique, wait_for_empty_postfix_queue,
     },
     imap::{count_header, wait_for_header, wait_for_message_id},
-    inbound::{
-        DEADLINE, PROCESSED, Running, add_user, approval_mail_from_outbox, count_in_folder,
-        get_approval, get_task, imap_worker, inbound_log, setup, start_expense, wait_until_decided,
-    },
+    inbound::{DEADLINE, PROCESSED, Running, count_in_folder, imap_worker, inbound_log, setup},
 };
 
 /// Every row of the inbound log (this test's database holds only this test's mail).
-async fn whole_log(app: &MailApp) -> Vec<pb::InboundEmail> {
-    app.approvals()
-        .list_inbound_emails(req(
-            pb::ListInboundEmailsRequest {
-                page_size: 500,
-                ..Default::default()
-            },
-            "admin",
-        ))
-        .await
-        .expect("ListInboundEmails")
-        .into_inner()
-        .emails
+async fn whole_log(app: &TestApp) -> Vec<pb::InboundEmail> {
+    inbound_log(app, "").await
 }
 
 /// Waits until the inbound log holds the mail `message_id` (angle brackets optional); returns
 /// its row, after checking it is tied to `task_id` (empty: to no task, as robots' mail is).
 pub(crate) async fn wait_for_verdict(
-    app: &MailApp,
+    app: &TestApp,
     task_id: &str,
     message_id: &str,
 ) -> pb::InboundEmail {
     let id = message_id.trim_matches(['<', '>']);
-    let until = std::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(row) = whole_log(app)
-            .await
-            .into_iter()
-            .find(|m| m.message_id == id)
-        {
-            assert_eq!(row.task_id, task_id, "{row:?}");
-            return row;
+    eventually(DEADLINE, async || {
+        let log = whole_log(app).await;
+        match log.iter().find(|m| m.message_id == id) {
+            Some(row) => {
+                assert_eq!(row.task_id, task_id, "{row:?}");
+                Ok(row.clone())
+            }
+            None => Err(format!("no verdict for {id}: {log:?}")),
         }
-        assert!(
-            std::time::Instant::now() < until,
-            "no verdict for {id} after {DEADLINE:?}: {:?}",
-            whole_log(app).await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// The polite answer to `reply_id` in `user`'s INBOX (threaded under it), its text.
@@ -96,41 +75,13 @@ async fn answers_to(user: &str, reply_id: &str) -> usize {
 }
 
 /// Starts `key` with `variables` as fred; the instance's open tasks.
-pub(crate) async fn start(app: &MailApp, key: &str, variables: Value) -> Vec<pb::Task> {
-    let Value::Object(variables) = variables else {
-        panic!("variables are a JSON object")
-    };
-    app.workflow()
-        .start_process(req(
-            pb::StartProcessRequest {
-                definition_key: key.into(),
-                variables: Some(convert::json_to_struct(&variables)),
-                ..Default::default()
-            },
-            "fred",
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("start {key}: {e}"))
-        .into_inner()
-        .open_tasks
-}
-
-pub(crate) async fn deploy(app: &MailApp, xml: Vec<u8>) {
-    app.workflow()
-        .deploy_definition(req(
-            pb::DeployDefinitionRequest {
-                bpmn_xml: xml,
-                request_id: String::new(),
-            },
-            "admin",
-        ))
-        .await
-        .expect("deploy");
+pub(crate) async fn start(app: &TestApp, key: &str, variables: Value) -> Vec<pb::Task> {
+    app.start_as(key, "fred", variables).await.open_tasks
 }
 
 /// The approval mail as delivered to `user` (through Postfix into Dovecot).
-pub(crate) async fn delivered_approval(app: &MailApp, user: &str, task_id: &str) -> ApprovalMail {
-    let approval = get_approval(app, task_id).await;
+pub(crate) async fn delivered_approval(app: &TestApp, user: &str, task_id: &str) -> ApprovalMail {
+    let approval = app.approval(task_id).await;
     let copies = wait_for_message_id(user, &approval.message_id, DEADLINE).await;
     ApprovalMail::parse(&copies[0])
 }
@@ -146,14 +97,14 @@ async fn a_forged_sender_is_refused_and_told_so_and_the_task_stays_open() {
     let env = mail_env();
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
+    let task = start_expense(&app, "mary").await;
     let original = delivered_approval(&app, "mary", &task.id).await;
     let reader = Running::start(&app, imap_worker(&app));
 
     // outsider, a colleague in the directory, got hold of mary's approval mail and answers it
     // from their own address. (Senders who are not registered users get no answer at all.)
     let outsider = env.address("outsider");
-    add_user(&app, "outsider", &outsider).await;
+    app.add_user_with("outsider", &outsider, "zh-CN").await;
     let (reply_id, raw) = gmail_reply("Mallory", &outsider, &original, "同意", "");
     send_via_postfix(&outsider, &original.reply_to, &raw).await;
 
@@ -166,9 +117,9 @@ async fn a_forged_sender_is_refused_and_told_so_and_the_task_stays_open() {
         text.contains("Only the approver") || text.contains("只能由审批人本人"),
         "{text}"
     );
-    assert!(open(&get_task(&app, &task.id).await));
+    assert!(open(&app.task(&task.id).await));
     assert_eq!(
-        get_approval(&app, &task.id).await.status,
+        app.approval(&task.id).await.status,
         pb::ApprovalStatus::Pending as i32,
         "the token is still mary's to use"
     );
@@ -184,13 +135,13 @@ async fn a_replayed_reply_with_a_new_message_id_is_already_used() {
     let mary = env.address("mary");
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
+    let task = start_expense(&app, "mary").await;
     let original = delivered_approval(&app, "mary", &task.id).await;
     let reader = Running::start(&app, imap_worker(&app));
 
     let (first_id, first) = gmail_reply("玛丽", &mary, &original, "同意", "");
     send_via_postfix(&mary, &original.reply_to, &first).await;
-    let decided = wait_until_decided(&app, &task.id, DEADLINE).await;
+    let decided = app.wait_until_decided(&task.id, DEADLINE).await;
     assert_eq!(decided.outcome, "approve");
     let text = answer_to("mary", &first_id).await;
     assert!(text.contains("您的审批已记录"), "{text}");
@@ -215,7 +166,7 @@ async fn a_replayed_reply_with_a_new_message_id_is_already_used() {
         .filter(|m| m.verdict == pb::Verdict::Applied as i32)
         .count();
     assert_eq!(applied, 1, "{log:?}");
-    let after = get_task(&app, &task.id).await;
+    let after = app.task(&task.id).await;
     assert_eq!(
         (after.completed_at, after.outcome.as_str()),
         (decided.completed_at, "approve")
@@ -248,13 +199,12 @@ async fn a_reply_after_the_validity_is_expired_and_decides_nothing() {
     let clock = Arc::new(ManualClock::new(real_now()));
     let app = spawn_mail_app_at(clock.clone()).await;
     setup(&app).await;
-    deploy(&app, SHORT_LIVED.as_bytes().to_vec()).await;
+    app.deploy_xml(SHORT_LIVED).await.expect("deploy");
     let tasks = start(&app, "short_lived", json!({"manager": "mary"})).await;
     let task = &tasks[0];
     let original = delivered_approval(&app, "mary", &task.id).await;
-    let approval = get_approval(&app, &task.id).await;
-    let valid_until = approval.valid_until.expect("valid_until");
-    let until_ms = valid_until.seconds * 1000 + i64::from(valid_until.nanos) / 1_000_000;
+    let approval = app.approval(&task.id).await;
+    let until_ms = millis(approval.valid_until);
     assert_eq!(until_ms - clock.now(), 60_000, "PT1M: {approval:?}");
     clock.advance(60_001);
 
@@ -265,7 +215,7 @@ async fn a_reply_after_the_validity_is_expired_and_decides_nothing() {
     assert_eq!(row.verdict, pb::Verdict::Expired as i32, "{row:?}");
     let text = answer_to("mary", &reply_id).await;
     assert!(text.contains("这封审批邮件已经过期"), "{text}");
-    assert!(open(&get_task(&app, &task.id).await));
+    assert!(open(&app.task(&task.id).await));
     reader.stop().await;
     app.stop().await;
 }
@@ -278,11 +228,14 @@ async fn a_reply_to_a_task_withdrawn_by_the_deferred_choice_decides_nothing() {
     let mary = env.address("mary");
     let app = spawn_mail_app().await;
     setup(&app).await;
-    add_user(&app, "carol", &env.address("carol")).await;
+    app.add_user_with("carol", &env.address("carol"), "zh-CN")
+        .await;
     let xml =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deferred_choice.bpmn"))
             .expect("examples/deferred_choice.bpmn");
-    deploy(&app, xml).await;
+    app.deploy_xml(&String::from_utf8(xml).expect("UTF-8"))
+        .await
+        .expect("deploy");
     let tasks = start(
         &app,
         "leave_request",
@@ -313,7 +266,7 @@ async fn a_reply_to_a_task_withdrawn_by_the_deferred_choice_decides_nothing() {
         .await
         .expect("carol completes her task");
     assert_eq!(
-        get_task(&app, &marys.id).await.status,
+        app.task(&marys.id).await.status,
         pb::TaskStatus::Withdrawn as i32
     );
 
@@ -327,7 +280,7 @@ async fn a_reply_to_a_task_withdrawn_by_the_deferred_choice_decides_nothing() {
     assert!(row.reason.contains("withdrawn"), "{row:?}");
     let text = answer_to("mary", &reply_id).await;
     assert!(text.contains("这项审批已经处理过了"), "{text}");
-    let after = get_task(&app, &marys.id).await;
+    let after = app.task(&marys.id).await;
     assert_eq!(after.status, pb::TaskStatus::Withdrawn as i32, "{after:?}");
     assert!(after.outcome.is_empty(), "{after:?}");
     reader.stop().await;
@@ -345,7 +298,7 @@ async fn an_out_of_office_reply_is_logged_and_never_answered() {
     let mary = env.address("mary");
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
+    let task = start_expense(&app, "mary").await;
     let original = delivered_approval(&app, "mary", &task.id).await;
     let reader = Running::start(&app, imap_worker(&app));
 
@@ -375,7 +328,7 @@ async fn an_out_of_office_reply_is_logged_and_never_answered() {
     assert!(text.contains("这项审批仍在等待您处理"), "{text}");
     wait_for_empty_postfix_queue().await;
     assert_eq!(answers_to("mary", &ooo_id).await, 0, "no answer to a robot");
-    assert!(open(&get_task(&app, &task.id).await));
+    assert!(open(&app.task(&task.id).await));
     reader.stop().await;
     app.stop().await;
 }
@@ -409,8 +362,7 @@ async fn ensure_postfix_only_mailbox() -> String {
     // Until every smtpd has the new table, RCPT TO:<ghost> may still be refused: probe (the
     // probe's own DSN goes to outsider, not to the reply box).
     let outsider = env.address("outsider");
-    let until = std::time::Instant::now() + DEADLINE;
-    loop {
+    eventually(DEADLINE, async || {
         let probe = crate::helpers::message(
             &outsider,
             &ghost,
@@ -418,15 +370,12 @@ async fn ensure_postfix_only_mailbox() -> String {
             "probe",
             "probe",
         );
-        if try_send(&outsider, &ghost, &probe).await.is_ok() {
-            return ghost;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "Postfix never accepted {ghost}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        try_send(&outsider, &ghost, &probe)
+            .await
+            .map_err(|e| format!("Postfix does not accept {ghost} yet: {e}"))
+    })
+    .await;
+    ghost
 }
 
 async fn try_send(from: &str, to: &str, raw: &[u8]) -> Result<(), String> {
@@ -454,7 +403,7 @@ async fn postfixs_bounce_of_an_approval_mail_is_a_bounce_never_answered() {
     let _inbox = approvals_inbox().await;
     let app = spawn_mail_app().await;
     setup(&app).await;
-    add_user(&app, "ghost", &ghost).await;
+    app.add_user_with("ghost", &ghost, "zh-CN").await;
     let reader = Running::start(&app, imap_worker(&app));
     let tasks = start(
         &app,
@@ -463,12 +412,11 @@ async fn postfixs_bounce_of_an_approval_mail_is_a_bounce_never_answered() {
     )
     .await;
     let task = &tasks[0];
-    let approval_mail = approval_mail_from_outbox(&app, &task.id).await;
+    let approval_mail = app.queued_approval_mail(&task.id).await;
     assert_eq!(approval_mail.reply_to.split('+').next(), Some("approvals"));
 
     // The DSN comes from Postfix's MAILER-DAEMON and names the approval mail.
-    let until = std::time::Instant::now() + DEADLINE;
-    let bounce = loop {
+    let bounce = eventually(DEADLINE, async || {
         let rows: Vec<pb::InboundEmail> = app
             .approvals()
             .list_inbound_emails(req(
@@ -483,16 +431,15 @@ async fn postfixs_bounce_of_an_approval_mail_is_a_bounce_never_answered() {
             .expect("ListInboundEmails")
             .into_inner()
             .emails;
-        if let Some(row) = rows.into_iter().next() {
-            break row;
+        match rows.into_iter().next() {
+            Some(row) => Ok(row),
+            None => Err(format!(
+                "no bounce recorded; approval {:?}",
+                app.approval(&task.id).await
+            )),
         }
-        assert!(
-            std::time::Instant::now() < until,
-            "no bounce recorded after {DEADLINE:?}; approval {:?}",
-            get_approval(&app, &task.id).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert!(bounce.sender.starts_with("mailer-daemon@"), "{bounce:?}");
     // `answered` is set in the transaction that queues an answer: none was queued.
     assert!(!bounce.answered, "{bounce:?}");
@@ -500,32 +447,15 @@ async fn postfixs_bounce_of_an_approval_mail_is_a_bounce_never_answered() {
         bounce.task_id, task.id,
         "the DSN is tied to the bounced mail: {bounce:?}"
     );
-    let approval = get_approval(&app, &task.id).await;
+    let approval = app.approval(&task.id).await;
     assert_eq!(
         approval.delivery_status,
         pb::DeliveryStatus::PermFailed as i32,
         "{approval:?}"
     );
-    assert!(open(&get_task(&app, &task.id).await));
+    assert!(open(&app.task(&task.id).await));
     reader.stop().await;
     app.stop().await;
-}
-
-/// Makes the database refuse to record a mail whose subject contains POISON: a mail that fails
-/// every time it is ingested.
-async fn poison_subjects(app: &MailApp) {
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&app.db_url)
-        .await
-        .expect("connecting to the test database");
-    sqlx::Executor::execute(
-        &mut conn,
-        "CREATE TRIGGER rf_poison BEFORE INSERT ON inbound_emails \
-         WHEN NEW.subject LIKE '%POISON%' BEGIN SELECT RAISE(ABORT, 'poisoned mail'); END",
-    )
-    .await
-    .expect("creating the trigger");
-    let _ = sqlx::Connection::close(conn).await;
 }
 
 #[tokio::test]
@@ -537,9 +467,9 @@ async fn a_mail_that_keeps_failing_over_imap_is_quarantined_and_never_holds_up_t
     let mary = env.address("mary");
     let app = spawn_mail_app().await;
     setup(&app).await;
-    let task = start_expense(&app).await;
+    let task = start_expense(&app, "mary").await;
     let original = delivered_approval(&app, "mary", &task.id).await;
-    poison_subjects(&app).await;
+    app.poison_subjects("POISON").await;
 
     let (poison_id, raw) = gmail_reply("玛丽", &mary, &original, "同意", "");
     let poisoned =
@@ -556,11 +486,7 @@ async fn a_mail_that_keeps_failing_over_imap_is_quarantined_and_never_holds_up_t
     // first; the failing one stays in INBOX until its third failure quarantines it.
     let worker = imap_worker(&app);
     worker.run_once().await.expect("pass 1");
-    assert_eq!(
-        get_task(&app, &task.id).await.outcome,
-        "approve",
-        "not held up"
-    );
+    assert_eq!(app.task(&task.id).await.outcome, "approve", "not held up");
     assert_eq!(count_in_folder("INBOX", &poison_id).await, 1);
     worker.run_once().await.expect("pass 2");
     assert_eq!(count_in_folder("INBOX", &poison_id).await, 1);

@@ -5,6 +5,11 @@
 //!
 //! `tls/` holds a throwaway CA certificate (its key was discarded) and a leaf for localhost and
 //! 127.0.0.1, valid until 2126: test fixtures, trusted nowhere else.
+// The throwaway database of the bench and the other test binaries.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../src/cli/bench/database.rs"]
+mod fresh_db;
+
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -205,6 +210,7 @@ fn gateway(settings: &SmsSettings, ca_file: Option<&Path>) -> Option<Arc<dyn Tra
 /// A fresh SQLite store, the worker over it (mail goes to files), and its clock.
 struct Outbox {
     _dir: tempfile::TempDir,
+    db: fresh_db::Database,
     store: Store,
     worker: OutboxWorker,
     clock: Arc<ManualClock>,
@@ -213,8 +219,8 @@ struct Outbox {
 impl Outbox {
     async fn new(sms: Option<Arc<dyn Transport>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::connect(&url, &ConnectOptions::default())
+        let db = fresh_db::Database::fresh_sqlite("test").unwrap();
+        let store = Store::connect(&db.url, &ConnectOptions::default())
             .await
             .unwrap();
         store.migrate().await.unwrap();
@@ -236,6 +242,7 @@ impl Outbox {
         .with_sms_gateway(sms);
         Self {
             _dir: dir,
+            db,
             store,
             worker,
             clock,
@@ -276,8 +283,7 @@ impl Outbox {
 
     /// The errors of the fallbacks queued for the reminder scheduler, by outbox id.
     async fn fallbacks(&self) -> Vec<(String, String)> {
-        let url = format!("sqlite://{}", self._dir.path().join("t.db").display());
-        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.db.url)
             .await
             .unwrap();
         sqlx::query_as("SELECT outbox_id, error FROM outbox_fallbacks ORDER BY outbox_id")

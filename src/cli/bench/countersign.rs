@@ -169,7 +169,8 @@ async fn one(
     names: &[String],
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let variables = json!({"signers": names, "approver": APPROVER, "contract": "bench", "amount": 1});
+    let variables =
+        json!({"signers": names, "approver": APPROVER, "contract": "bench", "amount": 1});
     let serde_json::Value::Object(variables) = variables else {
         bail!("variables are an object");
     };
@@ -208,7 +209,9 @@ async fn one(
         });
     }
     while let Some(latency) = racers.join_next().await {
-        report.decisions.push(latency.context("a signer panicked")??);
+        report
+            .decisions
+            .push(latency.context("a signer panicked")??);
     }
     let get = pb::GetProcessInstanceRequest { id: instance.id };
     let after = workflow

@@ -43,7 +43,7 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.approvers == 0 || args.concurrency == 0 || args.clients_per_connection == 0 {
         bail!("--approvers, --concurrency and --clients-per-connection must be at least 1");
     }
-    let database = Database::prepare(args).await?;
+    let database = Database::prepare(args.database.as_deref(), args.fresh_postgres).await?;
     let mail_dir =
         std::env::temp_dir().join(format!("rf-bench-mail-{}", uuid::Uuid::now_v7().simple()));
     let mut settings = Settings::default();

@@ -38,7 +38,7 @@ pub(super) struct InProcess {
 
 impl InProcess {
     pub(super) async fn start(args: &BenchArgs) -> anyhow::Result<Self> {
-        let database = Database::prepare(args).await?;
+        let database = Database::prepare(args.database.as_deref(), args.fresh_postgres).await?;
         let mut settings = Settings::default();
         settings.server.listen = "127.0.0.1:0".into();
         settings.database.url = Secret::new(database.url.clone());
