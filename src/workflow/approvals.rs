@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::{Actor, Workflow};
+use super::{Actor, Workflow, idempotency::RequestId};
 use crate::{
     config::MailSettings,
     duration::Duration,
@@ -537,14 +537,14 @@ impl Workflow {
         renew: bool,
         request_id: &str,
     ) -> Result<ApprovalView> {
-        super::check_request_id(request_id)?;
-        let task = self.task(task_id).await?;
-        let scope = format!("resend_approval:{}", actor.user_id);
-        let print = super::fingerprint(
+        let request = RequestId::new(
+            "resend_approval",
+            actor,
+            request_id,
             &[task_id, if renew { "renew" } else { "" }],
-            &Default::default(),
-        );
-        if self.prior(&scope, request_id, &print).await?.is_some() {
+        )?;
+        let task = self.task(task_id).await?;
+        if request.earlier(&self.store).await?.is_some() {
             return self.approval(task_id).await;
         }
         let graph = self
@@ -553,13 +553,9 @@ impl Workflow {
         let now = self.now();
         let mailer = self.mailer();
         let mut tx = self.store.begin().await?;
-        if !request_id.is_empty()
-            && !tx
-                .claim_request(&scope, request_id, &print, task_id, now)
-                .await?
-        {
+        if !request.claim_in(&mut tx, task_id, now).await? {
             drop(tx);
-            self.prior(&scope, request_id, &print).await?;
+            request.taken(&self.store).await?;
             return self.approval(task_id).await;
         }
         // Everything below is read under the instance's lock: two resends, or a resend and a
@@ -727,11 +723,9 @@ impl Workflow {
         reason: &str,
         request_id: &str,
     ) -> Result<ApprovalView> {
-        super::check_request_id(request_id)?;
+        let request = RequestId::new("revoke_approval", actor, request_id, &[task_id, reason])?;
         let task = self.task(task_id).await?;
-        let scope = format!("revoke_approval:{}", actor.user_id);
-        let print = super::fingerprint(&[task_id, reason], &Default::default());
-        if self.prior(&scope, request_id, &print).await?.is_some() {
+        if request.earlier(&self.store).await?.is_some() {
             return self.approval(task_id).await;
         }
         let now = self.now();
@@ -741,13 +735,9 @@ impl Workflow {
             reason.trim()
         };
         let mut tx = self.store.begin().await?;
-        if !request_id.is_empty()
-            && !tx
-                .claim_request(&scope, request_id, &print, task_id, now)
-                .await?
-        {
+        if !request.claim_in(&mut tx, task_id, now).await? {
             drop(tx);
-            self.prior(&scope, request_id, &print).await?;
+            request.taken(&self.store).await?;
             return self.approval(task_id).await;
         }
         let (task, record) = tx.lock_task(task_id, &task.instance_id).await?;
