@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::{Actor, transition::Claim};
 use crate::{
     error::{Error, Result},
-    store::{PriorRequest, Store, Tx},
+    store::{Batch, PriorRequest, Store, Tx},
 };
 
 /// The request id of one call, with its scope and fingerprint; empty when the caller gave none
@@ -98,6 +98,22 @@ impl RequestId {
         })
     }
 
+    /// Adds the claim to `batch` (its guard is [`crate::store::writes::GUARD_CLAIM`]); whether
+    /// there was one to add.
+    pub(super) fn claim_in_batch(&self, batch: &mut Batch, result_id: &str, now: i64) -> bool {
+        let Some(key) = &self.key else {
+            return false;
+        };
+        batch.claim_request(
+            &key.scope,
+            &key.request_id,
+            &key.fingerprint,
+            result_id,
+            now,
+        );
+        true
+    }
+
     /// Records the claim in `tx`, before the effect it stands for. `Ok(false)`: a concurrent call
     /// with the same id claimed it first (see [`RequestId::taken`]); no id always succeeds.
     pub(super) async fn claim_in(&self, tx: &mut Tx, result_id: &str, now: i64) -> Result<bool> {
@@ -177,6 +193,9 @@ mod tests {
     fn no_request_id_claims_nothing() {
         let none = RequestId::new("cancel_instance", &Actor::new("mary"), "", &["i"]).unwrap();
         assert!(none.claim("i").is_none());
+        let mut batch = Batch::new();
+        assert!(!none.claim_in_batch(&mut batch, "i", 0));
+        assert!(batch.is_empty());
     }
 
     #[test]

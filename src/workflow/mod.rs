@@ -132,25 +132,7 @@ impl Workflow {
             updated_at: now,
             ..user
         };
-        let mut tx = self.store.begin().await?;
-        let before = tx.user(&user.id).await?;
-        if let Some(taken) = tx.upsert_user(&user, now).await? {
-            let field = if taken.address.eq_ignore_ascii_case(&user.email) {
-                "user.email"
-            } else {
-                "user.email_aliases"
-            };
-            return Err(Error::AlreadyExists(format!(
-                "{field}: {} already belongs to user {}",
-                taken.address, taken.owner
-            )));
-        }
-        let readdressed = before.is_some_and(|b| !b.email.eq_ignore_ascii_case(&user.email));
-        let queued = readdressed && self.readdress_approvals(&mut tx, &user, now).await?;
-        tx.commit().await?;
-        if queued {
-            self.mailer.wake().notify_one();
-        }
+        self.save_user(&user, now).await?;
         Ok(user)
     }
 

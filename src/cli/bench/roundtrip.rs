@@ -58,7 +58,8 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         bail!("--instances, --concurrency and --clients-per-connection must be at least 1");
     }
     if let Some(addr) = &args.addr {
-        let mut report = load(args, addr, format!("the server at {addr}")).await?;
+        let version = setup(args, addr).await?;
+        let mut report = load(args, addr, version, format!("the server at {addr}")).await?;
         report.no_statements = "--addr: the server is not in this process".into();
         return Ok(report);
     }
@@ -111,8 +112,13 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         let shutdown = application.shutdown_token();
         let workflow = application.workflow();
         let server = tokio::spawn(application.run_until_stopped());
+        // The setup's writes (users, the definition) are no transitions: counted from after it.
+        let version = setup(args, &addr).await;
         let commits_before = workflow.store().group_commits();
-        let report = load(args, &addr, backend).await;
+        let report = match version {
+            Ok(version) => load(args, &addr, version, backend).await,
+            Err(e) => Err(e),
+        };
         let commits_after = workflow.store().group_commits();
         shutdown.cancel();
         server
@@ -268,9 +274,13 @@ pub(super) fn ensure_completed(instance: &pb::ProcessInstance) -> anyhow::Result
     Ok(())
 }
 
-/// Prepares users and the definition through the API, then runs the clients.
-async fn load(args: &BenchArgs, addr: &str, backend: String) -> anyhow::Result<Report> {
-    let version = setup(args, addr).await?;
+/// Runs the clients against definition `version` (see [`setup`]).
+async fn load(
+    args: &BenchArgs,
+    addr: &str,
+    version: i32,
+    backend: String,
+) -> anyhow::Result<Report> {
     let connections = args.concurrency.div_ceil(args.clients_per_connection);
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {
