@@ -8,6 +8,7 @@
 //! [`app`] wires these together; `main.rs` only parses the command line.
 pub mod api;
 pub mod app;
+pub mod backoff;
 pub mod bounds;
 pub mod cli;
 pub mod clock;

@@ -168,6 +168,17 @@ impl Store {
         row.as_ref().map(context).transpose()
     }
 
+    /// The pending approval contexts addressed to `approver`, by instance.
+    pub async fn pending_approvals_of(&self, approver: &str) -> Result<Vec<ApprovalContext>> {
+        let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approval_contexts WHERE approver = $1 AND status = 'pending' ORDER BY instance_id, sent_at, id"
+        )))
+        .bind(approver)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(context).collect()
+    }
+
     pub async fn approval_by_message_id(
         &self,
         message_id: &str,
@@ -183,55 +194,7 @@ impl Store {
 }
 
 impl Tx {
-    pub async fn insert_approval(&mut self, c: &ApprovalContext) -> Result<()> {
-        sqlx::query::<Any>(AssertSqlSafe(format!(
-            "INSERT INTO approval_contexts ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        )))
-        .bind(&c.id)
-        .bind(&c.task_id)
-        .bind(&c.instance_id)
-        .bind(&c.approver)
-        .bind(&c.approver_email)
-        .bind(c.kid)
-        .bind(c.sent_at)
-        .bind(c.valid_until)
-        .bind(c.status.as_str())
-        .bind(&c.message_id)
-        .bind(&c.subject_tag)
-        .bind(c.last_mail_at)
-        .bind(&c.revoke_reason)
-        .bind(c.used_at.unwrap_or(0))
-        .bind(serde_json::to_string(&c.approver_aliases).map_err(|e| Error::Internal(e.into()))?)
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(())
-    }
-
-    /// The newest context of a task, read under the instance's lock.
-    pub async fn approval_for_task(&mut self, task_id: &str) -> Result<Option<ApprovalContext>> {
-        let row = sqlx::query::<Any>(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM approval_contexts WHERE task_id = $1 ORDER BY sent_at DESC, id DESC LIMIT 1"
-        )))
-        .bind(task_id)
-        .fetch_optional(&mut *self.inner)
-        .await?;
-        row.as_ref().map(context).transpose()
-    }
-
-    /// The pending approval contexts addressed to `approver`, by instance: their instances are
-    /// locked in this order, the same order in every transaction, so two changes cannot deadlock.
-    pub async fn pending_approvals_of(&mut self, approver: &str) -> Result<Vec<ApprovalContext>> {
-        let rows = sqlx::query::<Any>(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM approval_contexts WHERE approver = $1 AND status = 'pending' ORDER BY instance_id, sent_at, id"
-        )))
-        .bind(approver)
-        .fetch_all(&mut *self.inner)
-        .await?;
-        rows.iter().map(context).collect()
-    }
-
-    /// Pending contexts of a task, for closing them when the task closes.
+    /// Pending contexts of a task (a reminder mail carries one's token).
     pub async fn pending_approvals_of_task(
         &mut self,
         task_id: &str,
@@ -265,15 +228,6 @@ impl Tx {
         .execute(&mut *self.inner)
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn touch_approval_mail(&mut self, id: &str, now: i64) -> Result<()> {
-        sqlx::query::<Any>("UPDATE approval_contexts SET last_mail_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(&mut *self.inner)
-            .await?;
-        Ok(())
     }
 
     pub async fn user(&mut self, id: &str) -> Result<Option<crate::model::User>> {

@@ -13,7 +13,7 @@
 //! batch may stand; if not, the caller rolls the batch back (a savepoint) and decides again.
 //! In a PostgreSQL CTE every part sees the database as it was before the statement, so no two
 //! parts of one batch may write the same row (a transition never does).
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use sqlx::{Any, AssertSqlSafe, Row};
 
@@ -90,12 +90,17 @@ pub struct Batch {
 /// The guard rows a batch returned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Guards {
-    seen: HashSet<String>,
+    seen: HashMap<String, usize>,
 }
 
 impl Guards {
     pub fn has(&self, tag: &str) -> bool {
-        self.seen.contains(tag)
+        self.seen.contains_key(tag)
+    }
+
+    /// How many rows carried `tag` (one guard per instance of a change that spans several).
+    pub fn count(&self, tag: &str) -> usize {
+        self.seen.get(tag).copied().unwrap_or(0)
     }
 }
 
@@ -277,7 +282,7 @@ impl Tx {
             };
             for row in rows {
                 if let Ok(tag) = row.try_get::<String, _>("g") {
-                    guards.seen.insert(tag);
+                    *guards.seen.entry(tag).or_default() += 1;
                 }
             }
         }

@@ -253,18 +253,10 @@ impl Tx {
         result_id: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO requests (scope, request_id, fingerprint, result_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, request_id) DO NOTHING",
-        )
-        .bind(scope)
-        .bind(request_id)
-        .bind(fingerprint)
-        .bind(result_id)
-        .bind(now)
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        // The transition writer's statement, alone: one text for recording a request id.
+        let mut batch = Batch::new();
+        batch.claim_request(scope, request_id, fingerprint, result_id, now);
+        Ok(self.run_batch(batch).await?.has(writes::GUARD_CLAIM))
     }
 }
 

@@ -96,17 +96,6 @@ impl Tx {
         .await?;
         row.as_ref().map(mail).transpose()
     }
-
-    /// Drops mail that has not left yet (the task closed, the approval was revoked).
-    pub async fn cancel_outbox_for_context(&mut self, context_id: &str) -> Result<u64> {
-        let done = sqlx::query::<Any>(
-            "UPDATE outbox SET status = 'cancelled' WHERE context_id = $1 AND status IN ('queued', 'temp_failed')",
-        )
-        .bind(context_id)
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(done.rows_affected())
-    }
 }
 
 /// A row that failed for good and has a fallback gets an outbox_fallbacks row (taken by the

@@ -5,7 +5,9 @@
 //! - [`GUARD_CLAIM`]: the request id was free and is now recorded (missing: used meanwhile);
 //! - [`GUARD_INSTANCE`]: the instance still had the `rev` the decision was computed from, and
 //!   now has the next one (missing: it changed meanwhile, the decision is stale);
-//! - [`GUARD_USER_CHANGED`]: an assignee's address changed since it was read (present: stale).
+//! - [`GUARD_USER_CHANGED`]: an assignee's address changed since it was read (present: stale);
+//! - [`GUARD_APPROVAL_CHANGED`]: an approval context is no longer as it was read, or one was
+//!   issued that the decision did not see (present: stale).
 use std::collections::HashMap;
 
 use sqlx::{Any, AnyConnection, AssertSqlSafe};
@@ -25,6 +27,7 @@ use crate::{
 pub const GUARD_CLAIM: &str = "claim";
 pub const GUARD_INSTANCE: &str = "instance";
 pub const GUARD_USER_CHANGED: &str = "user_changed";
+pub const GUARD_APPROVAL_CHANGED: &str = "approval_changed";
 
 /// Rows per multi-row INSERT: bounded so that the statement cache sees few distinct texts.
 const ROWS_PER_INSERT: usize = 50;
@@ -124,6 +127,63 @@ impl Batch {
             ],
         );
         Ok(())
+    }
+
+    /// Moves the instance's `rev` on if it is still `rev` ([`GUARD_INSTANCE`], one row per
+    /// instance): a change of its approval contexts that leaves the process where it is, so that
+    /// a transition decided from the contexts as they were is stale.
+    pub fn bump_instance_rev(&mut self, id: &str, rev: i64) {
+        self.guard(
+            format!(
+                "UPDATE instances SET rev = rev + 1 WHERE id = $1 AND rev = $2 \
+                 RETURNING CAST('{GUARD_INSTANCE}' AS TEXT) AS g"
+            ),
+            vec![id.into(), rev.into()],
+        );
+    }
+
+    /// [`GUARD_APPROVAL_CHANGED`] for each of `contexts` whose status or last mail is no longer
+    /// the one it was read with.
+    pub fn approvals_unchanged(&mut self, contexts: &[ApprovalContext]) {
+        for c in contexts {
+            self.guard(
+                format!(
+                    "SELECT CAST('{GUARD_APPROVAL_CHANGED}' AS TEXT) AS g FROM approval_contexts \
+                     WHERE id = $1 AND (status <> $2 OR last_mail_at <> $3)"
+                ),
+                vec![
+                    c.id.as_str().into(),
+                    c.status.as_str().into(),
+                    c.last_mail_at.into(),
+                ],
+            );
+        }
+    }
+
+    /// [`GUARD_APPROVAL_CHANGED`] if `approver` has a pending approval context other than
+    /// `known` (issued after they were read).
+    pub fn no_other_pending_approvals(&mut self, approver: &str, known: &[String]) {
+        let mut args: Vec<Arg> = vec![approver.into()];
+        let mut sql = format!(
+            "SELECT CAST('{GUARD_APPROVAL_CHANGED}' AS TEXT) AS g FROM approval_contexts \
+             WHERE approver = $1 AND status = 'pending'"
+        );
+        if !known.is_empty() {
+            sql.push_str(&format!(
+                " AND id NOT IN ({})",
+                placeholders(2, known.len())
+            ));
+            args.extend(known.iter().map(Arg::from));
+        }
+        self.guard(sql, args);
+    }
+
+    /// A context's mail was sent again now (the resend interval counts from here).
+    pub fn touch_approval_mail(&mut self, context_id: &str, now: i64) {
+        self.exec(
+            "UPDATE approval_contexts SET last_mail_at = $2 WHERE id = $1",
+            vec![context_id.into(), now.into()],
+        );
     }
 
     /// [`GUARD_USER_CHANGED`] if `user` no longer has the address and version it was read with.
@@ -497,5 +557,137 @@ impl Source<'_> {
             Source::Pool(store) => store.reminder_type(id).await,
             Source::Tx(tx) => super::reminder_types::reminder_type_on(&mut tx.inner, id).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        model::{ApprovalStatus, Instance},
+        store::{ConnectOptions, Guards, InstanceRecord},
+    };
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, &ConnectOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        (dir, store)
+    }
+
+    fn instance(id: &str) -> InstanceRecord {
+        InstanceRecord {
+            instance: Instance {
+                id: id.into(),
+                definition_key: "expense".into(),
+                definition_version: 1,
+                business_key: String::new(),
+                variables: serde_json::Map::new(),
+                status: InstanceStatus::Running,
+                error: String::new(),
+                started_by: "alice".into(),
+                created_at: 0,
+                updated_at: 0,
+            },
+            joins: JoinState::default(),
+            multi: Default::default(),
+            rev: 0,
+        }
+    }
+
+    fn context(id: &str, approver: &str) -> ApprovalContext {
+        ApprovalContext {
+            id: id.into(),
+            task_id: format!("task-{id}"),
+            instance_id: "i1".into(),
+            approver: approver.into(),
+            approver_email: format!("{approver}@example.com"),
+            approver_aliases: Vec::new(),
+            kid: 1,
+            sent_at: 0,
+            valid_until: 1_000,
+            status: ApprovalStatus::Pending,
+            message_id: format!("<{id}@example.com>"),
+            subject_tag: String::new(),
+            last_mail_at: 0,
+            revoke_reason: String::new(),
+            used_at: None,
+        }
+    }
+
+    async fn run(store: &Store, batch: Batch) -> Guards {
+        let mut tx = store.begin().await.unwrap();
+        let guards = tx.run_batch(batch).await.unwrap();
+        tx.commit().await.unwrap();
+        guards
+    }
+
+    #[tokio::test]
+    async fn a_change_over_several_instances_counts_each_that_kept_its_rev() {
+        let (_dir, store) = store().await;
+        let mut batch = Batch::new();
+        batch.insert_instance(&instance("i1")).unwrap();
+        batch.insert_instance(&instance("i2")).unwrap();
+        run(&store, batch).await;
+
+        let mut batch = Batch::new();
+        batch.bump_instance_rev("i1", 0);
+        batch.bump_instance_rev("i2", 0);
+        assert_eq!(run(&store, batch).await.count(GUARD_INSTANCE), 2);
+        // i1 still has the rev this change read (1); i2 moved on from the 0 it read.
+        let mut batch = Batch::new();
+        batch.bump_instance_rev("i1", 1);
+        batch.bump_instance_rev("i2", 0);
+        assert_eq!(run(&store, batch).await.count(GUARD_INSTANCE), 1);
+    }
+
+    #[tokio::test]
+    async fn approval_guards_see_a_changed_context_and_one_issued_unseen() {
+        let (_dir, store) = store().await;
+        let mut batch = Batch::new();
+        batch.insert_instance(&instance("i1")).unwrap();
+        let (a, b) = (context("a", "mary"), context("b", "mary"));
+        batch
+            .insert_approvals(&[a.clone(), b.clone(), context("c", "bob")])
+            .unwrap();
+        run(&store, batch).await;
+
+        // As read: nothing changed, and mary has no pending context beyond a and b.
+        let mut batch = Batch::new();
+        batch.approvals_unchanged(&[a.clone(), b.clone()]);
+        batch.no_other_pending_approvals("mary", &["a".into(), "b".into()]);
+        assert!(!run(&store, batch).await.has(GUARD_APPROVAL_CHANGED));
+
+        // A context not seen by the decision is pending.
+        let mut batch = Batch::new();
+        batch.no_other_pending_approvals("mary", &["a".into()]);
+        assert!(run(&store, batch).await.has(GUARD_APPROVAL_CHANGED));
+
+        // Mail was sent again (last_mail_at moved), then a was revoked: both change it.
+        let mut batch = Batch::new();
+        batch.touch_approval_mail("a", 500);
+        run(&store, batch).await;
+        let mut batch = Batch::new();
+        batch.approvals_unchanged(std::slice::from_ref(&a));
+        assert!(run(&store, batch).await.has(GUARD_APPROVAL_CHANGED));
+        let a = ApprovalContext {
+            last_mail_at: 500,
+            ..a
+        };
+        let mut batch = Batch::new();
+        batch.approvals_unchanged(std::slice::from_ref(&a));
+        assert!(!run(&store, batch).await.has(GUARD_APPROVAL_CHANGED));
+        let mut batch = Batch::new();
+        batch.revoke_approvals(&["a".into()], "revoked");
+        run(&store, batch).await;
+        let mut batch = Batch::new();
+        batch.approvals_unchanged(std::slice::from_ref(&a));
+        batch.no_other_pending_approvals("mary", &[]);
+        let guards = run(&store, batch).await;
+        // Both: a changed, and b is pending though none was known.
+        assert_eq!(guards.count(GUARD_APPROVAL_CHANGED), 2);
     }
 }

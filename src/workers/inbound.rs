@@ -17,21 +17,24 @@
 //!
 //! [`InboundWorker::run_once`] is one pass; [`InboundWorker::spawn`] is the loop: open the
 //! source, pass, wait (Maildir: a poll; IMAP: IDLE), pass… Any error closes the source and opens
-//! it again after an exponential backoff with full jitter.
-use std::{path::PathBuf, sync::Arc, time::Duration};
+//! it again after a backoff ([`crate::backoff`]).
+use std::{path::PathBuf, sync::Arc};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use crate::mail::inbound::{ImapTls, InboundSource, MAILDIR_POLL, SWEEP_EVERY};
 use crate::{
+    backoff::Backoff,
     mail::inbound::{Content, Fetched, MailSource, delivered_to, open_source},
     workflow::{Workflow, inbound::ReceivedMail},
 };
 
-/// Reopen backoff: the cap starts here and doubles per consecutive failure…
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-/// …up to this.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// The wait before opening the source again after consecutive failures.
+const REOPEN_BACKOFF: Backoff = Backoff {
+    base_ms: 500,
+    max_ms: 60_000,
+    floor_ms: 500,
+};
 
 /// Reads replies from its source into the workflow; see the module documentation.
 #[derive(Debug)]
@@ -100,7 +103,7 @@ impl InboundWorker {
                 source.close().await;
                 let Err(error) = result else { break };
                 failures = failures.saturating_add(1);
-                let wait = backoff(failures);
+                let wait = REOPEN_BACKOFF.wait(failures);
                 tracing::error!(error = %format!("{error:#}"), retry_in = ?wait, source = ?self.source, "inbound reader failed; starting again");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -205,32 +208,5 @@ impl InboundWorker {
             }
         }
         handled
-    }
-}
-
-/// Exponential backoff with full jitter: uniform in [cap/2, cap], cap doubling from 500 ms to
-/// 60 s.
-fn backoff(failures: u32) -> Duration {
-    let cap = BACKOFF_BASE
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(BACKOFF_MAX);
-    let cap_ms = cap.as_millis() as u64;
-    Duration::from_millis(rand::random_range(cap_ms / 2..=cap_ms))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        for failures in 1..30 {
-            let cap = BACKOFF_BASE
-                .saturating_mul(1 << (failures - 1).min(16))
-                .min(BACKOFF_MAX);
-            let d = backoff(failures);
-            assert!(d >= cap / 2 && d <= cap, "{failures}: {d:?} vs {cap:?}");
-        }
-        assert!(backoff(100) <= BACKOFF_MAX);
     }
 }

@@ -6,8 +6,8 @@
 //! gateway an SMS fails permanently at once, which lets its reminder fall back to the next channel.
 //!
 //! A mail is committed with the decision that caused it, so nothing acknowledged is lost
-//! (DESIGN §10); this worker only moves rows from `queued` to `sent`, `temp_failed` (retried with
-//! exponential backoff and full jitter) or `perm_failed` (the server's answer kept for the API).
+//! (DESIGN §10); this worker only moves rows from `queued` to `sent`, `temp_failed` (retried after
+//! a [`crate::backoff`]) or `perm_failed` (the server's answer kept for the API).
 //! [`OutboxWorker::run_once`] is one step — claim what is due under a lease, send it with bounded
 //! concurrency over a pooled transport, record each outcome — and is what tests drive, with a
 //! manual clock. [`OutboxWorker::spawn`] wraps it in a loop that only waits: for a wake-up from
@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    backoff::Backoff,
     clock::{Clock, Millis},
     delivery::{SendError, Transport, sms},
     model::OutboxMail,
@@ -63,43 +64,41 @@ const RECORD_CHUNK: usize = 100;
 pub struct RetryPolicy {
     /// Attempts in all (the first one included); after that a transient failure is permanent.
     pub max_attempts: i64,
-    /// The backoff cap after the first failed attempt; doubles with each further attempt.
-    pub base_ms: i64,
-    /// The largest backoff cap.
-    pub max_ms: i64,
+    /// The wait before the next attempt, by failed attempts so far.
+    pub backoff: Backoff,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 12,
-            base_ms: 5_000,
-            max_ms: 3_600_000,
+            backoff: Backoff {
+                base_ms: 5_000,
+                max_ms: 3_600_000,
+                // A retry never follows its failure at once.
+                floor_ms: 1_000,
+            },
         }
     }
 }
 
 impl RetryPolicy {
-    /// The next attempt after `attempts` failed ones, or None when they are used up. Full jitter:
-    /// uniform in `[floor, cap]` with cap = min(max_ms, base_ms · 2^(attempts−1)); the floor
-    /// (1 s, or the cap when smaller) keeps a retry from following its failure at once.
+    /// The next attempt after `attempts` failed ones, or None when they are used up.
     pub fn retry_at(&self, now: Millis, attempts: i64) -> Option<Millis> {
         if attempts >= self.max_attempts {
             return None;
         }
-        let cap = self.cap_ms(attempts);
-        let floor = cap.min(1_000);
-        Some(now.saturating_add(rand::random_range(floor..=cap)))
-    }
-
-    /// The backoff cap after `attempts` failed attempts: non-decreasing, at most `max_ms`.
-    fn cap_ms(&self, attempts: i64) -> i64 {
-        let base = self.base_ms.max(0);
-        let max = self.max_ms.max(base);
-        let doublings = (attempts - 1).clamp(0, 62) as u32;
-        base.saturating_mul(1_i64 << doublings).min(max)
+        Some(now.saturating_add(self.backoff.wait_ms(attempts)))
     }
 }
+
+/// The sender's loop after a failed step (the database unreachable, say): from 1 s up to the
+/// idle poll.
+const STEP_BACKOFF: Backoff = Backoff {
+    base_ms: 1_000,
+    max_ms: IDLE_POLL.as_millis() as i64,
+    floor_ms: 1_000,
+};
 
 /// Delivers due outbox mail; see the module documentation.
 #[derive(Debug)]
@@ -328,7 +327,7 @@ impl OutboxWorker {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let backoff = Duration::from_millis(500u64 << failures.min(6)).min(IDLE_POLL);
+                    let backoff = STEP_BACKOFF.wait(failures);
                     tracing::error!(error = %format!("{e:#}"), retry_in = ?backoff, "outbox sender step failed");
                     backoff
                 }
@@ -688,44 +687,6 @@ mod tests {
     }
 
     #[test]
-    fn caps_double_and_stop_at_the_maximum() {
-        let p = RetryPolicy::default();
-        let caps: Vec<i64> = (1..=14).map(|a| p.cap_ms(a)).collect();
-        assert_eq!(&caps[..4], &[5_000, 10_000, 20_000, 40_000]);
-        assert!(caps.windows(2).all(|w| w[0] <= w[1]), "{caps:?}");
-        assert_eq!(*caps.last().unwrap(), 3_600_000);
-        assert!(caps.iter().all(|&c| c <= p.max_ms));
-        // No overflow however many attempts are counted.
-        assert_eq!(p.cap_ms(i64::MAX), 3_600_000);
-        assert_eq!(p.cap_ms(0), 5_000);
-    }
-
-    #[test]
-    fn jitter_stays_within_its_bounds() {
-        let p = RetryPolicy {
-            max_attempts: 100,
-            ..RetryPolicy::default()
-        };
-        let now = 1_700_000_000_000;
-        for attempts in 1..20 {
-            let cap = p.cap_ms(attempts);
-            let delays: Vec<i64> = (0..200)
-                .map(|_| p.retry_at(now, attempts).unwrap() - now)
-                .collect();
-            assert!(
-                delays.iter().all(|&d| (1_000..=cap).contains(&d)),
-                "attempt {attempts}: {delays:?} outside [1000, {cap}]"
-            );
-            // Jitter, not a fixed delay: the values spread over the range.
-            let (min, max) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
-            assert!(
-                max - min > (cap - 1_000) / 4,
-                "attempt {attempts}: {min}..{max}"
-            );
-        }
-    }
-
-    #[test]
     fn no_retry_once_the_attempts_are_used_up() {
         let p = RetryPolicy::default();
         assert!(p.retry_at(0, 11).is_some());
@@ -742,12 +703,15 @@ mod tests {
     fn tiny_caps_are_respected() {
         let p = RetryPolicy {
             max_attempts: 5,
-            base_ms: 10,
-            max_ms: 50,
+            backoff: Backoff {
+                base_ms: 10,
+                max_ms: 50,
+                ..RetryPolicy::default().backoff
+            },
         };
         for a in 1..5 {
             let d = p.retry_at(0, a).unwrap();
-            assert!((0..=p.cap_ms(a)).contains(&d) && d <= 50, "{d}");
+            assert!((0..=p.backoff.cap_ms(a)).contains(&d) && d <= 50, "{d}");
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Email approval, outbound (DESIGN §5): when a task with email approval opens, the same
 //! transaction writes its approval context (审批上下文) and the rendered mail into the outbox, so a
 //! committed task always has its mail and no mail exists for a task that was never committed.
-//! Also the approval use cases of the API: read, resend (same token, rate-limited), revoke.
+//! The approval use cases of the API (read, resend, revoke) live in `manage`.
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::{Actor, Workflow};
+use super::Workflow;
 use crate::{
     config::MailSettings,
     duration::Duration,
@@ -23,10 +23,11 @@ use crate::{
         ApprovalContext, ApprovalStatus, Event, Instance, OutboxKind, OutboxMail, OutboxStatus,
         Task,
     },
-    store::Tx,
+    store::{Tx, writes::Source},
 };
 
 mod keys;
+mod manage;
 pub(super) mod signing;
 
 pub use keys::load_key_ring;
@@ -149,33 +150,6 @@ impl Mailer {
     fn valid_for_ms(&self, spec: &UserTaskSpec) -> i64 {
         spec.valid_for
             .map_or(self.default_valid_for_ms, Duration::ms)
-    }
-
-    /// Opens the approval context of a task that just opened, and queues its mail, inside `tx`
-    /// (resend, re-address, reassign). Returns the audit event to record: the mail queued, or
-    /// why the task has no email approval.
-    pub(super) async fn open_approval(
-        &self,
-        tx: &mut Tx,
-        graph: &ProcessDefinition,
-        instance: &Instance,
-        task: &Task,
-        now: i64,
-    ) -> Result<Option<Event>> {
-        if !wants_email(graph, &task.activity_id) {
-            return Ok(None);
-        }
-        let user = tx.user(&task.assignee).await?;
-        let signing = signing::read_signing(tx, graph, task).await?;
-        let Some(opened) = self.approval_for(graph, instance, task, user.as_ref(), signing, now)?
-        else {
-            return Ok(None);
-        };
-        if let Some((context, mail)) = &opened.written {
-            tx.insert_approval(context).await?;
-            tx.insert_outbox(mail).await?;
-        }
-        Ok(Some(opened.event))
     }
 
     /// The approval context and rendered, signed mail of a task that opens, computed before any
@@ -314,7 +288,16 @@ impl Mailer {
             uuid::Uuid::now_v7().simple(),
             self.reply_domain
         );
-        let signing = signing::read_signing(tx, graph, task).await?;
+        let signing = match spec.multi.is_some() {
+            true => match tx.instance(&task.instance_id).await? {
+                Some(record) => {
+                    let mut source = Source::Tx(tx);
+                    signing::read_signing(&mut source, graph, &record.multi, task).await?
+                }
+                None => None,
+            },
+            false => None,
+        };
         let mail = self.compose(
             &context,
             graph,
@@ -455,22 +438,6 @@ impl Mailer {
             fallback: String::new(),
         })
     }
-
-    /// Closes the pending contexts of a task that closed, and drops mail not yet sent.
-    pub(super) async fn close_approvals(
-        &self,
-        tx: &mut Tx,
-        task_id: &str,
-        why: &str,
-        now: i64,
-    ) -> Result<()> {
-        for context in tx.pending_approvals_of_task(task_id).await? {
-            tx.close_approval(&context.id, ApprovalStatus::Revoked, why, now)
-                .await?;
-            tx.cancel_outbox_for_context(&context.id).await?;
-        }
-        Ok(())
-    }
 }
 
 /// A task of this activity gets an approval mail (and so needs its assignee's address).
@@ -509,305 +476,8 @@ pub struct ApprovalView {
 }
 
 impl Workflow {
-    fn mailer(&self) -> &Mailer {
-        &self.mailer
-    }
-
     /// The reply-token keys this server signs and verifies with.
     pub fn reply_token_keys(&self) -> &KeyRing {
         &self.mailer.keys
-    }
-
-    pub async fn approval(&self, task_id: &str) -> Result<ApprovalView> {
-        if task_id.is_empty() {
-            return Err(Error::invalid("task_id", "required"));
-        }
-        self.task(task_id).await?;
-        let context = self
-            .store
-            .approval_for_task(task_id)
-            .await?
-            .ok_or_else(|| Error::not_found("approval context of task", task_id))?;
-        let mut context = context;
-        if context.status == ApprovalStatus::Pending && context.valid_until <= self.now() {
-            context.status = ApprovalStatus::Expired;
-        }
-        let latest_mail = self.store.mail_for_context(&context.id).await?.pop();
-        Ok(ApprovalView {
-            context,
-            latest_mail,
-        })
-    }
-
-    /// Sends the approval mail again, threaded under the first one: with the same token while
-    /// the context is pending, else (or with `renew`) under a new context with a fresh token. The
-    /// task's assignee or the instance's initiator may; at most once per `mail.resend_interval`.
-    pub async fn resend_approval(
-        &self,
-        actor: &Actor,
-        task_id: &str,
-        renew: bool,
-        request_id: &str,
-    ) -> Result<ApprovalView> {
-        super::check_request_id(request_id)?;
-        let task = self.task(task_id).await?;
-        let scope = format!("resend_approval:{}", actor.user_id);
-        let print = super::fingerprint(
-            &[task_id, if renew { "renew" } else { "" }],
-            &Default::default(),
-        );
-        if self.prior(&scope, request_id, &print).await?.is_some() {
-            return self.approval(task_id).await;
-        }
-        let graph = self
-            .graph_of(&task.definition_key, task.definition_version)
-            .await?;
-        let now = self.now();
-        let mailer = self.mailer();
-        let mut tx = self.store.begin().await?;
-        if !request_id.is_empty()
-            && !tx
-                .claim_request(&scope, request_id, &print, task_id, now)
-                .await?
-        {
-            drop(tx);
-            self.prior(&scope, request_id, &print).await?;
-            return self.approval(task_id).await;
-        }
-        // Everything below is read under the instance's lock: two resends, or a resend and a
-        // completion, cannot interleave.
-        let (task, record) = tx.lock_task(task_id, &task.instance_id).await?;
-        let instance = &record.instance;
-        crate::policy::can(
-            actor,
-            crate::policy::Action::ManageApprovalMail {
-                instance: crate::policy::InstanceAccess {
-                    started_by: &instance.started_by,
-                    participant: false,
-                },
-                assignee: &task.assignee,
-            },
-        )?;
-        if task.status != crate::model::TaskStatus::Open {
-            return Err(Error::FailedPrecondition(format!(
-                "task {task_id} is {}",
-                task.status.as_str()
-            )));
-        }
-        let spec = user_task_spec(&graph, &task.activity_id)
-            .filter(|spec| spec.email_approval)
-            .ok_or_else(|| {
-                Error::FailedPrecondition("email approval is off for this task".into())
-            })?;
-        let context = tx.approval_for_task(task_id).await?.ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "task {task_id} has no approval context (its assignee had no email address)"
-            ))
-        })?;
-        let next_allowed = context
-            .last_mail_at
-            .saturating_add(mailer.resend_interval_ms);
-        if now < next_allowed {
-            return Err(Error::FailedPrecondition(format!(
-                "an approval mail was sent at {}; the next may be sent from {}",
-                crate::clock::rfc3339(context.last_mail_at),
-                crate::clock::rfc3339(next_allowed)
-            )));
-        }
-        let reusable =
-            context.status == ApprovalStatus::Pending && context.valid_until > now && !renew;
-        let (kind, detail) = if reusable {
-            let user = tx.user(&context.approver).await?.ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "{} is no longer in the directory",
-                    context.approver
-                ))
-            })?;
-            let sequence = self.store.mail_for_context(&context.id).await?.len() + 1;
-            let message_id = format!("<rf.{}.{sequence}@{}>", context.id, mailer.reply_domain);
-            let signing = signing::read_signing(&mut tx, &graph, &task).await?;
-            let mail = mailer.compose(
-                &context,
-                &graph,
-                spec,
-                instance,
-                &task,
-                &user,
-                MailKind::Approval,
-                &message_id,
-                Some(&context.message_id),
-                "",
-                signing,
-                now,
-            )?;
-            tx.touch_approval_mail(&context.id, now).await?;
-            tx.insert_outbox(&mail).await?;
-            (
-                "approval_mail_resent",
-                json!({"task_id": task_id, "context_id": context.id, "message_id": message_id}),
-            )
-        } else {
-            // A new context replaces one that expired, was revoked, or is renewed on request.
-            mailer
-                .close_approvals(&mut tx, task_id, "renewed", now)
-                .await?;
-            match mailer
-                .open_approval(&mut tx, &graph, instance, &task, now)
-                .await?
-            {
-                Some(event) if event.kind == "approval_mail_queued" => (
-                    "approval_renewed",
-                    json!({"task_id": task_id, "replaces": context.id, "detail": event.detail}),
-                ),
-                _ => {
-                    return Err(Error::FailedPrecondition(format!(
-                        "{} has no email address any more",
-                        task.assignee
-                    )));
-                }
-            }
-        };
-        tx.insert_events(&[Event {
-            instance_id: task.instance_id.clone(),
-            at: now,
-            kind: kind.into(),
-            activity_id: task.activity_id.clone(),
-            actor: actor.user_id.clone(),
-            detail,
-        }])
-        .await?;
-        tx.commit().await?;
-        mailer.wake.notify_one();
-        self.approval(task_id).await
-    }
-
-    /// A user's email address changed (UpsertUser, in its transaction `tx`): every pending
-    /// approval context addressed to them is revoked — its token must not decide from the new
-    /// address, nor keep deciding from the old one — and each task that is still open and
-    /// theirs gets a fresh context and approval mail to the new address, in the same
-    /// transaction. Whether mail was queued.
-    pub(super) async fn readdress_approvals(
-        &self,
-        tx: &mut Tx,
-        user: &crate::model::User,
-        now: i64,
-    ) -> Result<bool> {
-        const WHY: &str = "the approver's email address changed";
-        let mut queued = false;
-        let mut reopened = std::collections::HashSet::new();
-        for context in tx.pending_approvals_of(&user.id).await? {
-            let (task, record) = tx.lock_task(&context.task_id, &context.instance_id).await?;
-            tx.close_approval(&context.id, ApprovalStatus::Revoked, WHY, now)
-                .await?;
-            tx.cancel_outbox_for_context(&context.id).await?;
-            let event = |kind: &str, detail: Value| Event {
-                instance_id: task.instance_id.clone(),
-                at: now,
-                kind: kind.into(),
-                activity_id: task.activity_id.clone(),
-                actor: String::new(),
-                detail,
-            };
-            let mut events = vec![event(
-                "approval_revoked",
-                json!({"task_id": task.id, "context_id": context.id, "reason": WHY}),
-            )];
-            let still_theirs = task.status == crate::model::TaskStatus::Open
-                && task.assignee == user.id
-                && context.valid_until > now;
-            if still_theirs && reopened.insert(task.id.clone()) {
-                let graph = self
-                    .graph_of(&task.definition_key, task.definition_version)
-                    .await?;
-                if let Some(opened) = self
-                    .mailer
-                    .open_approval(tx, &graph, &record.instance, &task, now)
-                    .await?
-                {
-                    queued |= opened.kind == "approval_mail_queued";
-                    events.push(opened);
-                }
-            }
-            tx.insert_events(&events).await?;
-        }
-        Ok(queued)
-    }
-
-    /// The token stops working; the task stays open for the API and other channels.
-    pub async fn revoke_approval(
-        &self,
-        actor: &Actor,
-        task_id: &str,
-        reason: &str,
-        request_id: &str,
-    ) -> Result<ApprovalView> {
-        super::check_request_id(request_id)?;
-        let task = self.task(task_id).await?;
-        let scope = format!("revoke_approval:{}", actor.user_id);
-        let print = super::fingerprint(&[task_id, reason], &Default::default());
-        if self.prior(&scope, request_id, &print).await?.is_some() {
-            return self.approval(task_id).await;
-        }
-        let now = self.now();
-        let reason = if reason.trim().is_empty() {
-            "revoked"
-        } else {
-            reason.trim()
-        };
-        let mut tx = self.store.begin().await?;
-        if !request_id.is_empty()
-            && !tx
-                .claim_request(&scope, request_id, &print, task_id, now)
-                .await?
-        {
-            drop(tx);
-            self.prior(&scope, request_id, &print).await?;
-            return self.approval(task_id).await;
-        }
-        let (task, record) = tx.lock_task(task_id, &task.instance_id).await?;
-        crate::policy::can(
-            actor,
-            crate::policy::Action::ManageApprovalMail {
-                instance: crate::policy::InstanceAccess {
-                    started_by: &record.instance.started_by,
-                    participant: false,
-                },
-                assignee: &task.assignee,
-            },
-        )?;
-        let context = tx
-            .approval_for_task(task_id)
-            .await?
-            .ok_or_else(|| Error::not_found("approval context of task", task_id))?;
-        match context.status {
-            ApprovalStatus::Revoked => {
-                drop(tx);
-                return self.approval(task_id).await;
-            }
-            ApprovalStatus::Pending if context.valid_until <= now => {
-                return Err(Error::FailedPrecondition("the approval has expired".into()));
-            }
-            ApprovalStatus::Pending => {}
-            other => {
-                return Err(Error::FailedPrecondition(format!(
-                    "the approval is already {}",
-                    other.as_str()
-                )));
-            }
-        }
-        tx.close_approval(&context.id, ApprovalStatus::Revoked, reason, now)
-            .await?;
-        tx.cancel_outbox_for_context(&context.id).await?;
-        tx.insert_events(&[Event {
-            instance_id: task.instance_id.clone(),
-            at: now,
-            kind: "approval_revoked".into(),
-            activity_id: task.activity_id.clone(),
-            actor: actor.user_id.clone(),
-            detail: json!({"task_id": task_id, "context_id": context.id, "reason": reason}),
-        }])
-        .await?;
-        tx.commit().await?;
-        self.approval(task_id).await
     }
 }

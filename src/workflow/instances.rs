@@ -1,8 +1,8 @@
 //! Starting, reading and cancelling instances, and writing an engine transition.
 use serde_json::{Map, Value};
 
-use super::transition::{self, Change, Claim, Done, Ready, Written, engine_tasks, status_of};
-use super::{Actor, InstanceView, Workflow, check_request_id, fingerprint, new_id};
+use super::transition::{self, Change, Done, Ready, Written, engine_tasks, status_of};
+use super::{Actor, InstanceView, Workflow, idempotency::RequestId, new_id};
 use crate::{
     engine::{
         multi::MultiState,
@@ -24,14 +24,15 @@ pub struct StartProcess {
 
 impl Workflow {
     pub async fn start_process(&self, actor: &Actor, req: StartProcess) -> Result<InstanceView> {
-        check_request_id(&req.request_id)?;
-        crate::bounds::check_line("business_key", &req.business_key, crate::bounds::MAX_ID_LEN)?;
-        let scope = format!("start_process:{}", actor.user_id);
         let version = req.version.to_string();
-        let print = fingerprint(
+        let request = RequestId::with_variables(
+            "start_process",
+            actor,
+            &req.request_id,
             &[&req.definition_key, &version, &req.business_key],
             &req.variables,
-        );
+        )?;
+        crate::bounds::check_line("business_key", &req.business_key, crate::bounds::MAX_ID_LEN)?;
         // No request-id lookup first: a retry is recognised when the batch finds its request id
         // taken (Written::Claimed below), and answered with the instance it started.
         let (stored, graph) = self.definition(&req.definition_key, req.version).await?;
@@ -88,12 +89,7 @@ impl Workflow {
             handover: None,
             events: Vec::new(),
             actor: actor.user_id.clone(),
-            claim: (!req.request_id.is_empty()).then(|| Claim {
-                scope: scope.clone(),
-                request_id: req.request_id.clone(),
-                fingerprint: print.clone(),
-                result_id: instance_id.clone(),
-            }),
+            claim: request.claim(&instance_id),
             now,
         };
         let ready = transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?;
@@ -103,10 +99,7 @@ impl Workflow {
                 Ok(self.after_commit(done))
             }
             // The same request committed meanwhile: answer with its result.
-            Written::Claimed => match self.prior(&scope, &req.request_id, &print).await? {
-                Some(id) => self.instance(&id).await,
-                None => Err(Error::Internal(anyhow::anyhow!("request id vanished"))),
-            },
+            Written::Claimed => self.instance(&request.taken(&self.store).await?).await,
             Written::Stale => Err(Error::Internal(anyhow::anyhow!(
                 "a new instance cannot be stale"
             ))),
@@ -167,13 +160,11 @@ impl Workflow {
         reason: &str,
         request_id: &str,
     ) -> Result<InstanceView> {
-        check_request_id(request_id)?;
+        let request = RequestId::new("cancel_instance", actor, request_id, &[id, reason])?;
         if id.is_empty() {
             return Err(Error::invalid("id", "required"));
         }
-        let scope = format!("cancel_instance:{}", actor.user_id);
-        let print = fingerprint(&[id, reason], &Map::new());
-        if self.prior(&scope, request_id, &print).await?.is_some() {
+        if request.earlier(&self.store).await?.is_some() {
             return self.instance(id).await;
         }
         for _ in 0..super::tasks::PREPARE_ATTEMPTS {
@@ -226,19 +217,17 @@ impl Workflow {
                 handover: None,
                 events: Vec::new(),
                 actor: actor.user_id.clone(),
-                claim: (!request_id.is_empty()).then(|| Claim {
-                    scope: scope.clone(),
-                    request_id: request_id.to_string(),
-                    fingerprint: print.clone(),
-                    result_id: id.to_string(),
-                }),
+                claim: request.claim(id),
                 now,
             };
             let ready =
                 transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?;
             match self.write_ready(ready).await? {
                 Written::Done(done) => return Ok(self.after_commit(done)),
-                Written::Claimed => return self.instance(id).await,
+                Written::Claimed => {
+                    request.taken(&self.store).await?;
+                    return self.instance(id).await;
+                }
                 Written::Stale => continue,
             }
         }

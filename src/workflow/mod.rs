@@ -4,6 +4,7 @@
 mod access;
 pub mod approvals;
 mod definitions;
+mod idempotency;
 pub mod inbound;
 pub mod instances;
 pub mod messages;
@@ -17,8 +18,6 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use crate::{
@@ -26,7 +25,7 @@ use crate::{
     engine::{definition::ProcessDefinition, runtime::Limits},
     error::{Error, Result},
     model::{Instance, Message, Page, Task, TaskEvent, User},
-    store::{PageRequest, PriorRequest, Store},
+    store::{PageRequest, Store},
 };
 
 pub use crate::policy::Actor;
@@ -135,25 +134,7 @@ impl Workflow {
             updated_at: now,
             ..user
         };
-        let mut tx = self.store.begin().await?;
-        let before = tx.user(&user.id).await?;
-        if let Some(taken) = tx.upsert_user(&user, now).await? {
-            let field = if taken.address.eq_ignore_ascii_case(&user.email) {
-                "user.email"
-            } else {
-                "user.email_aliases"
-            };
-            return Err(Error::AlreadyExists(format!(
-                "{field}: {} already belongs to user {}",
-                taken.address, taken.owner
-            )));
-        }
-        let readdressed = before.is_some_and(|b| !b.email.eq_ignore_ascii_case(&user.email));
-        let queued = readdressed && self.readdress_approvals(&mut tx, &user, now).await?;
-        tx.commit().await?;
-        if queued {
-            self.mailer.wake().notify_one();
-        }
+        self.save_user(&user, now).await?;
         Ok(user)
     }
 
@@ -201,29 +182,6 @@ impl Workflow {
         page: &PageRequest,
     ) -> Result<Page<User>> {
         self.store.list_users(manager_id, email, page).await
-    }
-
-    /// Checks a request id used before: the same request gets its earlier result, a different one
-    /// with the same id is refused.
-    async fn prior(
-        &self,
-        scope: &str,
-        request_id: &str,
-        fingerprint: &str,
-    ) -> Result<Option<String>> {
-        if request_id.is_empty() {
-            return Ok(None);
-        }
-        match self.store.prior_request(scope, request_id).await? {
-            None => Ok(None),
-            Some(PriorRequest {
-                fingerprint: seen,
-                result_id,
-            }) if seen == fingerprint => Ok(Some(result_id)),
-            Some(_) => Err(Error::AlreadyExists(format!(
-                "request_id {request_id:?} was already used for a different request"
-            ))),
-        }
     }
 }
 
@@ -309,25 +267,6 @@ fn is_e164(phone: &str) -> bool {
     })
 }
 
-/// A stable digest of a request's content, to tell a retry from a reuse of its id.
-fn fingerprint(parts: &[&str], variables: &Map<String, Value>) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    hasher.update(Value::Object(variables.clone()).to_string().as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-fn check_request_id(request_id: &str) -> Result<()> {
-    crate::bounds::check_line("request_id", request_id, crate::bounds::MAX_ID_LEN)
 }

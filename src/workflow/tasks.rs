@@ -12,7 +12,9 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    Actor, InstanceView, Workflow, check_request_id, fingerprint, new_id,
+    Actor, InstanceView, Workflow,
+    idempotency::RequestId,
+    new_id,
     transition::{self, Change, Claim, Closing, Handover, Ready, Written, engine_tasks},
 };
 use crate::{
@@ -114,7 +116,13 @@ impl Workflow {
         actor: &Actor,
         req: CompleteTask,
     ) -> Result<(Task, InstanceView)> {
-        check_request_id(&req.request_id)?;
+        let request = RequestId::with_variables(
+            "complete_task",
+            actor,
+            &req.request_id,
+            &[&req.task_id, &req.outcome, &req.comment],
+            &req.variables,
+        )?;
         if req.task_id.is_empty() {
             return Err(Error::invalid("task_id", "required"));
         }
@@ -123,20 +131,13 @@ impl Workflow {
         }
         crate::bounds::check_line("outcome", &req.outcome, crate::bounds::MAX_ID_LEN)?;
         crate::bounds::check_text("comment", &req.comment, crate::bounds::MAX_COMMENT_LEN)?;
-        let scope = format!("complete_task:{}", actor.user_id);
-        let print = fingerprint(&[&req.task_id, &req.outcome, &req.comment], &req.variables);
-        let claim = (!req.request_id.is_empty()).then(|| Claim {
-            scope: scope.clone(),
-            request_id: req.request_id.clone(),
-            fingerprint: print.clone(),
-            result_id: req.task_id.clone(),
-        });
+        let claim = request.claim(&req.task_id);
         for attempt in 1..=PREPARE_ATTEMPTS {
             // The first read: the instance, found from the task (the task's instance never
             // changes). No request-id lookup first: a retry is recognised when its completion is
             // refused (the task is closed) or when the batch finds its request id taken.
             let Some(record) = self.store.instance_record_of_task(&req.task_id).await? else {
-                return match self.prior(&scope, &req.request_id, &print).await? {
+                return match request.earlier(&self.store).await? {
                     Some(_) => self.task_and_instance(&req.task_id).await,
                     None => Err(Error::not_found("task", &req.task_id)),
                 };
@@ -147,7 +148,7 @@ impl Workflow {
             let (ready, completed) = match prepared.decided {
                 Ok(decided) => decided,
                 Err(refusal) => {
-                    return match self.prior(&scope, &req.request_id, &print).await? {
+                    return match request.earlier(&self.store).await? {
                         Some(_) => self.task_and_instance(&req.task_id).await,
                         None => Err(refusal.error()),
                     };
@@ -160,7 +161,7 @@ impl Workflow {
                 }
                 Written::Claimed => {
                     // Used meanwhile: the same request answers with its result, another is refused.
-                    self.prior(&scope, &req.request_id, &print).await?;
+                    request.taken(&self.store).await?;
                     return self.task_and_instance(&req.task_id).await;
                 }
                 Written::Stale => {
@@ -358,7 +359,12 @@ impl Workflow {
         comment: &str,
         request_id: &str,
     ) -> Result<Task> {
-        check_request_id(request_id)?;
+        let request = RequestId::new(
+            "reassign_task",
+            actor,
+            request_id,
+            &[task_id, new_assignee, comment],
+        )?;
         if task_id.is_empty() {
             return Err(Error::invalid("task_id", "required"));
         }
@@ -367,20 +373,15 @@ impl Workflow {
         }
         crate::bounds::check_line("new_assignee", new_assignee, crate::bounds::MAX_ID_LEN)?;
         crate::bounds::check_text("comment", comment, crate::bounds::MAX_COMMENT_LEN)?;
-        let scope = format!("reassign_task:{}", actor.user_id);
-        let print = fingerprint(&[task_id, new_assignee, comment], &Map::new());
-        if self.prior(&scope, request_id, &print).await?.is_some() {
+        if request.earlier(&self.store).await?.is_some() {
             return self.task(task_id).await;
         }
         let task = self.task(task_id).await?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        if !request_id.is_empty()
-            && !tx
-                .claim_request(&scope, request_id, &print, task_id, now)
-                .await?
-        {
+        if !request.claim_in(&mut tx, task_id, now).await? {
             drop(tx);
+            request.taken(&self.store).await?;
             return self.task(task_id).await;
         }
         let event = self

@@ -934,6 +934,85 @@ async fn a_retried_resend_with_the_same_request_id_returns_the_context() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_revoke_with_a_request_id_acts_once_and_its_id_cannot_carry_another_reason() {
+    let app = spawn_app().await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (instance, task) = start_expense(&app, "mary").await;
+    let request = |reason: &str| {
+        req(
+            pb::RevokeApprovalRequest {
+                task_id: task.id.clone(),
+                reason: reason.into(),
+                request_id: "revoke-1".into(),
+            },
+            "mary",
+        )
+    };
+    let first = approvals(&app)
+        .revoke_approval(request("lost the mail"))
+        .await
+        .expect("revoke")
+        .into_inner();
+    assert_eq!(first.status, pb::ApprovalStatus::Revoked as i32);
+    let retry = approvals(&app)
+        .revoke_approval(request("lost the mail"))
+        .await
+        .expect("a retry is answered")
+        .into_inner();
+    assert_eq!(retry.id, first.id);
+    let reused = approvals(&app)
+        .revoke_approval(request("by phone"))
+        .await
+        .expect_err("the same request id for another reason");
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    assert!(reused.message().contains("request_id"), "{reused:?}");
+    let revocations = app
+        .event_kinds(&instance.id)
+        .await
+        .into_iter()
+        .filter(|kind| kind == "approval_revoked")
+        .count();
+    assert_eq!(revocations, 1, "revoked once");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_decided_after_its_approval_was_renewed_leaves_no_token_pending() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let app = spawn_app_at(clock.clone(), |_| {}).await;
+    app.add_user("mary", "").await;
+    app.deploy_example("expense.bpmn").await;
+    let (_, task) = start_expense(&app, "mary").await;
+    let first = get_approval(&app, &task.id).await.expect("approval");
+    // Past the resend interval (PT5M by default).
+    clock.advance(5 * 60_000 + 1);
+    let renewed = approvals(&app)
+        .resend_approval_email(req(
+            pb::ResendApprovalEmailRequest {
+                task_id: task.id.clone(),
+                renew: true,
+                ..Default::default()
+            },
+            "mary",
+        ))
+        .await
+        .expect("renew")
+        .into_inner();
+    assert_ne!(renewed.id, first.id, "a new context");
+    assert_eq!(renewed.status, pb::ApprovalStatus::Pending as i32);
+    app.complete(&task, "approve").await.expect("complete");
+    let after = get_approval(&app, &task.id).await.expect("approval");
+    assert_eq!(after.id, renewed.id);
+    assert_eq!(
+        after.status,
+        pb::ApprovalStatus::Revoked as i32,
+        "the renewed token stops working with the decision: {after:?}"
+    );
+    app.stop().await;
+}
+
 /// A one-task process whose approval mail is valid for one minute, the shortest `validFor`.
 fn short_lived_xml() -> String {
     bpmn(

@@ -240,7 +240,7 @@ async fn a_countersign_by_mail_each_signer_votes_with_their_own_token_and_a_reje
 
     // Long after its retry was due, outsider replies to their first mail: told the task is
     // closed, nothing decided. Their answer is sent, the dropped mail never is.
-    clock.advance(RetryPolicy::default().max_ms);
+    clock.advance(RetryPolicy::default().backoff.max_ms);
     let (late_id, raw) = gmail_reply(
         "欧阳明",
         &env.address("outsider"),

@@ -167,7 +167,7 @@ async fn a_refused_recipient_fails_permanently_with_the_servers_answer() {
         row.last_error
     );
     assert_eq!(row.sent_at, None);
-    clock.advance(RetryPolicy::default().max_ms * 10);
+    clock.advance(RetryPolicy::default().backoff.max_ms * 10);
     assert_eq!(worker.run_once().await.unwrap(), 0, "never tried again");
 }
 
@@ -204,7 +204,7 @@ async fn smtp_down_waits_then_delivers_exactly_once() {
         "retried later, not at once"
     );
     assert!(
-        row.next_attempt_at <= clock.now() + RetryPolicy::default().base_ms,
+        row.next_attempt_at <= clock.now() + RetryPolicy::default().backoff.base_ms,
         "first backoff at most base_ms"
     );
     assert!(row.last_error.contains("refused"), "{}", row.last_error);

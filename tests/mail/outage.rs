@@ -54,7 +54,7 @@ async fn postfix_stopped_while_mail_is_queued_then_everything_arrives_exactly_on
 
     stopped.start().await;
     // The first retry is at most base_ms after the failure.
-    clock.advance(RetryPolicy::default().base_ms);
+    clock.advance(RetryPolicy::default().backoff.base_ms);
     assert_eq!(drain(&worker).await, MAILS, "every mail retried once");
     for mail in &queued {
         let row = db.row(&mail.context_id).await;
@@ -67,7 +67,7 @@ async fn postfix_stopped_while_mail_is_queued_then_everything_arrives_exactly_on
         );
         assert_eq!(row.attempts, 2);
     }
-    clock.advance(RetryPolicy::default().max_ms * 10);
+    clock.advance(RetryPolicy::default().backoff.max_ms * 10);
     assert_eq!(
         worker.run_once().await.unwrap(),
         0,

@@ -51,13 +51,19 @@ pub(super) async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         bail!("--instances, --concurrency and --clients-per-connection must be at least 1");
     }
     if let Some(addr) = &args.addr {
-        let mut report = load(args, addr, format!("the server at {addr}")).await?;
+        let version = setup(args, addr).await?;
+        let mut report = load(args, addr, version, format!("the server at {addr}")).await?;
         report.no_statements = "--addr: the server is not in this process".into();
         return Ok(report);
     }
     let server = InProcess::start(args).await?;
+    // The setup's writes (users, the definition) are no transitions: counted from after it.
+    let version = setup(&server.args, &server.addr).await;
     let commits_before = server.group_commits();
-    let report = load(&server.args, &server.addr, server.backend.clone()).await;
+    let report = match version {
+        Ok(version) => load(&server.args, &server.addr, version, server.backend.clone()).await,
+        Err(e) => Err(e),
+    };
     let commits_after = server.group_commits();
     server
         .stop(async |settings, args| {
@@ -207,9 +213,13 @@ pub(super) fn ensure_completed(instance: &pb::ProcessInstance) -> anyhow::Result
     Ok(())
 }
 
-/// Prepares users and the definition through the API, then runs the clients.
-async fn load(args: &BenchArgs, addr: &str, backend: String) -> anyhow::Result<Report> {
-    let version = setup(args, addr).await?;
+/// Runs the clients against definition `version` (see [`setup`]).
+async fn load(
+    args: &BenchArgs,
+    addr: &str,
+    version: i32,
+    backend: String,
+) -> anyhow::Result<Report> {
     let connections = args.concurrency.div_ceil(args.clients_per_connection);
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {

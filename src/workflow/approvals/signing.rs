@@ -14,7 +14,7 @@ use crate::{
     error::Result,
     mail::compose::{Signing, SigningMode},
     model::{Task, User},
-    store::Tx,
+    store::writes::Source,
 };
 
 use super::user_task_spec;
@@ -92,12 +92,13 @@ pub(in crate::workflow) fn signing_of(
     })
 }
 
-/// [`signing_of`] for a mail written inside a transaction (a resend, a new address, a
-/// reminder): reads the instance's activations and the signers' names there, only for a task
-/// of a multi-instance step.
+/// [`signing_of`] for a mail written outside the transition writer (a resend, a new address, a
+/// reminder): reads the signers' names from `source`, only for a task of a multi-instance step
+/// whose activation `multi` (the instance's, as the caller read it) still holds.
 pub(in crate::workflow) async fn read_signing(
-    tx: &mut Tx,
+    source: &mut Source<'_>,
     graph: &ProcessDefinition,
+    multi: &MultiState,
     task: &Task,
 ) -> Result<Option<Signing>> {
     let is_signer = user_task_spec(graph, &task.activity_id).is_some_and(|s| s.multi.is_some())
@@ -105,13 +106,10 @@ pub(in crate::workflow) async fn read_signing(
     if !is_signer {
         return Ok(None);
     }
-    let Some(record) = tx.instance(&task.instance_id).await? else {
-        return Ok(None);
-    };
-    let mut ids = signers_named(graph, &record.multi, [task]);
+    let mut ids = signers_named(graph, multi, [task]);
     ids.push(task.assignee.clone());
-    let users = tx.users_by_id(&ids).await?;
-    Ok(signing_of(graph, &record.multi, task, &users))
+    let users = source.users_by_id(&ids).await?;
+    Ok(signing_of(graph, multi, task, &users))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::{
     mail::compose::Locale,
     model::{Channel, Event, MessageKind, Page, Reminder, Task, TaskStatus},
     store::{PageRequest, reminders::ReminderFilter, writes::Source},
-    workflow::{Actor, Workflow, check_request_id, fingerprint, new_id, transition::engine_tasks},
+    workflow::{Actor, Workflow, idempotency::RequestId, new_id, transition::engine_tasks},
 };
 
 /// Channels of a manual reminder when the task's activity has no reminder type.
@@ -60,20 +60,20 @@ impl Workflow {
 
     /// Manual 催办: reminds a task's assignee now, on the given channels or the activity's.
     pub async fn remind_now(&self, actor: &Actor, req: RemindNow) -> Result<RemindNowResult> {
-        check_request_id(&req.request_id)?;
+        let channel_list = channel_names(&req.channels).join(",");
+        let request = RequestId::new(
+            "remind_now",
+            actor,
+            &req.request_id,
+            &[&req.task_id, &req.message, &channel_list],
+        )?;
         if req.task_id.is_empty() {
             return Err(Error::invalid("task_id", "required"));
         }
         if req.message.chars().count() > 2000 {
             return Err(Error::invalid("message", "longer than 2000 characters"));
         }
-        let scope = format!("remind_now:{}", actor.user_id);
-        let channel_list = channel_names(&req.channels).join(",");
-        let print = fingerprint(
-            &[&req.task_id, &req.message, &channel_list],
-            &Default::default(),
-        );
-        if let Some(id) = self.prior(&scope, &req.request_id, &print).await? {
+        if let Some(id) = request.earlier(&self.store).await? {
             return self.manual_reminder(&id).await;
         }
         let task = self.task(&req.task_id).await?;
@@ -134,15 +134,11 @@ impl Workflow {
             }
         }
         let id = new_id();
-        if !req.request_id.is_empty()
-            && !tx
-                .claim_request(&scope, &req.request_id, &print, &id, now)
-                .await?
-        {
+        if !request.claim_in(&mut tx, &id, now).await? {
             drop(tx);
-            return Err(Error::AlreadyExists(
-                "request_id was used concurrently".into(),
-            ));
+            return self
+                .manual_reminder(&request.taken(&self.store).await?)
+                .await;
         }
         let (title, body) = self.mailer.reminder_texts().reminder(
             Locale::from_tag(&user.locale),
