@@ -950,19 +950,22 @@ async fn a_revoke_with_a_request_id_acts_once_and_its_id_cannot_carry_another_re
             "mary",
         )
     };
-    let first = approvals(&app)
+    let first = app
+        .approvals()
         .revoke_approval(request("lost the mail"))
         .await
         .expect("revoke")
         .into_inner();
     assert_eq!(first.status, pb::ApprovalStatus::Revoked as i32);
-    let retry = approvals(&app)
+    let retry = app
+        .approvals()
         .revoke_approval(request("lost the mail"))
         .await
         .expect("a retry is answered")
         .into_inner();
     assert_eq!(retry.id, first.id);
-    let reused = approvals(&app)
+    let reused = app
+        .approvals()
         .revoke_approval(request("by phone"))
         .await
         .expect_err("the same request id for another reason");
@@ -985,10 +988,11 @@ async fn a_task_decided_after_its_approval_was_renewed_leaves_no_token_pending()
     app.add_user("mary", "").await;
     app.deploy_example("expense.bpmn").await;
     let (_, task) = start_expense(&app, "mary").await;
-    let first = get_approval(&app, &task.id).await.expect("approval");
+    let first = app.approval(&task.id).await;
     // Past the resend interval (PT5M by default).
     clock.advance(5 * 60_000 + 1);
-    let renewed = approvals(&app)
+    let renewed = app
+        .approvals()
         .resend_approval_email(req(
             pb::ResendApprovalEmailRequest {
                 task_id: task.id.clone(),
@@ -1003,7 +1007,7 @@ async fn a_task_decided_after_its_approval_was_renewed_leaves_no_token_pending()
     assert_ne!(renewed.id, first.id, "a new context");
     assert_eq!(renewed.status, pb::ApprovalStatus::Pending as i32);
     app.complete(&task, "approve").await.expect("complete");
-    let after = get_approval(&app, &task.id).await.expect("approval");
+    let after = app.approval(&task.id).await;
     assert_eq!(after.id, renewed.id);
     assert_eq!(
         after.status,
