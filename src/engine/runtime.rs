@@ -9,14 +9,19 @@
 //! a chain of thousands of gateways costs memory on the heap, not stack frames. Each transition
 //! has [`Limits`]: a number of steps (flows followed) and a budget for its conditions together.
 //! Running out fails the instance naming the element reached and why; the server keeps serving.
+//!
+//! Who a task goes to is [`super::assignee`]'s rule. Its directory lookups are answered from the
+//! snapshot's [`People`]; what that view lacks makes `apply` answer [`ActionError::Needs`], and
+//! the caller loads it and applies again (nothing of the first attempt is kept).
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::assignee::{self, Ask, Needs, Note, People, Resolution, Resolved, Unresolved};
 use super::condition_limits::MAX_EVALUATION_COST;
 use super::definition::{
-    Assignee, FlowIdx, MultiInstanceSpec, Node, NodeIdx, NodeKind, ProcessDefinition, UserTaskSpec,
+    APPROVE, FlowIdx, MultiInstanceSpec, Node, NodeIdx, NodeKind, ProcessDefinition, UserTaskSpec,
 };
 use super::multi::{self, Activation, MultiState, Verdict, Vote};
 
@@ -56,6 +61,8 @@ pub struct Snapshot<'a> {
     /// Multi-instance activations being signed.
     pub multi: &'a MultiState,
     pub open_tasks: &'a [OpenTask],
+    /// The initiator and what the caller read of the directory and of earlier approvals.
+    pub people: &'a People,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +111,8 @@ pub struct Transition {
     pub multi: MultiState,
     pub outcome: InstanceOutcome,
     pub open: Vec<TaskToOpen>,
+    /// Tasks created already completed with outcome approve (`skipIfApprovedBefore`).
+    pub auto_completed: Vec<TaskToOpen>,
     /// Open tasks of a deferred-choice group that lost the race.
     pub withdraw: Vec<String>,
     /// Open tasks cancelled because the instance failed.
@@ -123,6 +132,10 @@ pub enum ActionError {
         outcome: String,
         allowed: Vec<String>,
     },
+    /// Assignees could not be resolved from the snapshot's [`People`]: load these and apply
+    /// again.
+    #[error("the directory must be read first: users {:?}, approvers {}", .0.users, .0.approvers)]
+    Needs(Needs),
 }
 
 /// A walk that hits an element it cannot pass; fails the instance.
@@ -184,6 +197,10 @@ pub fn apply(
         condition_budget: limits.condition_budget,
         pending: Vec::new(),
         from_activity: String::new(),
+        people: snapshot.people,
+        approved_now: Vec::new(),
+        auto_completed: Vec::new(),
+        needs: Needs::default(),
     };
     let mut withdraw = Vec::new();
     let mut still_open: Vec<&OpenTask> = snapshot.open_tasks.iter().collect();
@@ -215,6 +232,9 @@ pub fn apply(
             check_outcome(spec, outcome)?;
             for (key, value) in variables {
                 walk.variables.insert(key.clone(), value.clone());
+            }
+            if outcome == APPROVE {
+                walk.approved_now.push(completed_by.to_string());
             }
             if let Some(multi_spec) = &spec.multi
                 && let Some(activation) = multi::activation_of(&task.group_id)
@@ -274,8 +294,13 @@ pub fn apply(
         multi,
         open,
         mut events,
+        auto_completed,
+        needs,
         ..
     } = walk;
+    if !needs.is_empty() {
+        return Err(ActionError::Needs(needs));
+    }
     let (outcome, open, cancel, joins) = match result {
         Ok(()) if !open.is_empty() || !still_open.is_empty() => {
             (InstanceOutcome::Running, open, Vec::new(), joins)
@@ -318,8 +343,14 @@ pub fn apply(
     // written as audit rows, so past a few they are only counted in the failure event.
     let failed = matches!(outcome, InstanceOutcome::Failed { .. });
     let multi = if failed { MultiState::default() } else { multi };
+    let auto_completed = if failed { Vec::new() } else { auto_completed };
     if failed {
-        events.retain(|e| e.kind != "task_opened" && e.kind != "multi_instance_started");
+        events.retain(|e| {
+            !matches!(
+                e.kind,
+                "task_opened" | "multi_instance_started" | "task_auto_completed"
+            )
+        });
         let mut walk_events = 0usize;
         events.retain(|e| {
             let of_the_walk = matches!(
@@ -350,6 +381,7 @@ pub fn apply(
         multi,
         outcome,
         open,
+        auto_completed,
         withdraw,
         cancel,
         events,
@@ -366,6 +398,7 @@ pub fn cancel(snapshot: Snapshot<'_>, reason: &str) -> Transition {
             reason: reason.to_string(),
         },
         open: Vec::new(),
+        auto_completed: Vec::new(),
         withdraw: Vec::new(),
         cancel: snapshot.open_tasks.iter().map(|t| t.id.clone()).collect(),
         events: vec![EngineEvent {
@@ -417,6 +450,12 @@ struct Walk<'d, 'f> {
     pending: Vec<FlowIdx>,
     /// The user task or start event whose completion started this walk.
     from_activity: String,
+    people: &'d People,
+    /// Who approved in this transition (the completion, auto-completions).
+    approved_now: Vec<String>,
+    auto_completed: Vec<TaskToOpen>,
+    /// Lookups the people view could not answer; the transition is then not used.
+    needs: Needs,
 }
 
 impl Walk<'_, '_> {
@@ -471,7 +510,7 @@ impl Walk<'_, '_> {
                 self.event("end_reached", &node.id, json!({}));
                 Ok(())
             }
-            NodeKind::UserTask(spec) => self.open_task(node, spec, String::new()),
+            NodeKind::UserTask(spec) => self.open_task(flow_def.target, spec, String::new()),
             NodeKind::ParallelGateway => self.parallel(flow_def.target, flow),
             NodeKind::ExclusiveGateway(gateway) => {
                 if node.outgoing.len() <= 1 {
@@ -491,56 +530,105 @@ impl Walk<'_, '_> {
 
     fn open_task(
         &mut self,
-        node: &Node,
+        node_idx: NodeIdx,
         spec: &UserTaskSpec,
         group_id: String,
     ) -> Result<(), Stuck> {
         if let Some(multi_spec) = &spec.multi {
-            return self.open_multi(node, spec, multi_spec);
+            return self.open_multi(node_idx, spec, multi_spec);
         }
-        let assignee = match &spec.assignee {
-            Assignee::User(user) => user.clone(),
-            Assignee::Variable(name) => match self.variables.get(name) {
-                Some(Value::String(user)) if !user.trim().is_empty() => user.trim().to_string(),
-                Some(other) => {
-                    return Err(Stuck {
-                        element_id: node.id.clone(),
-                        reason: format!(
-                            "assignee variable {name:?} must hold a user id (a non-empty string), found {other}"
-                        ),
-                    });
-                }
-                None => {
-                    return Err(Stuck {
-                        element_id: node.id.clone(),
-                        reason: format!("assignee variable {name:?} is not set"),
-                    });
-                }
-            },
-        };
-        self.event(
-            "task_opened",
-            &node.id,
-            json!({"assignee": assignee, "group_id": group_id}),
-        );
-        self.open.push(TaskToOpen {
-            activity_id: node.id.clone(),
-            name: node.name.clone(),
-            assignee,
-            group_id,
-            from_activity: self.from_activity.clone(),
-        });
+        let def = self.def;
+        if let Some(resolved) = self.resolve(&def.nodes[node_idx], spec)? {
+            self.place(node_idx, resolved, group_id);
+        }
         Ok(())
     }
 
-    /// A token reaches a multi-instance task: its signers are resolved and their tasks open
-    /// (all at once, or the first when sequential).
+    /// Who `node`'s task goes to; `None` while a lookup is missing (recorded in `needs`).
+    fn resolve(&mut self, node: &Node, spec: &UserTaskSpec) -> Result<Option<Resolved>, Stuck> {
+        let ask = Ask {
+            variables: &self.variables,
+            element: None,
+            people: self.people,
+            approved_now: &self.approved_now,
+            budget: &mut self.condition_budget,
+        };
+        match assignee::resolve(spec, ask) {
+            Ok(resolved) => Ok(Some(resolved)),
+            Err(Unresolved::Need(needs)) => {
+                self.needs.merge(needs);
+                Ok(None)
+            }
+            Err(Unresolved::Fail(reason)) => Err(Stuck {
+                element_id: node.id.clone(),
+                reason,
+            }),
+        }
+    }
+
+    /// Opens the resolved task, or passes it over (skipped, or completed automatically) and
+    /// moves the token on as if it had been approved.
+    fn place(&mut self, node_idx: NodeIdx, resolved: Resolved, group_id: String) {
+        let def = self.def;
+        let node = &def.nodes[node_idx];
+        for Note { kind, detail } in resolved.notes {
+            self.event(kind, &node.id, detail);
+        }
+        let record = match resolved.resolution {
+            Resolution::Assign(assignee) => {
+                self.event(
+                    "task_opened",
+                    &node.id,
+                    json!({"assignee": assignee, "group_id": group_id}),
+                );
+                self.open.push(TaskToOpen {
+                    activity_id: node.id.clone(),
+                    name: node.name.clone(),
+                    assignee,
+                    group_id,
+                    from_activity: self.from_activity.clone(),
+                });
+                return;
+            }
+            Resolution::AutoApprove(user) => {
+                self.auto_completed.push(TaskToOpen {
+                    activity_id: node.id.clone(),
+                    name: node.name.clone(),
+                    assignee: user.clone(),
+                    group_id,
+                    from_activity: self.from_activity.clone(),
+                });
+                self.approved_now.push(user.clone());
+                json!({"outcome": APPROVE, "comment": "", "completed_by": user, "auto": true})
+            }
+            Resolution::Skip => {
+                json!({"outcome": APPROVE, "comment": "", "completed_by": "", "skipped": true})
+            }
+        };
+        self.pass(node_idx, record);
+    }
+
+    /// The token leaves a task nobody decided, as if it had been approved.
+    fn pass(&mut self, node_idx: NodeIdx, record: Value) {
+        let id = self.def.nodes[node_idx].id.clone();
+        self.variables.insert(id, record);
+        self.variables.insert("outcome".into(), json!(APPROVE));
+        self.leave(node_idx);
+    }
+
+    /// A token reaches a multi-instance task: each element of the collection is resolved to
+    /// its signer by the task's assignee and rules, then their tasks open (all at once, or the
+    /// first when sequential). A signer the rules pass over is not asked (an approval of theirs
+    /// before, with `skipIfApprovedBefore`, included); a user met twice signs once. When nobody
+    /// is left to ask, the step passes as if approved, as a single task the rules skip does.
     fn open_multi(
         &mut self,
-        node: &Node,
+        node_idx: NodeIdx,
         spec: &UserTaskSpec,
         multi_spec: &MultiInstanceSpec,
     ) -> Result<(), Stuck> {
+        let def = self.def;
+        let node = &def.nodes[node_idx];
         let stuck = |reason: String| Stuck {
             element_id: node.id.clone(),
             reason,
@@ -551,7 +639,81 @@ impl Walk<'_, '_> {
                     .into(),
             ));
         }
-        let signers = multi::signers(multi_spec, &spec.assignee, &self.variables).map_err(stuck)?;
+        let elements = multi::elements(multi_spec, &self.variables)
+            .map_err(stuck)?
+            .to_vec();
+        let mut signers: Vec<String> = Vec::with_capacity(elements.len());
+        let mut notes: Vec<Note> = Vec::new();
+        let mut waiting = false;
+        for (index, element) in elements.iter().enumerate() {
+            let ask = Ask {
+                variables: &self.variables,
+                element: Some((multi_spec.element_variable.as_str(), element)),
+                people: self.people,
+                approved_now: &self.approved_now,
+                budget: &mut self.condition_budget,
+            };
+            let resolved = match assignee::resolve(spec, ask) {
+                Ok(resolved) => resolved,
+                Err(Unresolved::Need(needs)) => {
+                    self.needs.merge(needs);
+                    waiting = true;
+                    continue;
+                }
+                Err(Unresolved::Fail(reason)) => {
+                    return Err(stuck(format!(
+                        "element {index} of collection variable {:?}: {reason}",
+                        multi_spec.collection
+                    )));
+                }
+            };
+            let signer = index + 1;
+            for mut note in resolved.notes {
+                if note.kind == "task_auto_completed" {
+                    note.kind = "assignee_skipped";
+                    if let Some(detail) = note.detail.as_object_mut() {
+                        detail.insert(
+                            "why".into(),
+                            json!(
+                                "the signer already approved an earlier task of this \
+                                   instance; not asked again"
+                            ),
+                        );
+                    }
+                }
+                if let Some(detail) = note.detail.as_object_mut() {
+                    detail.insert("signer".into(), json!(signer));
+                }
+                notes.push(note);
+            }
+            match resolved.resolution {
+                Resolution::Assign(user) if signers.contains(&user) => notes.push(Note {
+                    kind: "assignee_skipped",
+                    detail: json!({"assignee": user, "signer": signer,
+                                   "why": "already a signer of this step; each signer signs once"}),
+                }),
+                Resolution::Assign(user) => signers.push(user),
+                Resolution::AutoApprove(_) | Resolution::Skip => {}
+            }
+        }
+        if waiting {
+            return Ok(());
+        }
+        for Note { kind, detail } in notes {
+            self.event(kind, &node.id, detail);
+        }
+        if signers.is_empty() {
+            self.event(
+                "multi_instance_skipped",
+                &node.id,
+                json!({"mode": multi_spec.mode.as_str(),
+                       "why": "the assignee rules passed over every signer; the step passes as if approved"}),
+            );
+            let record = json!({"outcome": APPROVE, "approved": 0, "rejected": 0,
+                                "signers": [], "votes": [], "skipped": true});
+            self.pass(node_idx, record);
+            return Ok(());
+        }
         let mut activation = Activation {
             id: (self.new_id)(),
             signers,
@@ -728,12 +890,17 @@ impl Walk<'_, '_> {
         Ok(())
     }
 
+    /// Opens every branch's task in one group; the first completed withdraws the rest. A
+    /// branch the assignee rules pass over (skipped, or completed automatically) is decided at
+    /// once: it wins and the other branches never open.
     fn deferred_choice(&mut self, node: &Node) -> Result<(), Stuck> {
         let group_id = (self.new_id)();
         self.event("deferred_choice", &node.id, json!({ "group_id": group_id }));
         let def = self.def;
+        let mut branches: Vec<(NodeIdx, Resolved)> = Vec::new();
         for flow in &node.outgoing {
-            let target = &def.nodes[def.flows[*flow].target];
+            let target_idx = def.flows[*flow].target;
+            let target = &def.nodes[target_idx];
             let NodeKind::UserTask(spec) = &target.kind else {
                 return Err(Stuck {
                     element_id: node.id.clone(),
@@ -743,7 +910,25 @@ impl Walk<'_, '_> {
                     ),
                 });
             };
-            self.open_task(target, spec, group_id.clone())?;
+            if spec.multi.is_some() {
+                self.open_task(target_idx, spec, group_id.clone())?;
+            } else if let Some(resolved) = self.resolve(target, spec)? {
+                branches.push((target_idx, resolved));
+            }
+        }
+        let passed_over = branches
+            .iter()
+            .position(|(_, r)| !matches!(r.resolution, Resolution::Assign(_)));
+        match passed_over {
+            Some(winner) => {
+                let (target_idx, resolved) = branches.swap_remove(winner);
+                self.place(target_idx, resolved, group_id);
+            }
+            None => {
+                for (target_idx, resolved) in branches {
+                    self.place(target_idx, resolved, group_id.clone());
+                }
+            }
         }
         Ok(())
     }
@@ -828,6 +1013,7 @@ mod tests {
         withdrawn: Vec<String>,
         next: u32,
         limits: Limits,
+        people: People,
     }
 
     impl Run {
@@ -845,6 +1031,7 @@ mod tests {
                 withdrawn: Vec::new(),
                 next: 0,
                 limits: Limits::default(),
+                people: People::default(),
             };
             run.act(None, "");
             run
@@ -882,6 +1069,7 @@ mod tests {
                     joins: &self.joins,
                     multi: &self.multi,
                     open_tasks: &self.open,
+                    people: &self.people,
                 },
                 action,
                 self.limits,
@@ -1129,6 +1317,7 @@ mod tests {
                 joins: &JoinState::default(),
                 multi: &MultiState::default(),
                 open_tasks: &open,
+                people: &People::default(),
             },
             Action::CompleteTask {
                 task_id: "t1",
@@ -1173,6 +1362,7 @@ mod tests {
                 joins: &run.joins,
                 multi: &run.multi,
                 open_tasks: &run.open,
+                people: &People::default(),
             },
             "no longer needed",
         );
@@ -1243,6 +1433,7 @@ mod tests {
             outcome: InstanceOutcome::Running,
             withdrawn: Vec::new(),
             next: 0,
+            people: People::default(),
             limits: Limits {
                 max_steps: 20,
                 ..Limits::default()
@@ -1274,6 +1465,7 @@ mod tests {
                 joins: &JoinState::default(),
                 multi: &MultiState::default(),
                 open_tasks: &[],
+                people: &People::default(),
             },
             Action::Start,
             limits,
@@ -1307,6 +1499,7 @@ mod tests {
             outcome: InstanceOutcome::Running,
             withdrawn: Vec::new(),
             next: 0,
+            people: People::default(),
             limits: Limits {
                 condition_budget: 100,
                 ..Limits::default()

@@ -7,6 +7,7 @@ mod definitions;
 pub mod inbound;
 pub mod instances;
 pub mod messages;
+mod people;
 pub mod reminder_types;
 pub mod reminders;
 pub mod tasks;
