@@ -27,3 +27,4 @@ mod requests;
 mod stories;
 mod tls;
 mod watch;
+mod who_approves;
