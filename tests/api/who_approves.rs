@@ -294,3 +294,93 @@ async fn an_assignee_expression_with_an_error_is_refused_at_deploy_naming_the_ta
     assert!(app.definitions().await.is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_approval_several_steps_back_is_read_from_the_store_for_skip_if_approved_before() {
+    let app = org().await;
+    let xml = r#"<definitions xmlns="http://www.omg.org/spec/BPMN/20100524/MODEL"
+             xmlns:replyflow="https://replyflow.dev/schema/1">
+           <process id="three" isExecutable="true">
+             <startEvent id="start"/>
+             <userTask id="a1" replyflow:assignee="lead"/>
+             <userTask id="a2" replyflow:assignee="closer"/>
+             <userTask id="a3" replyflow:assignee="${manager(initiator)}" replyflow:skipIfApprovedBefore="true"/>
+             <endEvent id="end"/>
+             <sequenceFlow id="f1" sourceRef="start" targetRef="a1"/>
+             <sequenceFlow id="f2" sourceRef="a1" targetRef="a2"/>
+             <sequenceFlow id="f3" sourceRef="a2" targetRef="a3"/>
+             <sequenceFlow id="f4" sourceRef="a3" targetRef="end"/>
+           </process></definitions>"#;
+    app.deploy_xml(xml).await.expect("deploys");
+    let started = app.start("three", json!({})).await;
+    let done = app
+        .complete(&started.open_tasks[0], "approve")
+        .await
+        .expect("lead approves");
+    let instance = done.instance.expect("instance");
+    assert_eq!(open_for(&instance), ["a2:closer"]);
+    // lead (the initiator's manager) approved a1, two steps before a3.
+    let done = app
+        .complete(&instance.open_tasks[0], "approve")
+        .await
+        .expect("closer approves");
+    let instance = done.instance.expect("instance");
+    assert_eq!(status(&instance), pb::InstanceStatus::Completed);
+    let auto = app
+        .tasks_of(&instance.id)
+        .await
+        .into_iter()
+        .find(|t| t.activity_id == "a3")
+        .expect("a3 was created");
+    assert_eq!(auto.assignee, "lead");
+    assert_eq!(auto.completed_via, pb::CompletedVia::Auto as i32);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_signer_of_a_countersign_is_resolved_by_the_same_rules() {
+    let app = org().await;
+    let xml = r#"<definitions xmlns="http://www.omg.org/spec/BPMN/20100524/MODEL"
+             xmlns:replyflow="https://replyflow.dev/schema/1">
+           <process id="countersign" isExecutable="true">
+             <startEvent id="start"/>
+             <userTask id="sign" name="会签" replyflow:assignee="${manager(signer)}"
+                 replyflow:whenAssigneeIsInitiator="skip" replyflow:whenNoAssignee="skip">
+               <multiInstanceLoopCharacteristics replyflow:collection="signers"/>
+             </userTask>
+             <userTask id="after" replyflow:assignee="closer"/>
+             <endEvent id="end"/>
+             <sequenceFlow id="f1" sourceRef="start" targetRef="sign"/>
+             <sequenceFlow id="f2" sourceRef="sign" targetRef="after"/>
+             <sequenceFlow id="f3" sourceRef="after" targetRef="end"/>
+           </process></definitions>"#;
+    app.deploy_xml(xml).await.expect("deploys");
+    app.add_user("clerk", "initiator").await;
+    // Each listed user's manager signs: staff → boss; clerk → initiator (skipped: four eyes);
+    // lead → nobody (skipped).
+    let started = app
+        .start(
+            "countersign",
+            json!({"signers": ["staff", "clerk", "lead"]}),
+        )
+        .await;
+    assert_eq!(open_for(&started), ["sign:boss"]);
+    let skipped: Vec<Value> = app
+        .audit_events(&started.id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "assignee_skipped")
+        .map(|e| e.detail["signer"].clone())
+        .collect();
+    assert_eq!(skipped, [json!(2), json!(3)]);
+    let done = app
+        .complete(&started.open_tasks[0], "approve")
+        .await
+        .expect("boss signs");
+    assert_eq!(
+        open_for(&done.instance.expect("instance")),
+        ["after:closer"],
+        "the only signer asked decided the step"
+    );
+    app.stop().await;
+}
