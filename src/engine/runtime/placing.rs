@@ -12,6 +12,8 @@ use crate::engine::definition::{
 use crate::engine::multi::{self, Activation};
 
 impl Walk<'_, '_> {
+    /// A token reaches a user task: its task opens for the resolved assignee (a multi-instance
+    /// task's signers' tasks), or the rules pass it over and the token moves on.
     pub(super) fn open_task(
         &mut self,
         node_idx: NodeIdx,
