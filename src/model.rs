@@ -42,6 +42,9 @@ text_enum!(
         Api = "api",
         Email = "email",
         Escalation = "escalation",
+        // By the server at creation: the assignee had already approved an earlier task of the
+        // instance (`replyflow:skipIfApprovedBefore`).
+        Auto = "auto",
     }
 );
 

@@ -151,6 +151,7 @@ fn completed_via(via: Option<CompletedVia>) -> pb::CompletedVia {
         Some(CompletedVia::Api) => pb::CompletedVia::Api,
         Some(CompletedVia::Email) => pb::CompletedVia::Email,
         Some(CompletedVia::Escalation) => pb::CompletedVia::Escalation,
+        Some(CompletedVia::Auto) => pb::CompletedVia::Auto,
     }
 }
 
@@ -381,10 +382,7 @@ fn activities(graph: &ProcessDefinition) -> Vec<pb::Activity> {
                 NodeKind::ExclusiveGateway(_) => pb::ActivityKind::ExclusiveGateway,
                 NodeKind::ParallelGateway => pb::ActivityKind::ParallelGateway,
                 NodeKind::UserTask(spec) => {
-                    activity.assignee = match &spec.assignee {
-                        crate::engine::definition::Assignee::User(u) => u.clone(),
-                        crate::engine::definition::Assignee::Variable(v) => format!("${{{v}}}"),
-                    };
+                    activity.assignee = spec.assignee.source();
                     activity.reminder_type = spec.reminder_type.clone().unwrap_or_default();
                     activity.email_approval = spec.email_approval;
                     activity.valid_for = spec.valid_for.map(|d| d.to_string()).unwrap_or_default();

@@ -77,6 +77,11 @@ impl Condition {
         &self.source
     }
 
+    /// The top-level variables the expression reads.
+    pub fn variables(&self) -> &[String] {
+        &self.variables
+    }
+
     /// Evaluates the condition with every top-level key of `variables` bound as a CEL identifier.
     ///
     /// A reference to a variable that is not there, or a result that is not a bool, is an error
@@ -95,9 +100,29 @@ impl Condition {
         variables: &Map<String, Json>,
         budget: &mut u64,
     ) -> Result<bool, String> {
+        match self.execute_within(variables, &[], budget, |_| {})? {
+            Value::Bool(result) => Ok(result),
+            other => Err(format!(
+                "the condition gave {} instead of a bool",
+                describe_value_type(&other)
+            )),
+        }
+    }
+
+    /// Runs the expression under the same budget as [`Condition::evaluate_within`] and returns
+    /// its value of any type. `bound` are identifiers set by the engine rather than read from
+    /// `variables` (they win over a variable of the same name); `extend` adds functions.
+    pub(super) fn execute_within(
+        &self,
+        variables: &Map<String, Json>,
+        bound: &[(&str, &Json)],
+        budget: &mut u64,
+        extend: impl FnOnce(&mut Context<'_, '_>),
+    ) -> Result<Value, String> {
         let read: Vec<(&str, &Json)> = self
             .variables
             .iter()
+            .filter(|name| bound.iter().all(|(b, _)| b != &name.as_str()))
             .filter_map(|name| variables.get_key_value(name.as_str()))
             .map(|(name, value)| (name.as_str(), value))
             .collect();
@@ -118,20 +143,21 @@ impl Condition {
         }
         *budget = budget.saturating_sub(estimate.cost);
         let mut context = Context::with_env(Arc::clone(&STANDARD_ENV));
-        for (name, value) in read {
+        for (name, value) in read.into_iter().chain(bound.iter().copied()) {
             let value: Box<dyn Val> = json_to_cel(value)
                 .try_into()
                 .map_err(|error| describe_execution_error(&error))?;
             context.add_variable_as_val(name, value);
         }
-        match self.program.execute(&context) {
-            Ok(Value::Bool(result)) => Ok(result),
-            Ok(other) => Err(format!(
-                "the condition gave {} instead of a bool",
-                describe_value_type(&other)
-            )),
-            Err(error) => Err(describe_execution_error(&error)),
-        }
+        extend(&mut context);
+        self.program
+            .execute(&context)
+            .map_err(|error| describe_execution_error(&error))
+    }
+
+    /// The parsed expression, for checks of what it calls.
+    pub(super) fn expression(&self) -> &cel::parser::Expression {
+        self.program.expression()
     }
 }
 
@@ -169,7 +195,7 @@ fn describe_execution_error(error: &ExecutionError) -> String {
     }
 }
 
-fn describe_value_type(value: &Value) -> &'static str {
+pub(super) fn describe_value_type(value: &Value) -> &'static str {
     match value {
         Value::List(_) => "a list",
         Value::Map(_) => "a map",

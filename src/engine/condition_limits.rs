@@ -172,7 +172,7 @@ pub fn check_shape(root: &Expression) -> Result<(), String> {
     Ok(())
 }
 
-fn children(node: &Expression) -> Vec<&Expression> {
+pub(super) fn children(node: &Expression) -> Vec<&Expression> {
     match &node.expr {
         Expr::Call(call) => call
             .target

@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+use super::assignee::{AssigneeExpr, AssigneeRules};
 use super::condition::Condition;
 use super::reminder_rules::EscalationPolicy;
 use crate::{duration::Duration, model::Channel};
@@ -129,6 +130,8 @@ pub struct UserTaskSpec {
     pub writable: Vec<String>,
     /// `bpmn:multiInstanceLoopCharacteristics`: one task per signer (DESIGN §11).
     pub multi: Option<Box<MultiInstanceSpec>>,
+    /// `replyflow:whenNoAssignee`, `whenAssigneeIsInitiator`, `skipIfApprovedBefore`.
+    pub rules: AssigneeRules,
 }
 
 /// A multi-instance user task (会签 / 或签 / 票签 / 顺序会签): one task per element of a list
@@ -178,6 +181,29 @@ pub enum Assignee {
     User(String),
     /// `${name}`: the process variable `name` holds the user id.
     Variable(String),
+    /// `${…}` with any other CEL: `manager(initiator, 2)`, a conditional, … (see
+    /// [`crate::engine::assignee`]).
+    Expression(Box<AssigneeExpr>),
+}
+
+impl Assignee {
+    /// The variables whose value chooses the assignee.
+    pub fn variables(&self) -> Vec<String> {
+        match self {
+            Assignee::User(_) => Vec::new(),
+            Assignee::Variable(name) => vec![name.clone()],
+            Assignee::Expression(expr) => expr.variables().to_vec(),
+        }
+    }
+
+    /// As written in the definition.
+    pub fn source(&self) -> String {
+        match self {
+            Assignee::User(user) => user.clone(),
+            Assignee::Variable(name) => format!("${{{name}}}"),
+            Assignee::Expression(expr) => format!("${{{}}}", expr.source()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -2,6 +2,9 @@
 //! ([`definition`]), conditions are CEL programs ([`condition`]), and [`runtime`] moves tokens:
 //! given an instance's state and one action it returns the whole [`runtime::Transition`] that the
 //! store then writes in one transaction. No tonic, no sqlx here: data in, decisions out.
+pub mod assignee;
+#[cfg(test)]
+mod assignee_tests;
 pub mod condition;
 pub mod condition_limits;
 pub mod definition;

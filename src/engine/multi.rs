@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::definition::{APPROVE, Assignee, MultiInstanceSpec, SignMode};
+use super::definition::{APPROVE, MultiInstanceSpec, SignMode};
 
 /// More signers than this in one activation fail the instance: every signer is a task, a mail
 /// and a reminder written in one transaction.
@@ -97,13 +97,13 @@ pub fn activation_of(group_id: &str) -> Option<&str> {
     group_id.rsplit_once('#').map(|(activation, _)| activation)
 }
 
-/// The signers of `spec` for these variables, each resolved through the task's assignee with
-/// the element variable bound to the element. The reason names the variable or user at fault.
-pub fn signers(
+/// The collection's elements, checked: a list of 1 to [`MAX_SIGNERS`] elements, none twice.
+/// Each is then resolved to its signer by the task's assignee and rules (the element variable
+/// bound to it; see [`super::assignee`]). The reason names the variable at fault.
+pub fn elements<'v>(
     spec: &MultiInstanceSpec,
-    assignee: &Assignee,
-    variables: &Map<String, Value>,
-) -> Result<Vec<String>, String> {
+    variables: &'v Map<String, Value>,
+) -> Result<&'v [Value], String> {
     let name = &spec.collection;
     let elements = match variables.get(name) {
         Some(Value::Array(items)) => items,
@@ -126,32 +126,20 @@ pub fn signers(
             elements.len()
         ));
     }
-    let mut signers: Vec<String> = Vec::with_capacity(elements.len());
-    for (index, element) in elements.iter().enumerate() {
-        let user = match assignee {
-            Assignee::Variable(v) if *v == spec.element_variable => element,
-            Assignee::Variable(v) => variables.get(v).unwrap_or(&Value::Null),
-            Assignee::User(user) => &Value::String(user.clone()),
-        };
-        let user = match user {
-            Value::String(user) if !user.trim().is_empty() => user.trim().to_string(),
-            other => {
+    let mut seen: Vec<&str> = Vec::with_capacity(elements.len());
+    for element in elements {
+        if let Value::String(user) = element {
+            let user = user.trim();
+            if seen.contains(&user) {
                 return Err(format!(
-                    "element {index} of collection variable {name:?} must resolve to a user id \
-                     (a non-empty string), found {}",
-                    kind_of(other)
+                    "signer {user:?} appears twice in collection variable {name:?}; each signer \
+                     signs once"
                 ));
             }
-        };
-        if signers.contains(&user) {
-            return Err(format!(
-                "signer {user:?} appears twice in collection variable {name:?}; each signer \
-                 signs once"
-            ));
+            seen.push(user);
         }
-        signers.push(user);
     }
-    Ok(signers)
+    Ok(elements)
 }
 
 fn kind_of(value: &Value) -> String {
@@ -347,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn signers_are_checked_and_named() {
+    fn elements_are_checked_and_named() {
         let spec = MultiInstanceSpec {
             sequential: false,
             collection: "signers".into(),
@@ -355,18 +343,14 @@ mod tests {
             mode: SignMode::All,
             completion: None,
         };
-        let by_element = Assignee::Variable("signer".into());
         let vars = |v: Value| v.as_object().cloned().unwrap_or_default();
-        assert_eq!(
-            signers(&spec, &by_element, &vars(json!({"signers": ["a", " b "]}))),
-            Ok(vec!["a".to_string(), "b".to_string()])
-        );
-        let err = |v: Value| signers(&spec, &by_element, &vars(v)).unwrap_err();
+        let ok = vars(json!({"signers": ["a", " b "]}));
+        assert_eq!(elements(&spec, &ok).map(<[Value]>::len), Ok(2));
+        let err = |v: Value| elements(&spec, &vars(v)).unwrap_err();
         assert!(err(json!({})).contains("\"signers\" is not set"));
         assert!(err(json!({"signers": "a"})).contains("must be a list"));
         assert!(err(json!({"signers": []})).contains("empty list"));
-        assert!(err(json!({"signers": ["a", 3]})).contains("element 1"));
-        assert!(err(json!({"signers": ["a", "a"]})).contains("\"a\" appears twice"));
+        assert!(err(json!({"signers": ["a", " a"]})).contains("\"a\" appears twice"));
         let many: Vec<String> = (0..=MAX_SIGNERS).map(|i| format!("u{i}")).collect();
         assert!(err(json!({ "signers": many })).contains("at most"));
     }

@@ -77,6 +77,7 @@ impl Run {
             joins: &self.joins,
             multi: &self.multi,
             open_tasks: &open,
+            people: &crate::engine::assignee::People::default(),
         };
         let t = match apply(
             &self.def,
@@ -252,6 +253,7 @@ fn arming_gives_every_signer_an_edge_of_their_own() {
             joins: &JoinState::default(),
             multi: &MultiState::default(),
             open_tasks: &[],
+            people: &crate::engine::assignee::People::default(),
         },
         Action::Start,
         Limits::default(),
@@ -294,6 +296,7 @@ fn a_bad_collection_fails_the_instance_naming_the_variable_and_opens_nothing() {
                 joins: &JoinState::default(),
                 multi: &MultiState::default(),
                 open_tasks: &[],
+                people: &crate::engine::assignee::People::default(),
             },
             Action::Start,
             Limits::default(),

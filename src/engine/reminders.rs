@@ -360,6 +360,7 @@ mod tests {
                 joins: &self.joins,
                 multi: &self.multi,
                 open_tasks: &self.open,
+                people: &crate::engine::assignee::People::default(),
             };
             let transition =
                 match apply(&self.def, snapshot, action, Limits::default(), &mut new_id) {

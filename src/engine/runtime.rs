@@ -9,16 +9,23 @@
 //! a chain of thousands of gateways costs memory on the heap, not stack frames. Each transition
 //! has [`Limits`]: a number of steps (flows followed) and a budget for its conditions together.
 //! Running out fails the instance naming the element reached and why; the server keeps serving.
+//!
+//! Who a task goes to is [`super::assignee`]'s rule. Its directory lookups are answered from the
+//! snapshot's [`People`]; what that view lacks makes `apply` answer [`ActionError::Needs`], and
+//! the caller loads it and applies again (nothing of the first attempt is kept).
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::assignee::{Needs, People};
 use super::condition_limits::MAX_EVALUATION_COST;
 use super::definition::{
-    Assignee, FlowIdx, MultiInstanceSpec, Node, NodeIdx, NodeKind, ProcessDefinition, UserTaskSpec,
+    APPROVE, FlowIdx, MultiInstanceSpec, Node, NodeIdx, NodeKind, ProcessDefinition, UserTaskSpec,
 };
 use super::multi::{self, Activation, MultiState, Verdict, Vote};
+
+mod placing;
 
 /// Tokens waiting at parallel joins: gateway id → incoming flow id → tokens.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +63,8 @@ pub struct Snapshot<'a> {
     /// Multi-instance activations being signed.
     pub multi: &'a MultiState,
     pub open_tasks: &'a [OpenTask],
+    /// The initiator and what the caller read of the directory and of earlier approvals.
+    pub people: &'a People,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +113,8 @@ pub struct Transition {
     pub multi: MultiState,
     pub outcome: InstanceOutcome,
     pub open: Vec<TaskToOpen>,
+    /// Tasks created already completed with outcome approve (`skipIfApprovedBefore`).
+    pub auto_completed: Vec<TaskToOpen>,
     /// Open tasks of a deferred-choice group that lost the race.
     pub withdraw: Vec<String>,
     /// Open tasks cancelled because the instance failed.
@@ -123,6 +134,10 @@ pub enum ActionError {
         outcome: String,
         allowed: Vec<String>,
     },
+    /// Assignees could not be resolved from the snapshot's [`People`]: load these and apply
+    /// again.
+    #[error("the directory must be read first: users {:?}, approvers {}", .0.users, .0.approvers)]
+    Needs(Needs),
 }
 
 /// A walk that hits an element it cannot pass; fails the instance.
@@ -184,6 +199,10 @@ pub fn apply(
         condition_budget: limits.condition_budget,
         pending: Vec::new(),
         from_activity: String::new(),
+        people: snapshot.people,
+        approved_now: Vec::new(),
+        auto_completed: Vec::new(),
+        needs: Needs::default(),
     };
     let mut withdraw = Vec::new();
     let mut still_open: Vec<&OpenTask> = snapshot.open_tasks.iter().collect();
@@ -215,6 +234,9 @@ pub fn apply(
             check_outcome(spec, outcome)?;
             for (key, value) in variables {
                 walk.variables.insert(key.clone(), value.clone());
+            }
+            if outcome == APPROVE {
+                walk.approved_now.push(completed_by.to_string());
             }
             if let Some(multi_spec) = &spec.multi
                 && let Some(activation) = multi::activation_of(&task.group_id)
@@ -274,8 +296,13 @@ pub fn apply(
         multi,
         open,
         mut events,
+        auto_completed,
+        needs,
         ..
     } = walk;
+    if !needs.is_empty() {
+        return Err(ActionError::Needs(needs));
+    }
     let (outcome, open, cancel, joins) = match result {
         Ok(()) if !open.is_empty() || !still_open.is_empty() => {
             (InstanceOutcome::Running, open, Vec::new(), joins)
@@ -318,8 +345,14 @@ pub fn apply(
     // written as audit rows, so past a few they are only counted in the failure event.
     let failed = matches!(outcome, InstanceOutcome::Failed { .. });
     let multi = if failed { MultiState::default() } else { multi };
+    let auto_completed = if failed { Vec::new() } else { auto_completed };
     if failed {
-        events.retain(|e| e.kind != "task_opened" && e.kind != "multi_instance_started");
+        events.retain(|e| {
+            !matches!(
+                e.kind,
+                "task_opened" | "multi_instance_started" | "task_auto_completed"
+            )
+        });
         let mut walk_events = 0usize;
         events.retain(|e| {
             let of_the_walk = matches!(
@@ -350,6 +383,7 @@ pub fn apply(
         multi,
         outcome,
         open,
+        auto_completed,
         withdraw,
         cancel,
         events,
@@ -366,6 +400,7 @@ pub fn cancel(snapshot: Snapshot<'_>, reason: &str) -> Transition {
             reason: reason.to_string(),
         },
         open: Vec::new(),
+        auto_completed: Vec::new(),
         withdraw: Vec::new(),
         cancel: snapshot.open_tasks.iter().map(|t| t.id.clone()).collect(),
         events: vec![EngineEvent {
@@ -417,6 +452,12 @@ struct Walk<'d, 'f> {
     pending: Vec<FlowIdx>,
     /// The user task or start event whose completion started this walk.
     from_activity: String,
+    people: &'d People,
+    /// Who approved in this transition (the completion, auto-completions).
+    approved_now: Vec<String>,
+    auto_completed: Vec<TaskToOpen>,
+    /// Lookups the people view could not answer; the transition is then not used.
+    needs: Needs,
 }
 
 impl Walk<'_, '_> {
@@ -471,7 +512,7 @@ impl Walk<'_, '_> {
                 self.event("end_reached", &node.id, json!({}));
                 Ok(())
             }
-            NodeKind::UserTask(spec) => self.open_task(node, spec, String::new()),
+            NodeKind::UserTask(spec) => self.open_task(flow_def.target, spec, String::new()),
             NodeKind::ParallelGateway => self.parallel(flow_def.target, flow),
             NodeKind::ExclusiveGateway(gateway) => {
                 if node.outgoing.len() <= 1 {
@@ -487,94 +528,6 @@ impl Walk<'_, '_> {
                 Ok(())
             }
         }
-    }
-
-    fn open_task(
-        &mut self,
-        node: &Node,
-        spec: &UserTaskSpec,
-        group_id: String,
-    ) -> Result<(), Stuck> {
-        if let Some(multi_spec) = &spec.multi {
-            return self.open_multi(node, spec, multi_spec);
-        }
-        let assignee = match &spec.assignee {
-            Assignee::User(user) => user.clone(),
-            Assignee::Variable(name) => match self.variables.get(name) {
-                Some(Value::String(user)) if !user.trim().is_empty() => user.trim().to_string(),
-                Some(other) => {
-                    return Err(Stuck {
-                        element_id: node.id.clone(),
-                        reason: format!(
-                            "assignee variable {name:?} must hold a user id (a non-empty string), found {other}"
-                        ),
-                    });
-                }
-                None => {
-                    return Err(Stuck {
-                        element_id: node.id.clone(),
-                        reason: format!("assignee variable {name:?} is not set"),
-                    });
-                }
-            },
-        };
-        self.event(
-            "task_opened",
-            &node.id,
-            json!({"assignee": assignee, "group_id": group_id}),
-        );
-        self.open.push(TaskToOpen {
-            activity_id: node.id.clone(),
-            name: node.name.clone(),
-            assignee,
-            group_id,
-            from_activity: self.from_activity.clone(),
-        });
-        Ok(())
-    }
-
-    /// A token reaches a multi-instance task: its signers are resolved and their tasks open
-    /// (all at once, or the first when sequential).
-    fn open_multi(
-        &mut self,
-        node: &Node,
-        spec: &UserTaskSpec,
-        multi_spec: &MultiInstanceSpec,
-    ) -> Result<(), Stuck> {
-        let stuck = |reason: String| Stuck {
-            element_id: node.id.clone(),
-            reason,
-        };
-        if self.multi.0.contains_key(&node.id) {
-            return Err(stuck(
-                "a token reached the multi-instance task while its signers are still deciding"
-                    .into(),
-            ));
-        }
-        let signers = multi::signers(multi_spec, &spec.assignee, &self.variables).map_err(stuck)?;
-        let mut activation = Activation {
-            id: (self.new_id)(),
-            signers,
-            votes: Vec::new(),
-            opened: 0,
-            from_activity: self.from_activity.clone(),
-        };
-        self.event(
-            "multi_instance_started",
-            &node.id,
-            json!({"mode": multi_spec.mode.as_str(), "sequential": multi_spec.sequential,
-                   "signers": activation.signers, "activation": activation.id}),
-        );
-        let first = if multi_spec.sequential {
-            1
-        } else {
-            activation.signers.len()
-        };
-        for _ in 0..first {
-            self.open_signer(node, &mut activation);
-        }
-        self.multi.0.insert(node.id.clone(), activation);
-        Ok(())
     }
 
     /// Opens the task of the activation's next signer.
@@ -728,26 +681,6 @@ impl Walk<'_, '_> {
         Ok(())
     }
 
-    fn deferred_choice(&mut self, node: &Node) -> Result<(), Stuck> {
-        let group_id = (self.new_id)();
-        self.event("deferred_choice", &node.id, json!({ "group_id": group_id }));
-        let def = self.def;
-        for flow in &node.outgoing {
-            let target = &def.nodes[def.flows[*flow].target];
-            let NodeKind::UserTask(spec) = &target.kind else {
-                return Err(Stuck {
-                    element_id: node.id.clone(),
-                    reason: format!(
-                        "deferred choice branch {} must lead to a user task",
-                        target.id
-                    ),
-                });
-            };
-            self.open_task(target, spec, group_id.clone())?;
-        }
-        Ok(())
-    }
-
     /// The first outgoing flow, in document order, whose condition is true; else the default.
     fn choose(&mut self, node: &Node, default: Option<FlowIdx>) -> Result<FlowIdx, Stuck> {
         let def = self.def;
@@ -828,6 +761,7 @@ mod tests {
         withdrawn: Vec<String>,
         next: u32,
         limits: Limits,
+        people: People,
     }
 
     impl Run {
@@ -845,6 +779,7 @@ mod tests {
                 withdrawn: Vec::new(),
                 next: 0,
                 limits: Limits::default(),
+                people: People::default(),
             };
             run.act(None, "");
             run
@@ -882,6 +817,7 @@ mod tests {
                     joins: &self.joins,
                     multi: &self.multi,
                     open_tasks: &self.open,
+                    people: &self.people,
                 },
                 action,
                 self.limits,
@@ -1129,6 +1065,7 @@ mod tests {
                 joins: &JoinState::default(),
                 multi: &MultiState::default(),
                 open_tasks: &open,
+                people: &People::default(),
             },
             Action::CompleteTask {
                 task_id: "t1",
@@ -1173,6 +1110,7 @@ mod tests {
                 joins: &run.joins,
                 multi: &run.multi,
                 open_tasks: &run.open,
+                people: &People::default(),
             },
             "no longer needed",
         );
@@ -1243,6 +1181,7 @@ mod tests {
             outcome: InstanceOutcome::Running,
             withdrawn: Vec::new(),
             next: 0,
+            people: People::default(),
             limits: Limits {
                 max_steps: 20,
                 ..Limits::default()
@@ -1274,6 +1213,7 @@ mod tests {
                 joins: &JoinState::default(),
                 multi: &MultiState::default(),
                 open_tasks: &[],
+                people: &People::default(),
             },
             Action::Start,
             limits,
@@ -1307,6 +1247,7 @@ mod tests {
             outcome: InstanceOutcome::Running,
             withdrawn: Vec::new(),
             next: 0,
+            people: People::default(),
             limits: Limits {
                 condition_budget: 100,
                 ..Limits::default()

@@ -210,6 +210,20 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Who approved a task of the instance (`replyflow:skipIfApprovedBefore`).
+    pub async fn approvers_of(&self, instance_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query::<Any>(
+            "SELECT DISTINCT completed_by FROM tasks WHERE instance_id = $1 \
+             AND status = 'completed' AND outcome = 'approve' AND completed_by <> ''",
+        )
+        .bind(instance_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get("completed_by")?))
+            .collect()
+    }
+
     /// The audit trail of an instance, oldest first.
     pub async fn events(&self, instance_id: &str) -> Result<Vec<Event>> {
         let rows = sqlx::query::<Any>(

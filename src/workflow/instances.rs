@@ -5,6 +5,7 @@ use super::transition::{self, Change, Done, Ready, Written, engine_tasks, status
 use super::{Actor, InstanceView, Workflow, idempotency::RequestId, new_id};
 use crate::{
     engine::{
+        assignee::People,
         multi::MultiState,
         runtime::{self, Action, JoinState, Snapshot},
     },
@@ -45,19 +46,27 @@ impl Workflow {
                 "is written by the engine (the last decision)",
             ));
         }
-        let transition = runtime::apply(
-            &graph,
-            Snapshot {
-                variables: &req.variables,
-                joins: &JoinState::default(),
-                multi: &MultiState::default(),
-                open_tasks: &[],
-            },
-            Action::Start,
-            self.limits(),
-            &mut new_id,
-        )
-        .map_err(|e| Error::Internal(anyhow::anyhow!("starting an instance: {e}")))?;
+        let mut people = People::new(&actor.user_id);
+        // A new instance has no approvals to repeat.
+        people.set_approvers(Vec::new());
+        let transition = self
+            .with_people(&mut people, None, |people| {
+                runtime::apply(
+                    &graph,
+                    Snapshot {
+                        variables: &req.variables,
+                        joins: &JoinState::default(),
+                        multi: &MultiState::default(),
+                        open_tasks: &[],
+                        people,
+                    },
+                    Action::Start,
+                    self.limits(),
+                    &mut new_id,
+                )
+            })
+            .await?
+            .map_err(|e| Error::Internal(anyhow::anyhow!("starting an instance: {e}")))?;
 
         let now = self.now();
         let instance_id = new_id();
@@ -204,6 +213,7 @@ impl Workflow {
                     joins: &record.joins,
                     multi: &record.multi,
                     open_tasks: &engine_tasks(&open),
+                    people: &People::default(),
                 },
                 reason,
             );

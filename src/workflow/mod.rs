@@ -8,6 +8,7 @@ mod idempotency;
 pub mod inbound;
 pub mod instances;
 pub mod messages;
+mod people;
 pub mod reminder_types;
 pub mod reminders;
 pub mod tasks;

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     engine::{
+        assignee::People,
         definition::{NodeKind, ProcessDefinition},
         runtime::{self, Action, ActionError, InstanceOutcome, OpenTask, Snapshot, Transition},
     },
@@ -279,13 +280,18 @@ impl Workflow {
                 });
             }
         };
-        let checked = (|| {
+        let checks = (|| {
             if req.via != CompletedVia::Escalation {
                 check_can_complete(&task, actor)?;
             }
-            check_writable(&graph, &task, &req.variables)?;
-            compute_completion(self, &graph, &record, &engine_tasks(&open), actor, req).map_err(
-                |e| match e {
+            check_writable(&graph, &task, &req.variables)
+        })();
+        let checked = match checks {
+            Err(e) => Err(e),
+            Ok(()) => self
+                .compute_completion(&graph, &record, &engine_tasks(&open), actor, req)
+                .await?
+                .map_err(|e| match e {
                     ActionError::UnknownOutcome { outcome, allowed } => Error::invalid(
                         "outcome",
                         format!(
@@ -295,9 +301,8 @@ impl Workflow {
                     other => {
                         Error::Internal(anyhow::anyhow!("completing task {}: {other}", task.id))
                     }
-                },
-            )
-        })();
+                }),
+        };
         let transition = match checked {
             Ok(transition) => transition,
             Err(e) => {
@@ -491,6 +496,7 @@ impl Workflow {
             multi: record.multi.clone(),
             outcome: InstanceOutcome::Running,
             open: Vec::new(),
+            auto_completed: Vec::new(),
             withdraw: Vec::new(),
             cancel: Vec::new(),
             events: Vec::new(),
@@ -573,32 +579,40 @@ pub(crate) struct Reassignment<'a> {
 /// The savepoint a completion inside a caller's transaction is written under.
 const TRANSITION_SAVEPOINT: &str = "rf_transition";
 
-fn compute_completion(
-    workflow: &Workflow,
-    graph: &ProcessDefinition,
-    record: &InstanceRecord,
-    open: &[OpenTask],
-    actor: &Actor,
-    req: &CompleteTask,
-) -> std::result::Result<Transition, ActionError> {
-    runtime::apply(
-        graph,
-        Snapshot {
-            variables: &record.instance.variables,
-            joins: &record.joins,
-            multi: &record.multi,
-            open_tasks: open,
-        },
-        Action::CompleteTask {
-            task_id: &req.task_id,
-            outcome: &req.outcome,
-            comment: &req.comment,
-            completed_by: &actor.user_id,
-            variables: &req.variables,
-        },
-        workflow.limits(),
-        &mut new_id,
-    )
+impl Workflow {
+    /// The engine's transition for a completion, with the people its assignees need loaded.
+    async fn compute_completion(
+        &self,
+        graph: &ProcessDefinition,
+        record: &InstanceRecord,
+        open: &[OpenTask],
+        actor: &Actor,
+        req: &CompleteTask,
+    ) -> Result<std::result::Result<Transition, ActionError>> {
+        let mut people = People::new(&record.instance.started_by);
+        self.with_people(&mut people, Some(&record.instance.id), |people| {
+            runtime::apply(
+                graph,
+                Snapshot {
+                    variables: &record.instance.variables,
+                    joins: &record.joins,
+                    multi: &record.multi,
+                    open_tasks: open,
+                    people,
+                },
+                Action::CompleteTask {
+                    task_id: &req.task_id,
+                    outcome: &req.outcome,
+                    comment: &req.comment,
+                    completed_by: &actor.user_id,
+                    variables: &req.variables,
+                },
+                self.limits(),
+                &mut new_id,
+            )
+        })
+        .await
+    }
 }
 
 fn check_can_complete(task: &Task, actor: &Actor) -> Result<()> {

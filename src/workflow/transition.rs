@@ -24,12 +24,15 @@ use super::{
 };
 use crate::{
     engine::{
-        definition::ProcessDefinition,
+        definition::{APPROVE, ProcessDefinition},
         reminders as plan,
         runtime::{InstanceOutcome, OpenTask, Transition},
     },
     error::Result,
-    model::{Event, Instance, InstanceStatus, Task, TaskEvent, TaskEventKind, TaskStatus, User},
+    model::{
+        CompletedVia, Event, Instance, InstanceStatus, Task, TaskEvent, TaskEventKind, TaskStatus,
+        User,
+    },
     store::{
         Batch, InstanceRecord, Tx,
         writes::{GUARD_CLAIM, GUARD_INSTANCE, GUARD_USER_CHANGED, Source},
@@ -208,6 +211,7 @@ pub(super) async fn prepare(
             completed_at: None,
         })
         .collect();
+    let auto_completed = auto_completed_tasks(&instance, &transition, now);
 
     // Reads, all before the transaction.
     let closing_ids: Vec<String> = closed.iter().map(|(t, _, _)| t.id.clone()).collect();
@@ -283,6 +287,7 @@ pub(super) async fn prepare(
         batch.revoke_approvals(&ids, why);
     }
     batch.insert_tasks(&opened);
+    batch.insert_tasks(&auto_completed);
 
     let mut events: Vec<Event> = transition
         .events
@@ -315,7 +320,13 @@ pub(super) async fn prepare(
 
     let mut published: Vec<TaskEvent> = closed
         .into_iter()
-        .map(|(task, kind, _)| TaskEvent {
+        .map(|(task, kind, _)| (task, kind))
+        .chain(
+            auto_completed
+                .into_iter()
+                .map(|t| (t, TaskEventKind::Completed)),
+        )
+        .map(|(task, kind)| TaskEvent {
             kind,
             task,
             previous_assignee: String::new(),
@@ -415,6 +426,34 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
         view,
         queued_mail: queues_mail,
     })))
+}
+
+/// Tasks the engine passed over as already approved by their assignee (skipIfApprovedBefore):
+/// written completed, never mailed or chased.
+fn auto_completed_tasks(instance: &Instance, transition: &Transition, now: i64) -> Vec<Task> {
+    transition
+        .auto_completed
+        .iter()
+        .map(|new| Task {
+            id: new_id(),
+            instance_id: instance.id.clone(),
+            definition_key: instance.definition_key.clone(),
+            definition_version: instance.definition_version,
+            business_key: instance.business_key.clone(),
+            activity_id: new.activity_id.clone(),
+            name: new.name.clone(),
+            assignee: new.assignee.clone(),
+            status: TaskStatus::Completed,
+            outcome: APPROVE.to_owned(),
+            comment: "approved earlier in this instance (skipIfApprovedBefore)".to_owned(),
+            completed_by: new.assignee.clone(),
+            completed_via: Some(CompletedVia::Auto),
+            group_id: new.group_id.clone(),
+            from_activity: new.from_activity.clone(),
+            created_at: now,
+            completed_at: Some(now),
+        })
+        .collect()
 }
 
 /// The engine's view of open tasks.

@@ -38,3 +38,4 @@ mod signer_mail;
 mod stories;
 mod tls;
 mod watch;
+mod who_approves;

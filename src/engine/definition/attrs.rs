@@ -5,6 +5,7 @@
 use super::builder::ProcessBuilder;
 use super::xml::{Element, Ns};
 use super::{Assignee, MultiInstanceSpec, OutcomeSpec, ReminderTypeDecl, UserTaskSpec};
+use crate::engine::assignee::{AssigneeExpr, AssigneeRules, WhenInitiator, WhenNoAssignee};
 use crate::engine::reminder_rules::{self, EscalationPolicy};
 use crate::{duration::Duration, model::Channel};
 
@@ -35,6 +36,7 @@ impl ProcessBuilder {
             allow_delegate: false,
             writable: Vec::new(),
             multi,
+            rules: AssigneeRules::default(),
         };
         let mut has_assignee = has_default_assignee;
         for attr in element.replyflow_attrs() {
@@ -43,6 +45,15 @@ impl ProcessBuilder {
                 "assignee" => {
                     has_assignee = true;
                     parse_assignee(value).map(|assignee| spec.assignee = assignee)
+                }
+                "whenNoAssignee" => {
+                    WhenNoAssignee::parse(value).map(|rule| spec.rules.when_no_assignee = rule)
+                }
+                "whenAssigneeIsInitiator" => {
+                    WhenInitiator::parse(value).map(|rule| spec.rules.when_initiator = rule)
+                }
+                "skipIfApprovedBefore" => {
+                    parse_flag(value).map(|flag| spec.rules.skip_if_approved_before = flag)
                 }
                 "reminderType" => non_empty(value).map(|name| spec.reminder_type = Some(name)),
                 "emailApproval" => parse_flag(value).map(|flag| spec.email_approval = flag),
@@ -266,7 +277,7 @@ fn missing_assignee_reason(element: &Element) -> String {
         .iter()
         .any(|attr| attr.local == "assignee" && attr.ns != Ns::Replyflow);
     let mut reason =
-        "missing replyflow:assignee (a user id, or ${variable} naming a process variable)"
+        "missing replyflow:assignee (a user id, ${variable}, or CEL such as ${manager(initiator)})"
             .to_owned();
     if foreign {
         reason.push_str("; an assignee attribute of another namespace (e.g. camunda) is not read");
@@ -274,14 +285,23 @@ fn missing_assignee_reason(element: &Element) -> String {
     reason
 }
 
+/// A user id, `${variable}`, or CEL inside `${…}` (compiled here, so a typo is refused at
+/// deploy naming the task).
 fn parse_assignee(value: &str) -> Result<Assignee, String> {
     if let Some(inner) = value.strip_prefix("${") {
-        let name = inner
+        let inner = inner
             .strip_suffix('}')
             .map(str::trim)
-            .filter(|name| is_identifier(name))
-            .ok_or_else(|| format!("'{value}' is not ${{variable}} with a valid variable name"))?;
-        return Ok(Assignee::Variable(name.to_owned()));
+            .filter(|inner| !inner.is_empty())
+            .ok_or_else(|| {
+                format!("'{value}' is not ${{…}} around a variable or a CEL expression")
+            })?;
+        if is_identifier(inner) {
+            return Ok(Assignee::Variable(inner.to_owned()));
+        }
+        return AssigneeExpr::compile(inner)
+            .map(|expr| Assignee::Expression(Box::new(expr)))
+            .map_err(|reason| format!("'{value}' is not a valid CEL expression: {reason}"));
     }
     if value.is_empty() {
         return Err("empty: give a user id or ${variable}".to_owned());
@@ -430,12 +450,15 @@ mod tests {
         for bad in [
             "${}",
             "${1abc}",
-            "${a-b}",
             "${manager",
             "",
             "a b",
             "x${y}",
-            "${a.b}",
+            "${manger(initiator)}",
+            "${manager()}",
+            "${manager(initiator, 21)}",
+            "${initiator.manager()}",
+            "${amount &gt;}",
         ] {
             let xml = with_task(&format!(
                 r#"<userTask id="task" replyflow:assignee="{bad}"/>"#
@@ -455,6 +478,56 @@ mod tests {
                 r#"<userTask id="task" replyflow:assignee="{value}"/>"#
             ));
             assert_eq!(task_spec(&ok(&xml), "task").assignee, expected, "{value}");
+        }
+        for cel in [
+            "${manager(initiator)}",
+            "${manager(initiator, 2)}",
+            "${amount &gt; 1000 ? manager(initiator, 2) : manager(initiator)}",
+            "${form.approver}",
+        ] {
+            let xml = with_task(&format!(
+                r#"<userTask id="task" replyflow:assignee="{cel}"/>"#
+            ));
+            let assignee = task_spec(&ok(&xml), "task").assignee;
+            assert!(
+                matches!(assignee, Assignee::Expression(_)),
+                "{cel}: {assignee:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn assignee_rules_are_read_and_checked() {
+        use crate::engine::assignee::{WhenInitiator, WhenNoAssignee};
+        let xml = with_task(
+            r#"<userTask id="task" replyflow:assignee="${manager(initiator)}"
+                 replyflow:whenNoAssignee="admin:root" replyflow:whenAssigneeIsInitiator="manager"
+                 replyflow:skipIfApprovedBefore="true"/>"#,
+        );
+        let rules = task_spec(&ok(&xml), "task").rules;
+        assert_eq!(rules.when_no_assignee, WhenNoAssignee::Admin("root".into()));
+        assert_eq!(rules.when_initiator, WhenInitiator::Manager);
+        assert!(rules.skip_if_approved_before);
+        let defaults = task_spec(
+            &ok(&with_task(
+                r#"<userTask id="task" replyflow:assignee="a"/>"#,
+            )),
+            "task",
+        )
+        .rules;
+        assert_eq!(defaults.when_no_assignee, WhenNoAssignee::Fail);
+        assert_eq!(defaults.when_initiator, WhenInitiator::SelfDecides);
+        assert!(!defaults.skip_if_approved_before);
+        for (attr, bad) in [
+            ("whenNoAssignee", "admin:"),
+            ("whenNoAssignee", "nobody"),
+            ("whenAssigneeIsInitiator", "boss"),
+            ("skipIfApprovedBefore", "yes"),
+        ] {
+            let xml = with_task(&format!(
+                r#"<userTask id="task" replyflow:assignee="a" replyflow:{attr}="{bad}"/>"#
+            ));
+            assert_error(&xml, "task", &format!("replyflow:{attr}"));
         }
     }
 

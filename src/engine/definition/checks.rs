@@ -2,7 +2,7 @@
 //! screens, and variables a completion may write (DESIGN §12). Kept apart from the parser.
 use std::collections::HashSet;
 
-use super::{Assignee, NodeKind, ProcessBuilder};
+use super::{NodeKind, ProcessBuilder};
 
 impl ProcessBuilder {
     /// Names and labels reach mail subjects, bodies and OA screens: one line, no bidi tricks.
@@ -49,12 +49,10 @@ impl ProcessBuilder {
             .nodes
             .iter()
             .filter_map(|n| match &n.kind {
-                NodeKind::UserTask(spec) => match &spec.assignee {
-                    Assignee::Variable(name) => Some(name.clone()),
-                    Assignee::User(_) => None,
-                },
+                NodeKind::UserTask(spec) => Some(spec.assignee.variables()),
                 _ => None,
             })
+            .flatten()
             .collect();
         let mut problems = Vec::new();
         for node in &self.nodes {
