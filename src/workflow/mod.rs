@@ -13,6 +13,7 @@ pub mod reminder_types;
 pub mod reminders;
 pub mod tasks;
 mod transition;
+mod turns;
 
 use std::{
     collections::HashMap,
@@ -54,6 +55,8 @@ pub struct Workflow {
     manual_interval_ms: i64,
     /// What one engine transition may spend (`limits.max_steps`).
     limits: Limits,
+    /// Transitions of one instance queue here instead of racing (turns.rs).
+    turns: turns::Turns,
 }
 
 impl Workflow {
@@ -69,6 +72,7 @@ impl Workflow {
             mailer,
             manual_interval_ms: 10 * 60 * 1000,
             limits: Limits::default(),
+            turns: turns::Turns::new(),
         }
     }
 

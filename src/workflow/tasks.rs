@@ -137,12 +137,20 @@ impl Workflow {
             // The first read: the instance, found from the task (the task's instance never
             // changes). No request-id lookup first: a retry is recognised when its completion is
             // refused (the task is closed) or when the batch finds its request id taken.
-            let Some(record) = self.store.instance_record_of_task(&req.task_id).await? else {
+            let Some(mut record) = self.store.instance_record_of_task(&req.task_id).await? else {
                 return match request.earlier(&self.store).await? {
                     Some(_) => self.task_and_instance(&req.task_id).await,
                     None => Err(Error::not_found("task", &req.task_id)),
                 };
             };
+            // Held until the write returns: decisions of one instance take turns (turns.rs).
+            let turn = self.turns.take(&record.instance.id).await;
+            if turn.waited {
+                match self.store.instance_record_of_task(&req.task_id).await? {
+                    Some(fresh) => record = fresh,
+                    None => continue,
+                }
+            }
             let prepared = self
                 .prepare_from(actor, record, &req, claim.clone())
                 .await?;
