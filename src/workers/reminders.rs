@@ -2,7 +2,13 @@
 //! second) that fires due reminders in batches of `reminders.batch_size`, one transaction each,
 //! until none is due. Ticks never overlap: a tick that finds the previous one still running is
 //! skipped. Several servers on one PostgreSQL share the work through `SKIP LOCKED` claims.
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
 
 use anyhow::Context;
 use tokio::sync::Mutex;
@@ -17,6 +23,9 @@ pub struct ReminderScheduler {
     schedule: String,
     batch: i64,
     running: Arc<Mutex<()>>,
+    /// Set at shutdown before waiting for the tick in flight: a tick that starts later sees it
+    /// and does nothing (the pool is about to close).
+    stopping: Arc<AtomicBool>,
 }
 
 impl ReminderScheduler {
@@ -30,6 +39,7 @@ impl ReminderScheduler {
             schedule: schedule.to_string(),
             batch: i64::from(batch.max(1)),
             running: Arc::new(Mutex::new(())),
+            stopping: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -38,6 +48,9 @@ impl ReminderScheduler {
         let Ok(_running) = self.running.try_lock() else {
             return Ok(FireReport::default());
         };
+        if self.stopping.load(Ordering::SeqCst) {
+            return Ok(FireReport::default());
+        }
         let mut total = FireReport::default();
         loop {
             let started = Instant::now();
@@ -87,14 +100,15 @@ impl ReminderScheduler {
             .await
             .map_err(|e| anyhow::anyhow!("starting the reminder scheduler: {e}"))?;
         tracing::info!(schedule = %self.schedule, batch = self.batch, "reminder scheduler started");
-        let running = self.running.clone();
+        let (running, stopping) = (self.running.clone(), self.stopping.clone());
         tracker.spawn(async move {
             shutdown.cancelled().await;
+            stopping.store(true, Ordering::SeqCst);
             if let Err(e) = scheduler.shutdown().await {
                 tracing::warn!(error = %e, "reminder scheduler did not stop cleanly");
             }
-            // Let a tick in flight finish its transaction.
-            let _ = running.lock().await;
+            // Let a tick in flight finish its transaction; one that starts after sees `stopping`.
+            drop(running.lock().await);
             tracing::info!("reminder scheduler stopped");
         });
         Ok(())

@@ -1,9 +1,10 @@
 //! The one transition writer (issue 10). Every use case that moves an instance — start,
 //! complete, cancel, and the replies and escalations that complete — decides what to do (the
 //! engine's [`Transition`] plus the tasks it closes itself) and hands that [`Change`] here.
-//! This is the only code that closes and opens tasks, revokes and issues approval contexts,
-//! arms and stops reminders, queues approval mail, and writes the events and the request id of
-//! a transition.
+//! This is the only code that closes and opens tasks, arms and stops reminders, and revokes and
+//! issues the approval contexts of the tasks a transition closes and opens, with their mail,
+//! events and request id. (An approval alone — resend, revoke, a new address — moves no task; it
+//! is decided in `approvals/manage.rs` and written by the same batch builders.)
 //!
 //! Two steps, so that the database's writer is held for as little as possible:
 //! 1. [`prepare`], outside any transaction: reads what the writes need (assignees' addresses,
