@@ -27,6 +27,8 @@ text_enum!(InstanceStatus {
     Completed = "completed",
     Cancelled = "cancelled",
     Failed = "failed",
+    // 挂起: nothing may be decided and its reminders wait until it is resumed.
+    Suspended = "suspended",
 });
 
 text_enum!(TaskStatus {
@@ -240,6 +242,7 @@ text_enum!(
         AuthFailed = "auth_failed",
         Quarantined = "quarantined",
         SeveralFrom = "several_from",
+        Suspended = "suspended",
     }
 );
 

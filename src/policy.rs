@@ -12,7 +12,7 @@
 //! | list every inbound mail, reminder statistics | `admin`, `mail` (inbound) / `deployer` (stats) |
 //! | read an instance, its tasks, approval contexts, reminders, inbound mail | its initiator, a participant (has or had a task in it); a task also its assignee |
 //! | list every reminder | `admin` |
-//! | cancel, remind now, resend or revoke an approval mail | the initiator; resend/revoke also the assignee |
+//! | cancel, suspend, resume, remind now, resend or revoke an approval mail | the initiator; resend/revoke also the assignee |
 //! | decide a task (complete) | its current assignee only — never an admin (four eyes) |
 //! | reassign a task (转办) | its assignee |
 //! | read, mark or watch another user's messages or task stream | only themselves |
@@ -130,6 +130,8 @@ pub enum Action<'a> {
     /// List every reminder, unfiltered.
     ListAllReminders,
     CancelInstance(InstanceAccess<'a>),
+    /// Suspend (挂起) or resume (激活) an instance.
+    SuspendInstance(InstanceAccess<'a>),
     RemindNow(InstanceAccess<'a>),
     /// Resend or revoke the approval mail of a task.
     ManageApprovalMail {
@@ -166,7 +168,9 @@ pub fn can(actor: &Actor, action: Action<'_>) -> Result<(), Error> {
             assignee == me || actor.is_admin() || instance.started_by == me || instance.participant
         }
         Action::ListAllReminders => actor.is_admin(),
-        Action::CancelInstance(i) | Action::RemindNow(i) => actor.is_admin() || i.started_by == me,
+        Action::CancelInstance(i) | Action::SuspendInstance(i) | Action::RemindNow(i) => {
+            actor.is_admin() || i.started_by == me
+        }
         Action::ManageApprovalMail { instance, assignee } => {
             actor.is_admin() || instance.started_by == me || assignee == me
         }
@@ -209,7 +213,7 @@ fn denial(actor: &Actor, action: Action<'_>) -> String {
         Action::ListAllReminders => format!(
             "{who} may list reminders by process_instance_id, task_id or recipient; only an admin lists them all"
         ),
-        Action::CancelInstance(i) | Action::RemindNow(i) => {
+        Action::CancelInstance(i) | Action::SuspendInstance(i) | Action::RemindNow(i) => {
             format!(
                 "only the initiator ({}) or an admin may do this",
                 i.started_by

@@ -105,6 +105,7 @@ pub fn instance_status(status: InstanceStatus) -> pb::InstanceStatus {
         InstanceStatus::Completed => pb::InstanceStatus::Completed,
         InstanceStatus::Cancelled => pb::InstanceStatus::Cancelled,
         InstanceStatus::Failed => pb::InstanceStatus::Failed,
+        InstanceStatus::Suspended => pb::InstanceStatus::Suspended,
     }
 }
 
@@ -115,6 +116,7 @@ pub fn instance_status_filter(value: i32) -> Result<Option<InstanceStatus>> {
         Ok(pb::InstanceStatus::Completed) => Ok(Some(InstanceStatus::Completed)),
         Ok(pb::InstanceStatus::Cancelled) => Ok(Some(InstanceStatus::Cancelled)),
         Ok(pb::InstanceStatus::Failed) => Ok(Some(InstanceStatus::Failed)),
+        Ok(pb::InstanceStatus::Suspended) => Ok(Some(InstanceStatus::Suspended)),
         Err(_) => Err(Error::invalid(
             "status",
             format!("unknown InstanceStatus {value}"),
@@ -222,7 +224,10 @@ pub fn is_signer_task(task: &Task, graph: Option<&ProcessDefinition>) -> bool {
 
 pub fn instance(view: &InstanceView, graph: Option<&ProcessDefinition>) -> pb::ProcessInstance {
     let i = &view.instance;
-    let ended = i.status != InstanceStatus::Running;
+    let ended = !matches!(
+        i.status,
+        InstanceStatus::Running | InstanceStatus::Suspended
+    );
     pb::ProcessInstance {
         id: i.id.clone(),
         definition_key: i.definition_key.clone(),
@@ -503,6 +508,7 @@ pub(super) fn verdict_pb(verdict: Verdict) -> pb::Verdict {
         Verdict::AuthFailed => pb::Verdict::AuthFailed,
         Verdict::Quarantined => pb::Verdict::Quarantined,
         Verdict::SeveralFrom => pb::Verdict::SeveralFrom,
+        Verdict::Suspended => pb::Verdict::Suspended,
     }
 }
 

@@ -178,4 +178,40 @@ impl pb::workflow_service_server::WorkflowService for WorkflowApi {
             .await?;
         Ok(Response::new(self.instance_pb(&view).await))
     }
+
+    async fn suspend_process_instance(
+        &self,
+        request: Request<pb::SuspendProcessInstanceRequest>,
+    ) -> Result<Response<pb::ProcessInstance>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let view = self
+            .workflow
+            .suspend_instance(
+                &actor,
+                &req.process_instance_id,
+                &req.comment,
+                &req.request_id,
+            )
+            .await?;
+        Ok(Response::new(self.instance_pb(&view).await))
+    }
+
+    async fn resume_process_instance(
+        &self,
+        request: Request<pb::ResumeProcessInstanceRequest>,
+    ) -> Result<Response<pb::ProcessInstance>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let view = self
+            .workflow
+            .resume_instance(
+                &actor,
+                &req.process_instance_id,
+                &req.comment,
+                &req.request_id,
+            )
+            .await?;
+        Ok(Response::new(self.instance_pb(&view).await))
+    }
 }

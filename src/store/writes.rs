@@ -418,6 +418,26 @@ impl Batch {
         }
     }
 
+    /// 挂起: the instance's waiting reminders stop being due and keep what was left of their
+    /// wait (an overdue one keeps nothing: it fires at once on resume).
+    pub fn pause_reminders(&mut self, instance_id: &str, now: i64) {
+        self.exec(
+            "UPDATE reminders SET paused_ms = CASE WHEN next_fire_at > $2 THEN next_fire_at - $2 \
+             ELSE 0 END, next_fire_at = NULL WHERE instance_id = $1 AND next_fire_at IS NOT NULL",
+            vec![instance_id.into(), now.into()],
+        );
+    }
+
+    /// 激活: the reminders [`Batch::pause_reminders`] held wait what was left of their wait
+    /// from `now`.
+    pub fn resume_reminders(&mut self, instance_id: &str, now: i64) {
+        self.exec(
+            "UPDATE reminders SET next_fire_at = $2 + paused_ms, paused_ms = NULL \
+             WHERE instance_id = $1 AND paused_ms IS NOT NULL",
+            vec![instance_id.into(), now.into()],
+        );
+    }
+
     pub fn insert_events(&mut self, events: &[Event]) -> Result<()> {
         let mut rows = Vec::with_capacity(events.len());
         for e in events {

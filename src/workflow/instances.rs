@@ -1,16 +1,16 @@
 //! Starting, reading and cancelling instances, and writing an engine transition.
 use serde_json::{Map, Value};
 
-use super::transition::{self, Change, Done, Ready, Written, engine_tasks, status_of};
+use super::transition::{self, Change, Done, Hold, Ready, Written, engine_tasks, status_of};
 use super::{Actor, InstanceView, Workflow, idempotency::RequestId, new_id};
 use crate::{
     engine::{
         assignee::People,
         multi::MultiState,
-        runtime::{self, Action, JoinState, Snapshot},
+        runtime::{self, Action, InstanceOutcome, JoinState, Snapshot, Transition},
     },
     error::{Error, Result},
-    model::{Instance, InstanceStatus, Page},
+    model::{Event, Instance, InstanceStatus, Page},
     store::{InstanceFilter, InstanceRecord, PageRequest, Step, writes::Source},
 };
 
@@ -96,6 +96,7 @@ impl Workflow {
             open_before: Vec::new(),
             closing: Vec::new(),
             handover: None,
+            hold: None,
             events: Vec::new(),
             actor: actor.user_id.clone(),
             claim: request.claim(&instance_id),
@@ -142,7 +143,12 @@ impl Workflow {
         let running: Vec<String> = page
             .items
             .iter()
-            .filter(|i| i.status == InstanceStatus::Running)
+            .filter(|i| {
+                matches!(
+                    i.status,
+                    InstanceStatus::Running | InstanceStatus::Suspended
+                )
+            })
             .map(|i| i.id.clone())
             .collect();
         let mut open = self.store.open_tasks_of(&running).await?;
@@ -194,7 +200,12 @@ impl Workflow {
                 // Cancelling twice is a retry, not an error: answer with the cancelled instance.
                 return self.instance(id).await;
             }
-            if record.instance.status != InstanceStatus::Running {
+            // A suspended instance may still be cancelled: suspending holds decisions, not the
+            // initiator's withdrawal of the whole request.
+            if !matches!(
+                record.instance.status,
+                InstanceStatus::Running | InstanceStatus::Suspended
+            ) {
                 return Err(Error::FailedPrecondition(format!(
                     "instance is {} and cannot be cancelled",
                     record.instance.status.as_str()
@@ -225,6 +236,7 @@ impl Workflow {
                 open_before: open,
                 closing: Vec::new(),
                 handover: None,
+                hold: None,
                 events: Vec::new(),
                 actor: actor.user_id.clone(),
                 claim: request.claim(id),
@@ -243,6 +255,147 @@ impl Workflow {
         }
         Err(Error::Aborted(format!(
             "process instance {id} kept changing while it was being cancelled; send the same request again"
+        )))
+    }
+
+    /// 挂起: SuspendProcessInstance.
+    pub async fn suspend_instance(
+        &self,
+        actor: &Actor,
+        id: &str,
+        comment: &str,
+        request_id: &str,
+    ) -> Result<InstanceView> {
+        self.hold_instance(actor, id, comment, request_id, Hold::Suspend)
+            .await
+    }
+
+    /// 激活: ResumeProcessInstance.
+    pub async fn resume_instance(
+        &self,
+        actor: &Actor,
+        id: &str,
+        comment: &str,
+        request_id: &str,
+    ) -> Result<InstanceView> {
+        self.hold_instance(actor, id, comment, request_id, Hold::Resume)
+            .await
+    }
+
+    /// 挂起 (`Hold::Suspend`, a running instance) or 激活 (`Hold::Resume`, a suspended one): one
+    /// transition that moves no task, sets the status, holds or releases the instance's waiting
+    /// reminders and writes `instance_suspended` / `instance_resumed`. The initiator or an admin.
+    async fn hold_instance(
+        &self,
+        actor: &Actor,
+        id: &str,
+        comment: &str,
+        request_id: &str,
+        hold: Hold,
+    ) -> Result<InstanceView> {
+        let (use_case, kind, from, verb) = match hold {
+            Hold::Suspend => (
+                "suspend_instance",
+                "instance_suspended",
+                InstanceStatus::Running,
+                "suspended",
+            ),
+            Hold::Resume => (
+                "resume_instance",
+                "instance_resumed",
+                InstanceStatus::Suspended,
+                "resumed",
+            ),
+        };
+        let request = RequestId::new(use_case, actor, request_id, &[id, comment])?;
+        if id.is_empty() {
+            return Err(Error::invalid("process_instance_id", "required"));
+        }
+        crate::bounds::check_text("comment", comment, crate::bounds::MAX_COMMENT_LEN)?;
+        if request.earlier(&self.store).await?.is_some() {
+            return self.instance(id).await;
+        }
+        for _ in 0..super::tasks::PREPARE_ATTEMPTS {
+            let now = self.now();
+            let record = self
+                .store
+                .instance_record(id)
+                .await?
+                .ok_or_else(|| Error::not_found("process instance", id))?;
+            crate::policy::can(
+                actor,
+                crate::policy::Action::SuspendInstance(crate::policy::InstanceAccess {
+                    started_by: &record.instance.started_by,
+                    participant: false,
+                }),
+            )?;
+            let status = record.instance.status;
+            if status != from {
+                let why = match (hold, status) {
+                    (Hold::Suspend, InstanceStatus::Suspended) => "is already suspended".into(),
+                    (Hold::Resume, InstanceStatus::Running) => {
+                        "is running, not suspended: nothing to resume".into()
+                    }
+                    (_, other) => format!("is {} and cannot be {verb}", other.as_str()),
+                };
+                return Err(Error::FailedPrecondition(format!("instance {id} {why}")));
+            }
+            let open = self.store.open_tasks(id).await?;
+            let graph = self
+                .graph_of(
+                    &record.instance.definition_key,
+                    record.instance.definition_version,
+                )
+                .await?;
+            // Nothing moves in the process: the engine's part of the change is the state as it is.
+            let unchanged = Transition {
+                variables: record.instance.variables.clone(),
+                joins: record.joins.clone(),
+                multi: record.multi.clone(),
+                outcome: InstanceOutcome::Running,
+                open: Vec::new(),
+                auto_completed: Vec::new(),
+                withdraw: Vec::new(),
+                cancel: Vec::new(),
+                events: Vec::new(),
+            };
+            let change = Change {
+                graph,
+                record,
+                start: false,
+                transition: unchanged,
+                open_before: open,
+                closing: Vec::new(),
+                handover: None,
+                hold: Some(hold),
+                events: vec![Event {
+                    instance_id: id.to_string(),
+                    at: now,
+                    kind: kind.into(),
+                    activity_id: String::new(),
+                    actor: actor.user_id.clone(),
+                    detail: serde_json::json!({ "comment": comment }),
+                }],
+                actor: actor.user_id.clone(),
+                claim: request.claim(id),
+                now,
+            };
+            let ready =
+                transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?;
+            match self.write_ready(ready).await? {
+                Written::Done(done) => {
+                    tracing::info!(instance = %id, by = %actor.user_id, "instance {verb}");
+                    return Ok(self.after_commit(done));
+                }
+                Written::Claimed => {
+                    request.taken(&self.store).await?;
+                    return self.instance(id).await;
+                }
+                Written::Stale => continue,
+            }
+        }
+        Err(Error::Aborted(format!(
+            "process instance {id} kept changing while it was being {verb}; send the same request again"
         )))
     }
 

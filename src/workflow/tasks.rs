@@ -24,7 +24,10 @@ use crate::{
         runtime::{self, Action, ActionError, InstanceOutcome, OpenTask, Snapshot, Transition},
     },
     error::{Error, Result},
-    model::{CompletedVia, Event, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
+    model::{
+        CompletedVia, Event, Instance, InstanceStatus, Page, Task, TaskEvent, TaskEventKind,
+        TaskStatus,
+    },
     policy,
     store::{InstanceRecord, PageRequest, TaskFilter, Tx, writes::Source},
 };
@@ -292,6 +295,7 @@ impl Workflow {
             if req.via != CompletedVia::Escalation {
                 check_can_complete(&task, actor)?;
             }
+            check_not_suspended(&record.instance)?;
             check_writable(&graph, &task, &req.variables)
         })();
         let checked = match checks {
@@ -343,6 +347,7 @@ impl Workflow {
                 why: format!("task completed via {}", req.via.as_str()),
             }],
             handover: None,
+            hold: None,
             events: Vec::new(),
             actor: actor.user_id.clone(),
             claim,
@@ -456,6 +461,7 @@ impl Workflow {
         if task.status != TaskStatus::Open {
             return Err(closed(&task));
         }
+        check_not_suspended(&record.instance)?;
         if r.new_assignee == task.assignee {
             return Err(Error::invalid(
                 "new_assignee",
@@ -521,6 +527,7 @@ impl Workflow {
                 previous_assignee: task.assignee.clone(),
                 why: format!("task reassigned to {}", r.new_assignee),
             }),
+            hold: None,
             events: vec![Event {
                 instance_id: task.instance_id.clone(),
                 at: now,
@@ -666,6 +673,17 @@ fn check_writable(
             ),
         )),
     }
+}
+
+/// 挂起: nothing of a suspended instance is decided or handed on until it is resumed.
+pub(super) fn check_not_suspended(instance: &Instance) -> Result<()> {
+    if instance.status == InstanceStatus::Suspended {
+        return Err(Error::FailedPrecondition(format!(
+            "instance {} is suspended: nothing can be decided until it is resumed (ResumeProcessInstance)",
+            instance.id
+        )));
+    }
+    Ok(())
 }
 
 fn closed(task: &Task) -> Error {

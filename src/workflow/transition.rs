@@ -70,6 +70,14 @@ pub(super) struct Handover {
     pub why: String,
 }
 
+/// 挂起/激活: the instance's status is set by the use case, not the engine, and its waiting
+/// reminders are held or released in the same batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    Suspend,
+    Resume,
+}
+
 /// What a use case decided.
 #[derive(Debug, Clone)]
 pub(super) struct Change {
@@ -83,6 +91,8 @@ pub(super) struct Change {
     pub open_before: Vec<Task>,
     pub closing: Vec<Closing>,
     pub handover: Option<Handover>,
+    /// Suspends or resumes the instance (the engine's transition then moves nothing).
+    pub hold: Option<Hold>,
     /// The use case's own audit events, written after the engine's and the mail's.
     pub events: Vec<Event>,
     /// Who acts, recorded on the engine's events.
@@ -145,13 +155,17 @@ pub(super) async fn prepare(
         open_before,
         closing,
         handover,
+        hold,
         events: own_events,
         actor,
         claim,
         now,
     } = change;
     let instance_id = record.instance.id.clone();
-    let (status, error) = status_of(&transition.outcome);
+    let (status, error) = match hold {
+        Some(Hold::Suspend) => (InstanceStatus::Suspended, String::new()),
+        _ => status_of(&transition.outcome),
+    };
     let instance = Instance {
         variables: transition.variables.clone(),
         status,
@@ -269,6 +283,11 @@ pub(super) async fn prepare(
     guarded_users.sort_by(|a, b| a.id.cmp(&b.id));
     for user in guarded_users {
         batch.user_unchanged(user);
+    }
+    match hold {
+        Some(Hold::Suspend) => batch.pause_reminders(&instance_id, now),
+        Some(Hold::Resume) => batch.resume_reminders(&instance_id, now),
+        None => {}
     }
     let closed_tasks: Vec<Task> = closed.iter().map(|(t, _, _)| t.clone()).collect();
     batch.close_tasks(&closed_tasks);

@@ -36,6 +36,7 @@ mod replies;
 mod requests;
 mod signer_mail;
 mod stories;
+mod suspend;
 mod tls;
 mod watch;
 mod who_approves;

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     mail::reply::BounceReport,
-    model::{ApprovalContext, ApprovalStatus, InboundEmail, Verdict},
+    model::{ApprovalContext, ApprovalStatus, InboundEmail, InstanceStatus, Verdict},
     store::Tx,
     workflow::{
         Actor, Workflow,
@@ -126,7 +126,10 @@ impl Workflow {
             }
             Err(Error::FailedPrecondition(_) | Error::PermissionDenied(_)) => {
                 self.undo_mail(batch).await?;
-                let judgement = self.already_handled(context).await?;
+                let judgement = match self.suspended(context).await? {
+                    Some(judgement) => judgement,
+                    None => self.already_handled(context).await?,
+                };
                 self.record(batch, record, facts, judgement).await
             }
             Err(Error::InvalidArgument { reason, .. }) => {
@@ -136,6 +139,25 @@ impl Workflow {
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// 挂起: a reply to a suspended instance decides nothing, and its approval stays pending for
+    /// a reply after the instance is resumed.
+    async fn suspended(&self, context: &ApprovalContext) -> Result<Option<Judgement>> {
+        let instance = self.instance(&context.instance_id).await?.instance;
+        Ok((instance.status == InstanceStatus::Suspended).then(|| {
+            judged(
+                Verdict::Suspended,
+                format!(
+                    "the request {} is suspended; nothing was decided",
+                    if instance.business_key.is_empty() {
+                        &instance.id
+                    } else {
+                        &instance.business_key
+                    }
+                ),
+            )
+        }))
     }
 
     /// Why a reply to `context` comes too late, from its task as committed now.

@@ -95,6 +95,8 @@ impl Workflow {
                 task.status.as_str()
             )));
         }
+        // 挂起: a suspended request is not chased, by hand or by schedule.
+        crate::workflow::tasks::check_not_suspended(instance)?;
         let user = tx.user(&task.assignee).await?.ok_or_else(|| {
             Error::FailedPrecondition(format!("{} is not in the directory", task.assignee))
         })?;
