@@ -196,6 +196,8 @@ text_enum!(
         Reminder = "reminder",
         Answer = "answer",
         Sms = "sms",
+        // 抄送: an FYI mail, no reply token.
+        Cc = "cc",
     }
 );
 
@@ -349,6 +351,7 @@ text_enum!(
         ManualReminder = "manual_reminder",
         Escalation = "escalation",
         Notice = "notice",
+        Cc = "cc",
     }
 );
 

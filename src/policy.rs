@@ -13,6 +13,7 @@
 //! | read an instance, its tasks, approval contexts, reminders, inbound mail | its initiator, a participant (has or had a task in it); a task also its assignee |
 //! | list every reminder | `admin` |
 //! | cancel, suspend, resume, remind now, resend or revoke an approval mail | the initiator; resend/revoke also the assignee |
+//! | copy users in on an instance (抄送) | the initiator, a participant, `admin` |
 //! | decide a task (complete) | its current assignee only — never an admin (four eyes) |
 //! | reassign a task (转办) | its assignee |
 //! | read, mark or watch another user's messages or task stream | only themselves |
@@ -130,6 +131,8 @@ pub enum Action<'a> {
     /// List every reminder, unfiltered.
     ListAllReminders,
     CancelInstance(InstanceAccess<'a>),
+    /// Copy users in on an instance (抄送).
+    CarbonCopy(InstanceAccess<'a>),
     /// Suspend (挂起) or resume (激活) an instance.
     SuspendInstance(InstanceAccess<'a>),
     RemindNow(InstanceAccess<'a>),
@@ -163,7 +166,9 @@ pub fn can(actor: &Actor, action: Action<'_>) -> Result<(), Error> {
         Action::UpsertUser => actor.has(Role::Directory),
         Action::SubmitInboundEmail | Action::ListAllInboundEmails => actor.has(Role::Mail),
         Action::ReminderStats => actor.has(Role::Deployer),
-        Action::ReadInstance(i) => actor.is_admin() || i.started_by == me || i.participant,
+        Action::ReadInstance(i) | Action::CarbonCopy(i) => {
+            actor.is_admin() || i.started_by == me || i.participant
+        }
         Action::ReadTask { assignee, instance } => {
             assignee == me || actor.is_admin() || instance.started_by == me || instance.participant
         }
@@ -210,6 +215,10 @@ fn denial(actor: &Actor, action: Action<'_>) -> String {
         Action::ReadInstance(_) | Action::ReadTask { .. } => {
             format!("{who} neither started this instance nor takes part in it")
         }
+        Action::CarbonCopy(i) => format!(
+            "only the initiator ({}), an assignee of one of its tasks or an admin may copy people in",
+            i.started_by
+        ),
         Action::ListAllReminders => format!(
             "{who} may list reminders by process_instance_id, task_id or recipient; only an admin lists them all"
         ),

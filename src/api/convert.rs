@@ -676,6 +676,7 @@ pub(super) fn message_kind_pb(kind: MessageKind) -> pb::MessageKind {
         MessageKind::ManualReminder => pb::MessageKind::ManualReminder,
         MessageKind::Escalation => pb::MessageKind::Escalation,
         MessageKind::Notice => pb::MessageKind::Notice,
+        MessageKind::Cc => pb::MessageKind::Cc,
     }
 }
 

@@ -62,6 +62,27 @@ impl pb::reminder_service_server::ReminderService for ReminderApi {
         reminder_runs::remind_now(&self.workflow, request).await
     }
 
+    async fn carbon_copy(
+        &self,
+        request: Request<pb::CarbonCopyRequest>,
+    ) -> Result<Response<pb::CarbonCopyResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let user_ids = self
+            .workflow
+            .carbon_copy(
+                &actor,
+                crate::workflow::carbon_copy::CarbonCopy {
+                    process_instance_id: req.process_instance_id,
+                    user_ids: req.user_ids,
+                    comment: req.comment,
+                    request_id: req.request_id,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::CarbonCopyResponse { user_ids }))
+    }
+
     async fn reminder_stats(
         &self,
         request: Request<pb::ReminderStatsRequest>,

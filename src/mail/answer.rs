@@ -38,8 +38,9 @@ static EMBEDDED: LazyLock<Result<AnswerTemplates, String>> =
 
 /// The verdicts the templates are checked with at load time (the names `Verdict` and the
 /// reply reader give; anything else takes the template's last branch).
-const SAMPLE_VERDICTS: [&str; 13] = [
+const SAMPLE_VERDICTS: [&str; 14] = [
     "applied",
+    "suspended",
     "already_used",
     "task_closed",
     "ambiguous",

@@ -40,6 +40,8 @@ pub struct Mailer {
     reminder_texts: crate::mail::reminder_texts::ReminderTexts,
     /// Answers to received replies; overridable from `mail.templates_dir` too.
     answer_templates: crate::mail::answer::AnswerTemplates,
+    /// Carbon copies (抄送): FYI mail without a reply token.
+    cc_templates: crate::mail::cc::CcTemplates,
     keys: KeyRing,
     from: Mailbox,
     reply_box: String,
@@ -103,6 +105,7 @@ impl Mailer {
             templates,
             reminder_texts: crate::mail::reminder_texts::ReminderTexts::load(templates_dir)?,
             answer_templates: crate::mail::answer::AnswerTemplates::load(templates_dir)?,
+            cc_templates: crate::mail::cc::CcTemplates::load(templates_dir)?,
             keys,
             from,
             reply_box: reply_box.to_string(),
@@ -391,6 +394,49 @@ impl Mailer {
             recipient: user.email.clone(),
             sender: self.from.address.clone(),
             message_id: message_id.to_string(),
+            body,
+            status: OutboxStatus::Queued,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: String::new(),
+            created_at: now,
+            sent_at: None,
+            fallback: String::new(),
+        })
+    }
+
+    /// A carbon copy's title and text, for the in-system message.
+    pub(super) fn cc_text(&self, mail: &crate::mail::cc::CcMail) -> Result<(String, String)> {
+        self.cc_templates
+            .text(mail)
+            .map_err(|e| Error::Internal(e.context("rendering a carbon copy")))
+    }
+
+    /// A carbon copy's FYI mail, ready for the outbox: no approval context, no reply token.
+    pub(super) fn cc_mail(
+        &self,
+        mut mail: crate::mail::cc::CcMail,
+        now: i64,
+    ) -> Result<OutboxMail> {
+        mail.from = self.from.clone();
+        mail.message_id = format!(
+            "<rf.cc.{}@{}>",
+            uuid::Uuid::now_v7().simple(),
+            self.reply_domain
+        );
+        mail.date = now;
+        let body = self
+            .cc_templates
+            .render(&mail)
+            .map_err(|e| Error::Internal(e.context("rendering a carbon copy")))?;
+        Ok(OutboxMail {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: OutboxKind::Cc,
+            context_id: String::new(),
+            task_id: String::new(),
+            recipient: mail.to.clone(),
+            sender: self.from.address.clone(),
+            message_id: mail.message_id.clone(),
             body,
             status: OutboxStatus::Queued,
             attempts: 0,

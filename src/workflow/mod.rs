@@ -3,6 +3,7 @@
 //! and (later) the reply reader both end here, so email is just another way to act.
 mod access;
 pub mod approvals;
+pub mod carbon_copy;
 mod definitions;
 mod idempotency;
 pub mod inbound;

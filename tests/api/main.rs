@@ -21,6 +21,7 @@ mod authz;
 mod bad_input;
 mod binary;
 mod branches;
+mod carbon_copy;
 mod concurrency;
 mod group_commit;
 mod identity;

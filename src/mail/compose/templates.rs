@@ -146,6 +146,7 @@ fn check_override_dir(dir: &Path) -> anyhow::Result<()> {
         let known = EMBEDDED
             .iter()
             .chain(crate::mail::answer::TEMPLATES.iter())
+            .chain(crate::mail::cc::TEMPLATES.iter())
             .chain(crate::mail::reminder_texts::TEMPLATES.iter())
             .map(|(n, _)| *n);
         if !name.starts_with('.') && !known.clone().any(|n| n == name) {
