@@ -132,6 +132,16 @@ pub struct UserTaskSpec {
     pub multi: Option<Box<MultiInstanceSpec>>,
     /// `replyflow:whenNoAssignee`, `whenAssigneeIsInitiator`, `skipIfApprovedBefore`.
     pub rules: AssigneeRules,
+    /// `replyflow:cc` (抄送): who is copied in when the task opens.
+    pub cc: Option<CcList>,
+}
+
+/// `replyflow:cc`: a variable holding a list of user ids (`${cc_users}`), or ids written out
+/// (`"carol, dave"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CcList {
+    Variable(String),
+    Users(Vec<String>),
 }
 
 /// A multi-instance user task (会签 / 或签 / 票签 / 顺序会签): one task per element of a list

@@ -361,6 +361,33 @@ impl Batch {
         );
     }
 
+    /// In-system messages written with a transition (抄送 as a task opens).
+    pub fn insert_messages(&mut self, messages: &[crate::model::Message]) {
+        let rows = messages
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.as_str().into(),
+                    m.user_id.as_str().into(),
+                    m.kind.as_str().into(),
+                    m.title.as_str().into(),
+                    m.body.as_str().into(),
+                    m.task_id.as_str().into(),
+                    m.instance_id.as_str().into(),
+                    m.sender.as_str().into(),
+                    m.read_at.unwrap_or(0).into(),
+                    m.created_at.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            self,
+            "INSERT INTO messages (id, user_id, kind, title, body, task_id, instance_id, sender, read_at, created_at)",
+            10,
+            rows,
+        );
+    }
+
     pub fn insert_reminders(&mut self, reminders: &[Reminder]) {
         let rows = reminders
             .iter()

@@ -4,21 +4,144 @@
 //! asked of them and no task is created. ReminderService.CarbonCopy does it on demand, for a
 //! participant of the instance.
 //!
-//! It moves nothing in the process — no task, no instance state, no reminder — so it is not a
+//! A user task with `replyflow:cc` copies its users in as it opens: the transition writer asks
+//! [`cc_users_of`] whom to read and [`copies_of_opened`] what to write, in its own batch.
+//!
+//! CarbonCopy moves nothing in the process — no task, no instance state, no reminder — so it is not a
 //! transition through `transition.rs`: one transaction records the request id, the messages, the
 //! mails and the `carbon_copied` audit event together.
-use serde_json::json;
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
 
 use super::{Actor, Workflow, idempotency::RequestId, new_id};
 use crate::{
+    engine::definition::{CcList, NodeKind, ProcessDefinition},
     error::{Error, Result},
     mail::{
         cc::CcMail,
         compose::{Locale, Mailbox},
     },
-    model::{Event, InstanceStatus, Message, MessageKind},
+    model::{Event, Instance, InstanceStatus, Message, MessageKind, OutboxMail, Task, User},
     policy,
 };
+
+/// The users `replyflow:cc` names for a task of `activity_id`, from the instance's variables
+/// (a list of ids, or one id); each once.
+fn cc_list(graph: &ProcessDefinition, instance: &Instance, activity_id: &str) -> Vec<String> {
+    let Some(NodeKind::UserTask(spec)) = graph.node(activity_id).map(|(_, n)| &n.kind) else {
+        return Vec::new();
+    };
+    let named: Vec<String> = match &spec.cc {
+        None => return Vec::new(),
+        Some(CcList::Users(users)) => users.clone(),
+        Some(CcList::Variable(name)) => match instance.variables.get(name) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(|s| s.trim().to_string()))
+                .collect(),
+            Some(Value::String(one)) => vec![one.trim().to_string()],
+            _ => Vec::new(),
+        },
+    };
+    let mut users: Vec<String> = Vec::new();
+    for user in named {
+        if !user.is_empty() && !users.contains(&user) {
+            users.push(user);
+        }
+    }
+    users.truncate(MAX_CC_USERS);
+    users
+}
+
+/// Everyone the opened tasks copy in, to read from the directory with the assignees.
+pub(super) fn cc_users_of(
+    graph: &ProcessDefinition,
+    instance: &Instance,
+    opened: &[Task],
+) -> Vec<String> {
+    let mut all: Vec<String> = opened
+        .iter()
+        .flat_map(|t| cc_list(graph, instance, &t.activity_id))
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// The messages, FYI mails and `carbon_copied` events of the opened tasks' `replyflow:cc`. A
+/// user the directory does not know (the list is data, checked only now) is left out and named
+/// in the event.
+pub(super) fn copies_of_opened(
+    mailer: &super::approvals::Mailer,
+    graph: &ProcessDefinition,
+    instance: &Instance,
+    opened: &[Task],
+    users: &HashMap<String, User>,
+    now: i64,
+) -> Result<(Vec<Message>, Vec<OutboxMail>, Vec<Event>)> {
+    let (mut messages, mut mails, mut events) = (Vec::new(), Vec::new(), Vec::new());
+    for task in opened {
+        let named = cc_list(graph, instance, &task.activity_id);
+        if named.is_empty() {
+            continue;
+        }
+        let (mut copied, mut unknown) = (Vec::new(), Vec::new());
+        for user_id in &named {
+            let Some(user) = users.get(user_id) else {
+                unknown.push(user_id.clone());
+                continue;
+            };
+            let mail = CcMail {
+                locale: Locale::from_tag(&user.locale),
+                from: Mailbox {
+                    name: String::new(),
+                    address: String::new(),
+                },
+                to: user.email.clone(),
+                message_id: String::new(),
+                date: now,
+                process: graph.name.clone(),
+                business_key: instance.business_key.clone(),
+                sender: String::new(),
+                task_name: task.name.clone(),
+                comment: String::new(),
+                shown: Vec::new(),
+            };
+            let (title, body) = mailer.cc_text(&mail)?;
+            messages.push(Message {
+                id: new_id(),
+                user_id: user_id.clone(),
+                kind: MessageKind::Cc,
+                title,
+                body,
+                task_id: task.id.clone(),
+                instance_id: instance.id.clone(),
+                sender: String::new(),
+                read_at: None,
+                created_at: now,
+            });
+            if !user.email.trim().is_empty() {
+                match mailer.cc_mail(mail, now) {
+                    Ok(outbox) => mails.push(outbox),
+                    Err(e) => {
+                        tracing::warn!(user = %user_id, error = %format!("{e:#}"), "carbon copy not mailed")
+                    }
+                }
+            }
+            copied.push(user_id.clone());
+        }
+        events.push(Event {
+            instance_id: instance.id.clone(),
+            at: now,
+            kind: "carbon_copied".into(),
+            activity_id: task.activity_id.clone(),
+            actor: String::new(),
+            detail: json!({"task_id": task.id, "to": copied, "unknown": unknown, "via": "replyflow:cc"}),
+        });
+    }
+    Ok((messages, mails, events))
+}
 
 /// At most this many users copied in one call.
 pub const MAX_CC_USERS: usize = 100;

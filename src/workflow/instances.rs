@@ -417,6 +417,7 @@ impl Workflow {
     /// After a transition committed: tell watchers and the outbox worker; the caller's answer.
     pub(super) fn after_commit(&self, done: Box<Done>) -> InstanceView {
         self.publish(done.published);
+        self.publish_messages(done.messages);
         if done.queued_mail {
             self.mailer.wake().notify_one();
         }

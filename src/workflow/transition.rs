@@ -31,8 +31,8 @@ use crate::{
     },
     error::Result,
     model::{
-        CompletedVia, Event, Instance, InstanceStatus, Task, TaskEvent, TaskEventKind, TaskStatus,
-        User,
+        CompletedVia, Event, Instance, InstanceStatus, Message, Task, TaskEvent, TaskEventKind,
+        TaskStatus, User,
     },
     store::{
         Batch, InstanceRecord, Tx,
@@ -114,6 +114,8 @@ pub(super) struct Ready {
     /// The engine's and the approval mails' events, written before the reminders'.
     events: Vec<Event>,
     published: Vec<TaskEvent>,
+    /// Messages of the transition (抄送), published after the commit.
+    messages: Vec<Message>,
     view: InstanceView,
     guarded: bool,
     claimed: bool,
@@ -135,6 +137,8 @@ pub(super) enum Written {
 pub(super) struct Done {
     /// Task events to publish after the commit.
     pub published: Vec<TaskEvent>,
+    /// Messages to publish after the commit.
+    pub messages: Vec<Message>,
     pub view: InstanceView,
     /// Mail was queued: wake the outbox worker after the commit.
     pub queued_mail: bool,
@@ -253,6 +257,12 @@ pub(super) async fn prepare(
     let reminders = plan::plan(&graph, &transition, &engine_tasks(&open_before));
     let (armed, arm_events) = arm::arm(&mut source, &graph, &instance, &reminders, now).await?;
 
+    // 抄送: the users the opened tasks copy in (replyflow:cc).
+    let copied = super::carbon_copy::cc_users_of(&graph, &instance, &opened);
+    let cc_users = source.users_by_id(&copied).await?;
+    let (cc_messages, cc_mails, cc_events) =
+        super::carbon_copy::copies_of_opened(mailer, &graph, &instance, &opened, &cc_users, now)?;
+
     let mut batch = Batch::new();
     if let Some(c) = &claim {
         batch.claim_request(&c.scope, &c.request_id, &c.fingerprint, &c.result_id, now);
@@ -333,9 +343,12 @@ pub(super) async fn prepare(
             events.push(opened.event);
         }
     }
+    events.extend(cc_events);
     events.extend(own_events);
+    mails.extend(cc_mails);
     batch.insert_approvals(&contexts)?;
     batch.insert_outbox(&mails);
+    batch.insert_messages(&cc_messages);
     batch.insert_reminders(&armed);
 
     let mut published: Vec<TaskEvent> = closed
@@ -387,6 +400,7 @@ pub(super) async fn prepare(
         arm_events,
         events,
         published,
+        messages: cc_messages,
         view: InstanceView {
             instance,
             open_tasks: open_after,
@@ -412,6 +426,7 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
         arm_events,
         mut events,
         published,
+        messages,
         view,
         guarded,
         claimed,
@@ -443,6 +458,7 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
     }
     Ok(Written::Done(Box::new(Done {
         published,
+        messages,
         view,
         queued_mail: queues_mail,
     })))

@@ -157,3 +157,72 @@ async fn nobody_is_copied_in_on_a_finished_request() {
     assert_refused(&err, Code::InvalidArgument, &["user_ids"]);
     app.stop().await;
 }
+
+fn cc_definition(cc: &str) -> String {
+    format!(
+        r#"<definitions xmlns="http://www.omg.org/spec/BPMN/20100524/MODEL"
+             xmlns:replyflow="https://replyflow.dev/schema/1">
+           <process id="copied" name="采购申请" isExecutable="true">
+             <startEvent id="s"/>
+             <userTask id="a1" name="经理审批" replyflow:assignee="mary" replyflow:cc="{cc}"/>
+             <userTask id="a2" name="财务审批" replyflow:assignee="fred" replyflow:cc="dave"/>
+             <endEvent id="e"/>
+             <sequenceFlow id="f1" sourceRef="s" targetRef="a1"/>
+             <sequenceFlow id="f2" sourceRef="a1" targetRef="a2"/>
+             <sequenceFlow id="f3" sourceRef="a2" targetRef="e"/>
+           </process></definitions>"#
+    )
+}
+
+#[tokio::test]
+async fn a_task_with_replyflow_cc_copies_its_users_in_as_it_opens() {
+    let app = spawn_app().await;
+    for user in ["mary", "fred", "dave"] {
+        app.add_user(user, "").await;
+    }
+    app.add_user_with("carol", "carol@example.com", "zh-CN")
+        .await;
+    let err = app
+        .deploy_xml(&cc_definition("${not a name}"))
+        .await
+        .expect_err("bad cc");
+    assert_refused(&err, Code::InvalidArgument, &["a1", "replyflow:cc"]);
+    app.deploy_xml(&cc_definition("${cc_users}"))
+        .await
+        .expect("deploy");
+
+    let instance = app
+        .start(
+            "copied",
+            serde_json::json!({"cc_users": ["carol", "dave", "ghost", "carol"]}),
+        )
+        .await;
+    let first = instance.open_tasks[0].clone();
+    let carol = messages_of(&app, "carol").await;
+    assert_eq!(carol.len(), 1, "{carol:?}");
+    assert_eq!(carol[0].kind, pb::MessageKind::Cc as i32);
+    assert_eq!(carol[0].task_id, first.id);
+    assert!(carol[0].body.contains("经理审批"), "{:?}", carol[0].body);
+    assert_eq!(messages_of(&app, "dave").await.len(), 1);
+    let mail = app
+        .mail_where("carbon copy to carol", |m| {
+            header(m, "To").contains("carol@example.com")
+        })
+        .await;
+    assert!(!mail.contains("\r\nReply-To:"), "{mail}");
+    // The unknown user is left out and named in the audit trail; no task for anyone copied.
+    let events = app.audit_events(&instance.id).await;
+    let copied = events
+        .iter()
+        .find(|e| e.kind == "carbon_copied")
+        .expect("carbon_copied");
+    assert_eq!(copied.detail["to"], serde_json::json!(["carol", "dave"]));
+    assert_eq!(copied.detail["unknown"], serde_json::json!(["ghost"]));
+    assert_eq!(app.tasks_of(&instance.id).await.len(), 1);
+
+    // The next task copies dave in, written literally.
+    app.complete(&first, "approve").await.expect("approve");
+    assert_eq!(messages_of(&app, "dave").await.len(), 2);
+    assert_eq!(messages_of(&app, "carol").await.len(), 1);
+    app.stop().await;
+}

@@ -37,6 +37,7 @@ impl ProcessBuilder {
             writable: Vec::new(),
             multi,
             rules: AssigneeRules::default(),
+            cc: None,
         };
         let mut has_assignee = has_default_assignee;
         for attr in element.replyflow_attrs() {
@@ -58,6 +59,7 @@ impl ProcessBuilder {
                 "reminderType" => non_empty(value).map(|name| spec.reminder_type = Some(name)),
                 "emailApproval" => parse_flag(value).map(|flag| spec.email_approval = flag),
                 "allowDelegate" => parse_flag(value).map(|flag| spec.allow_delegate = flag),
+                "cc" => parse_cc(value).map(|cc| spec.cc = Some(cc)),
                 "validFor" => check_valid_for(value).map(|raw| spec.valid_for = Some(raw)),
                 "show" => {
                     spec.show = split_list(value);
@@ -362,6 +364,31 @@ fn checked_interval(value: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// `${variable}` or a comma-separated list of user ids.
+fn parse_cc(value: &str) -> Result<super::CcList, String> {
+    if let Some(inner) = value.strip_prefix("${") {
+        let name = inner
+            .strip_suffix('}')
+            .map(str::trim)
+            .ok_or_else(|| format!("{value:?}: expected ${{variable}} or user ids"))?;
+        if !is_identifier(name) {
+            return Err(format!("{name:?} is not a variable name"));
+        }
+        return Ok(super::CcList::Variable(name.to_string()));
+    }
+    let users = split_list(value);
+    if users.is_empty() {
+        return Err("name a list variable (${cc_users}) or user ids".into());
+    }
+    match users
+        .iter()
+        .find(|u| u.contains(['$', '{', '}']) || u.contains(char::is_whitespace))
+    {
+        Some(bad) => Err(format!("{bad:?} is not a user id")),
+        None => Ok(super::CcList::Users(users)),
+    }
+}
+
 fn split_list(value: &str) -> Vec<String> {
     value
         .split(',')
@@ -403,6 +430,30 @@ mod tests {
     use super::super::*;
 
     // --- attributes ----------------------------------------------------------------------------
+
+    #[test]
+    fn cc_names_a_list_variable_or_user_ids_and_bad_values_name_the_task() {
+        assert_eq!(
+            super::parse_cc("${cc_users}"),
+            Ok(CcList::Variable("cc_users".into()))
+        );
+        assert_eq!(
+            super::parse_cc(" carol, dave ,"),
+            Ok(CcList::Users(vec!["carol".into(), "dave".into()]))
+        );
+        for (bad, why) in [
+            ("${}", "not a variable name"),
+            ("${a b}", "not a variable name"),
+            ("${cc", "expected"),
+            (" , ", "name a list variable"),
+            ("carol, $x", "not a user id"),
+        ] {
+            let err = super::parse_cc(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        let xml = with_task(r#"<userTask id="task" replyflow:assignee="a" replyflow:cc="${1x}"/>"#);
+        assert_error(&xml, "task", "replyflow:cc");
+    }
 
     #[test]
     fn unknown_replyflow_attributes_are_refused() {
