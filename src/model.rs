@@ -34,6 +34,7 @@ text_enum!(TaskStatus {
     Completed = "completed",
     Withdrawn = "withdrawn",
     Cancelled = "cancelled",
+    Returned = "returned",
 });
 
 text_enum!(
@@ -127,6 +128,7 @@ pub enum TaskEventKind {
     Withdrawn,
     Reassigned,
     Cancelled,
+    Returned,
 }
 
 #[derive(Debug, Clone)]

@@ -128,6 +128,7 @@ pub fn task_status(status: TaskStatus) -> pb::TaskStatus {
         TaskStatus::Completed => pb::TaskStatus::Completed,
         TaskStatus::Withdrawn => pb::TaskStatus::Withdrawn,
         TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+        TaskStatus::Returned => pb::TaskStatus::Returned,
     }
 }
 
@@ -138,6 +139,7 @@ pub fn task_status_filter(value: i32) -> Result<Option<TaskStatus>> {
         Ok(pb::TaskStatus::Completed) => Ok(Some(TaskStatus::Completed)),
         Ok(pb::TaskStatus::Withdrawn) => Ok(Some(TaskStatus::Withdrawn)),
         Ok(pb::TaskStatus::Cancelled) => Ok(Some(TaskStatus::Cancelled)),
+        Ok(pb::TaskStatus::Returned) => Ok(Some(TaskStatus::Returned)),
         Err(_) => Err(Error::invalid(
             "status",
             format!("unknown TaskStatus {value}"),
@@ -293,6 +295,7 @@ pub fn task_event(event: &TaskEvent, graph: Option<&ProcessDefinition>) -> pb::T
         TaskEventKind::Withdrawn => pb::TaskEventKind::Withdrawn,
         TaskEventKind::Reassigned => pb::TaskEventKind::Reassigned,
         TaskEventKind::Cancelled => pb::TaskEventKind::Cancelled,
+        TaskEventKind::Returned => pb::TaskEventKind::Returned,
     };
     pb::TaskEvent {
         kind: kind as i32,

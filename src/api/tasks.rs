@@ -14,7 +14,7 @@ use crate::{
     policy,
     proto::pb,
     store::{PageRequest, TaskFilter},
-    workflow::{Workflow, tasks::CompleteTask},
+    workflow::{Workflow, returns::ReturnTask, tasks::CompleteTask},
 };
 
 #[derive(Debug)]
@@ -104,6 +104,32 @@ impl pb::task_service_server::TaskService for TaskApi {
             via: CompletedVia::Api,
         };
         let (task, view) = self.workflow.complete_task(&actor, complete).await?;
+        let graph = self
+            .workflow
+            .graph_for(&task.definition_key, task.definition_version)
+            .await
+            .ok();
+        let state = (&view.multi, &view.instance.variables);
+        Ok(Response::new(pb::CompleteTaskResponse {
+            task: Some(convert::task_in(&task, graph.as_deref(), Some(state))),
+            instance: Some(convert::instance(&view, graph.as_deref())),
+        }))
+    }
+
+    async fn return_task(
+        &self,
+        request: Request<pb::ReturnTaskRequest>,
+    ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let back = ReturnTask {
+            task_id: req.task_id,
+            target_activity_id: req.target_activity_id,
+            comment: req.comment,
+            resume_at_returner: req.resume_at_returner,
+            request_id: req.request_id,
+        };
+        let (task, view) = self.workflow.return_task(&actor, back).await?;
         let graph = self
             .workflow
             .graph_for(&task.definition_key, task.definition_version)

@@ -119,7 +119,9 @@ pub fn plan(def: &ProcessDefinition, transition: &Transition, open_before: &[Ope
             });
         }
     }
-    plan.cancel_rest = !matches!(transition.outcome, InstanceOutcome::Running);
+    // A return (退回) cancels every reminder the instance had; only the reopened task's are new.
+    let returned = transition.events.iter().any(|e| e.kind == "task_returned");
+    plan.cancel_rest = returned || !matches!(transition.outcome, InstanceOutcome::Running);
     plan
 }
 

@@ -26,6 +26,9 @@ use super::definition::{
 use super::multi::{self, Activation, MultiState, Verdict, Vote};
 
 mod placing;
+mod returning;
+
+pub use returning::inside_parallel_branch;
 
 /// Tokens waiting at parallel joins: gateway id → incoming flow id → tokens.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,15 @@ pub enum Action<'a> {
         completed_by: &'a str,
         /// Variables sent with the completion; merged before the task's own result.
         variables: &'a Map<String, Value>,
+    },
+    /// 退回: back to the user task `target`, which opens as if `predecessor` (the activity whose
+    /// completion opened it last time) had just completed.
+    Return {
+        task_id: &'a str,
+        target: &'a str,
+        predecessor: &'a str,
+        returned_by: &'a str,
+        comment: &'a str,
     },
 }
 
@@ -208,6 +220,32 @@ pub fn apply(
     let mut still_open: Vec<&OpenTask> = snapshot.open_tasks.iter().collect();
 
     let result = match action {
+        Action::Return {
+            task_id,
+            target,
+            predecessor,
+            returned_by,
+            comment,
+        } => {
+            let task = snapshot
+                .open_tasks
+                .iter()
+                .find(|t| t.id == task_id)
+                .ok_or_else(|| ActionError::TaskNotOpen(task_id.to_string()))?;
+            let (target_idx, _) = def
+                .node(target)
+                .filter(|(_, n)| matches!(n.kind, NodeKind::UserTask(_)))
+                .ok_or_else(|| ActionError::NotAUserTask(target.to_string()))?;
+            walk.return_to(
+                task,
+                target_idx,
+                predecessor,
+                returned_by,
+                comment,
+                &mut still_open,
+                &mut withdraw,
+            )
+        }
         Action::Start => {
             let start = &def.nodes[def.start];
             walk.event("instance_started", &start.id, json!({}));

@@ -11,6 +11,7 @@ pub mod messages;
 mod people;
 pub mod reminder_types;
 pub mod reminders;
+pub mod returns;
 pub mod tasks;
 mod transition;
 mod turns;

@@ -623,7 +623,7 @@ impl Workflow {
     }
 }
 
-fn check_can_complete(task: &Task, actor: &Actor) -> Result<()> {
+pub(super) fn check_can_complete(task: &Task, actor: &Actor) -> Result<()> {
     policy::can(
         actor,
         policy::Action::DecideTask {

@@ -34,6 +34,7 @@ mod reminder_types;
 mod reminders;
 mod replies;
 mod requests;
+mod returns;
 mod signer_mail;
 mod stories;
 mod tls;
