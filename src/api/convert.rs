@@ -157,6 +157,25 @@ fn completed_via(via: Option<CompletedVia>) -> pb::CompletedVia {
     }
 }
 
+/// The initiator's resubmission task (after 退回 to the start or 撤回) sits at the start event.
+fn is_resubmission(task: &Task, graph: Option<&ProcessDefinition>) -> bool {
+    graph.is_some_and(|g| g.nodes[g.start].id == task.activity_id)
+}
+
+fn resubmission_outcomes() -> Vec<pb::Outcome> {
+    use crate::engine::runtime::{RESUBMIT, WITHDRAW};
+    [(RESUBMIT, "重新提交"), (WITHDRAW, "撤回")]
+        .into_iter()
+        .zip(1..)
+        .map(|((id, label), number)| pb::Outcome {
+            id: id.into(),
+            label: label.into(),
+            keywords: vec![label.into(), id.into()],
+            number,
+        })
+        .collect()
+}
+
 fn outcomes(spec: &UserTaskSpec) -> Vec<pb::Outcome> {
     spec.outcomes
         .iter()
@@ -205,7 +224,11 @@ pub fn task_in(
         definition_key: task.definition_key.clone(),
         definition_version: i32::try_from(task.definition_version).unwrap_or(i32::MAX),
         business_key: task.business_key.clone(),
-        outcomes: spec.map(outcomes).unwrap_or_default(),
+        outcomes: match spec {
+            Some(spec) => outcomes(spec),
+            None if is_resubmission(task, graph) => resubmission_outcomes(),
+            None => Vec::new(),
+        },
         email_approval: spec.is_some_and(|s| s.email_approval),
         reminder_type: spec
             .and_then(|s| s.reminder_type.clone())

@@ -12,11 +12,11 @@ use super::{
 use crate::{
     engine::{
         assignee::People,
-        definition::NodeKind,
+        definition::{NodeKind, ProcessDefinition},
         runtime::{self, Action, ActionError, Snapshot, inside_parallel_branch},
     },
     error::{Error, Result},
-    model::{CompletedVia, Task, TaskEventKind, TaskStatus},
+    model::{CompletedVia, InstanceStatus, Task, TaskEventKind, TaskStatus},
     store::{InstanceRecord, PageRequest, TaskFilter, writes::Source},
 };
 
@@ -99,10 +99,156 @@ impl Workflow {
         )))
     }
 
+    /// 撤回 (WorkflowService.WithdrawProcessInstance): the initiator pulls a running request
+    /// back; every open task is withdrawn and their resubmission task opens (outcomes
+    /// `resubmit` / `withdraw`).
+    pub async fn withdraw_instance(
+        &self,
+        actor: &Actor,
+        instance_id: &str,
+        comment: &str,
+        request_id: &str,
+    ) -> Result<InstanceView> {
+        let request = RequestId::new(
+            "withdraw_instance",
+            actor,
+            request_id,
+            &[instance_id, comment],
+        )?;
+        if instance_id.is_empty() {
+            return Err(Error::invalid("process_instance_id", "required"));
+        }
+        crate::bounds::check_text("comment", comment, crate::bounds::MAX_COMMENT_LEN)?;
+        if request.earlier(&self.store).await?.is_some() {
+            return self.instance(instance_id).await;
+        }
+        let claim = request.claim(instance_id);
+        for attempt in 1..=PREPARE_ATTEMPTS {
+            let _turn = self.turns.take(instance_id).await;
+            let record = self
+                .store
+                .instance_record(instance_id)
+                .await?
+                .ok_or_else(|| Error::not_found("process instance", instance_id))?;
+            if record.instance.started_by != actor.user_id {
+                return Err(Error::PermissionDenied(format!(
+                    "only the initiator ({}) may withdraw instance {instance_id}",
+                    record.instance.started_by
+                )));
+            }
+            if record.instance.status != InstanceStatus::Running {
+                return Err(Error::FailedPrecondition(format!(
+                    "instance {instance_id} is {} and cannot be withdrawn",
+                    record.instance.status.as_str()
+                )));
+            }
+            let graph = self
+                .graph_of(
+                    &record.instance.definition_key,
+                    record.instance.definition_version,
+                )
+                .await?;
+            let open = self.store.open_tasks(instance_id).await?;
+            let start = &graph.nodes[graph.start].id;
+            if open.iter().all(|t| &t.activity_id == start) {
+                return Err(Error::FailedPrecondition(format!(
+                    "instance {instance_id} already waits for its initiator to resubmit or withdraw"
+                )));
+            }
+            let people = People::new(&record.instance.started_by);
+            let transition = runtime::apply(
+                &graph,
+                Snapshot {
+                    variables: &record.instance.variables,
+                    joins: &record.joins,
+                    multi: &record.multi,
+                    open_tasks: &engine_tasks(&open),
+                    people: &people,
+                },
+                Action::Withdraw {
+                    by: &actor.user_id,
+                    comment,
+                },
+                self.limits(),
+                &mut new_id,
+            )
+            .map_err(|e| Error::Internal(anyhow::anyhow!("withdrawing {instance_id}: {e}")))?;
+            let change = Change {
+                graph,
+                record,
+                start: false,
+                transition,
+                open_before: open,
+                closing: Vec::new(),
+                handover: None,
+                events: Vec::new(),
+                actor: actor.user_id.clone(),
+                claim: claim.clone(),
+                now: self.now(),
+            };
+            let ready =
+                transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?;
+            match self.write_ready(ready).await? {
+                Written::Done(done) => return Ok(self.after_commit(done)),
+                Written::Claimed => {
+                    request.taken(&self.store).await?;
+                    return self.instance(instance_id).await;
+                }
+                Written::Stale => {
+                    tracing::debug!(
+                        instance = instance_id,
+                        attempt,
+                        "instance changed; withdrawing again"
+                    );
+                }
+            }
+        }
+        Err(Error::Aborted(format!(
+            "instance {instance_id} kept changing while it was being withdrawn; send the same request again"
+        )))
+    }
+
     async fn task_and_instance_of(&self, task_id: &str) -> Result<(Task, InstanceView)> {
         let task = self.task(task_id).await?;
         let instance = self.instance(&task.instance_id).await?;
         Ok((task, instance))
+    }
+
+    /// The predecessor of `target`'s last completion in this instance, or why it cannot be
+    /// returned to (not passed yet; inside a parallel branch).
+    async fn passed(
+        &self,
+        instance_id: &str,
+        target: &str,
+        target_idx: usize,
+        graph: &ProcessDefinition,
+    ) -> Result<std::result::Result<String, Error>> {
+        let filter = TaskFilter {
+            instance_id: instance_id.to_string(),
+            activity_id: target.to_string(),
+            status: Some(TaskStatus::Completed),
+            ..TaskFilter::default()
+        };
+        let passed = self
+            .store
+            .list_tasks(&filter, &PageRequest::new(500, "")?)
+            .await?;
+        let Some(last) = passed
+            .items
+            .iter()
+            .max_by_key(|t| (t.completed_at, t.created_at))
+        else {
+            return Ok(Err(Error::FailedPrecondition(format!(
+                "the instance has not passed {target} yet: a return goes back to a step already decided"
+            ))));
+        };
+        if let Some(join) = inside_parallel_branch(graph, target_idx) {
+            return Ok(Err(Error::FailedPrecondition(format!(
+                "{target} lies inside a parallel branch (its join is {join}): reopening one branch \
+                 alone would leave the join waiting; return to a step before the split"
+            ))));
+        }
+        Ok(Ok(last.from_activity.clone()))
     }
 
     /// The return as a ready batch and the returned task, or why it is refused.
@@ -135,18 +281,17 @@ impl Workflow {
             "" => task.from_activity.clone(),
             named => named.to_string(),
         };
-        let target_node = graph.node(&target);
-        if target == graph.nodes[graph.start].id {
-            return Ok(Err(Error::FailedPrecondition(format!(
-                "returning to the start ({target}: the initiator's resubmission) is not built yet; name an earlier user task"
-            ))));
-        }
-        let Some((target_idx, node)) =
-            target_node.filter(|(_, n)| matches!(n.kind, NodeKind::UserTask(_)))
+        let to_start = target == graph.nodes[graph.start].id;
+        let Some((target_idx, node)) = graph
+            .node(&target)
+            .filter(|(_, n)| to_start || matches!(n.kind, NodeKind::UserTask(_)))
         else {
             return Ok(Err(Error::invalid(
                 "target_activity_id",
-                format!("{target:?} is not a user task of {}", graph.key),
+                format!(
+                    "{target:?} is neither a user task nor the start of {}",
+                    graph.key
+                ),
             )));
         };
         if node.id == task.activity_id {
@@ -155,36 +300,19 @@ impl Workflow {
                 "a task cannot be returned to its own step",
             )));
         }
-        // The target's last completion: the instance passed it, and its predecessor is what the
-        // reopened task is armed from.
-        let filter = TaskFilter {
-            instance_id: record.instance.id.clone(),
-            activity_id: node.id.clone(),
-            status: Some(TaskStatus::Completed),
-            ..TaskFilter::default()
+        // The reopened task is armed from the predecessor of the target's last completion; the
+        // start (the initiator's resubmission) was always passed.
+        let predecessor = if to_start {
+            String::new()
+        } else {
+            match self
+                .passed(&record.instance.id, &node.id, target_idx, &graph)
+                .await?
+            {
+                Ok(predecessor) => predecessor,
+                Err(refusal) => return Ok(Err(refusal)),
+            }
         };
-        let passed = self
-            .store
-            .list_tasks(&filter, &PageRequest::new(500, "")?)
-            .await?;
-        let Some(last) = passed
-            .items
-            .iter()
-            .max_by_key(|t| (t.completed_at, t.created_at))
-        else {
-            return Ok(Err(Error::FailedPrecondition(format!(
-                "the instance has not passed {} yet: a return goes back to a step already decided",
-                node.id
-            ))));
-        };
-        if let Some(join) = inside_parallel_branch(&graph, target_idx) {
-            return Ok(Err(Error::FailedPrecondition(format!(
-                "{} lies inside a parallel branch (its join is {join}): reopening one branch alone \
-                 would leave the join waiting; return to a step before the split",
-                node.id
-            ))));
-        }
-        let predecessor = last.from_activity.clone();
         let target = node.id.clone();
         let mut people = People::new(&record.instance.started_by);
         let open_engine = engine_tasks(&open);

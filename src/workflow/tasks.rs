@@ -646,6 +646,21 @@ fn check_writable(
 ) -> Result<()> {
     let writable = match graph.node(&task.activity_id).map(|(_, node)| &node.kind) {
         Some(NodeKind::UserTask(spec)) => spec.writable.as_slice(),
+        // The initiator resubmitting after a return may correct the request's own variables,
+        // never what the engine writes.
+        Some(NodeKind::StartEvent) => {
+            return match variables.keys().find(|name| {
+                name.as_str() == "outcome"
+                    || name.as_str() == "initiator"
+                    || graph.node(name).is_some()
+            }) {
+                Some(name) => Err(Error::invalid(
+                    format!("variables.{name}"),
+                    "is written by the engine, not by a resubmission",
+                )),
+                None => Ok(()),
+            };
+        }
         _ => &[],
     };
     match variables.keys().find(|name| !writable.contains(name)) {

@@ -52,7 +52,16 @@ fn parallel() -> String {
 
 async fn app() -> TestApp {
     let app = spawn_app().await;
-    for user in ["alice", "lena", "fred", "ceo", "s1", "s2", "s3"] {
+    for user in [
+        "initiator",
+        "alice",
+        "lena",
+        "fred",
+        "ceo",
+        "s1",
+        "s2",
+        "s3",
+    ] {
         app.add_user(user, "").await;
     }
     app
@@ -282,12 +291,6 @@ async fn a_return_that_does_not_apply_is_refused_naming_why_and_changes_nothing(
             "target_activity_id",
         ),
         ("fred", "a2", tonic::Code::InvalidArgument, "its own step"),
-        (
-            "fred",
-            "start",
-            tonic::Code::FailedPrecondition,
-            "resubmission",
-        ),
     ];
     for (user, target, code, needle) in cases {
         let refused = return_as(&app, &fred, user, target)
@@ -307,5 +310,130 @@ async fn a_return_that_does_not_apply_is_refused_naming_why_and_changes_nothing(
     assert_eq!(open_activities(&instance), [("a1", "alice")]);
     let forward = approve(&app, &instance, "a1").await;
     assert_eq!(open_activities(&forward), [("a2", "fred")]);
+    app.stop().await;
+}
+
+fn sequence() -> String {
+    let body = [
+        r#"<startEvent id="start"/><endEvent id="end"/>"#.to_string(),
+        task("a1", "alice"),
+        task("a2", "fred"),
+        flow("start", "a1"),
+        flow("a1", "a2"),
+        flow("a2", "end"),
+    ]
+    .concat();
+    process("seq", &body)
+}
+
+async fn decide(
+    app: &TestApp,
+    task: &pb::Task,
+    outcome: &str,
+    variables: serde_json::Value,
+) -> Result<pb::ProcessInstance, tonic::Status> {
+    let message = pb::CompleteTaskRequest {
+        task_id: task.id.clone(),
+        outcome: outcome.into(),
+        variables: crate::helpers::vars(variables),
+        ..Default::default()
+    };
+    app.tasks()
+        .complete_task(req(message, &task.assignee))
+        .await
+        .map(|r| r.into_inner().instance.expect("instance"))
+}
+
+#[tokio::test]
+async fn returned_to_the_start_the_initiator_corrects_and_resubmits_or_withdraws() {
+    let app = app().await;
+    app.deploy_xml(&sequence()).await.expect("deploy");
+    for (answer, expected) in [("resubmit", "a1"), ("withdraw", "")] {
+        let started = app.start("seq", json!({"amount": 100})).await;
+        let at_a2 = approve(&app, &started, "a1").await;
+        let fred = open_of(&at_a2, "a2").clone();
+        let back = return_as(&app, &fred, "fred", "start")
+            .await
+            .expect("returned");
+        let instance = back.instance.expect("instance");
+        assert_eq!(open_activities(&instance), [("start", "initiator")]);
+        let resubmission = open_of(&instance, "start").clone();
+        let offered: Vec<&str> = resubmission
+            .outcomes
+            .iter()
+            .map(|o| o.id.as_str())
+            .collect();
+        assert_eq!(offered, ["resubmit", "withdraw"]);
+        // Only the request's own variables may be corrected.
+        let refused = decide(&app, &resubmission, "resubmit", json!({"a1": {}}))
+            .await
+            .expect_err("engine variable");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        let after = decide(&app, &resubmission, answer, json!({"amount": 90}))
+            .await
+            .expect("decided");
+        if expected.is_empty() {
+            assert_eq!(after.status(), pb::InstanceStatus::Cancelled);
+            assert!(
+                after.cancel_reason.contains("withdrawn by the initiator"),
+                "{}",
+                after.cancel_reason
+            );
+        } else {
+            assert_eq!(open_activities(&after), [(expected, "alice")]);
+            assert_eq!(crate::helpers::to_json(&after.variables)["amount"], 90);
+        }
+    }
+    app.stop().await;
+}
+
+async fn withdraw_as(
+    app: &TestApp,
+    instance_id: &str,
+    user: &str,
+) -> Result<pb::ProcessInstance, tonic::Status> {
+    let message = pb::WithdrawProcessInstanceRequest {
+        process_instance_id: instance_id.into(),
+        comment: "填错了".into(),
+        request_id: String::new(),
+    };
+    app.workflow()
+        .withdraw_process_instance(req(message, user))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn the_initiator_withdraws_a_request_and_gets_it_back_to_resubmit() {
+    let app = app().await;
+    app.deploy_xml(&parallel()).await.expect("deploy");
+    let started = app.start("par", json!({})).await;
+    let split = approve(&app, &started, "submit").await;
+    let refused = withdraw_as(&app, &split.id, "lena")
+        .await
+        .expect_err("not the initiator");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let pulled = withdraw_as(&app, &split.id, "initiator")
+        .await
+        .expect("withdrawn");
+    assert_eq!(open_activities(&pulled), [("start", "initiator")]);
+    let tasks = app.tasks_of(&split.id).await;
+    for branch in ["legal", "finance"] {
+        let task = tasks
+            .iter()
+            .find(|t| t.activity_id == branch)
+            .expect(branch);
+        assert_eq!(task.status(), pb::TaskStatus::Withdrawn);
+    }
+    let again = withdraw_as(&app, &split.id, "initiator")
+        .await
+        .expect_err("already back");
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    // Resubmitted, the request runs from the start again.
+    let resubmission = open_of(&pulled, "start").clone();
+    let after = decide(&app, &resubmission, "resubmit", json!({}))
+        .await
+        .expect("resubmitted");
+    assert_eq!(open_activities(&after), [("submit", "alice")]);
     app.stop().await;
 }

@@ -6,9 +6,9 @@
 //! return bug); return to a step before the split instead.
 use std::collections::{BTreeSet, VecDeque};
 
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
-use super::{JoinState, OpenTask, Stuck, Walk};
+use super::{ActionError, JoinState, OpenTask, Stuck, TaskToOpen, Walk};
 use crate::engine::definition::{NodeIdx, NodeKind, ProcessDefinition};
 use crate::engine::multi::MultiState;
 
@@ -73,16 +73,99 @@ impl Walk<'_, '_> {
         still_open.clear();
         self.joins = JoinState::default();
         self.multi = MultiState::default();
-        let NodeKind::UserTask(spec) = &node.kind else {
-            return Err(Stuck {
+        match &node.kind {
+            NodeKind::StartEvent => {
+                self.open_resubmission();
+                Ok(())
+            }
+            NodeKind::UserTask(spec) => {
+                self.from_activity = predecessor.to_string();
+                self.open_task(target, spec, String::new())
+            }
+            _ => Err(Stuck {
                 element_id: node.id.clone(),
-                reason: "a return targets a user task".into(),
-            });
-        };
-        self.from_activity = predecessor.to_string();
-        self.open_task(target, spec, String::new())
+                reason: "a return targets a user task or the start".into(),
+            }),
+        }
+    }
+
+    /// 撤回: every open task withdrawn, engine state reset, the resubmission task opens.
+    pub(super) fn withdraw_to_start(
+        &mut self,
+        by: &str,
+        comment: &str,
+        still_open: &mut Vec<&OpenTask>,
+        withdraw: &mut Vec<String>,
+    ) {
+        let start = self.def.nodes[self.def.start].id.clone();
+        self.event(
+            "instance_pulled_back",
+            &start,
+            json!({"by": by, "comment": comment}),
+        );
+        for other in still_open.iter() {
+            withdraw.push(other.id.clone());
+            self.event(
+                "task_withdrawn",
+                &other.activity_id,
+                json!({"task_id": other.id, "reason": "the initiator withdrew the request"}),
+            );
+        }
+        still_open.clear();
+        self.joins = JoinState::default();
+        self.multi = MultiState::default();
+        self.open_resubmission();
+    }
+
+    /// The initiator's resubmission task: at the start event, outcomes `resubmit` / `withdraw`.
+    fn open_resubmission(&mut self) {
+        let start = &self.def.nodes[self.def.start];
+        let initiator = self.people.initiator().to_string();
+        self.event(
+            "task_opened",
+            &start.id,
+            json!({"assignee": initiator, "group_id": "", "resubmission": true}),
+        );
+        self.open.push(TaskToOpen {
+            activity_id: start.id.clone(),
+            name: start.name.clone(),
+            assignee: initiator,
+            group_id: String::new(),
+            from_activity: String::new(),
+        });
+    }
+
+    /// The initiator decided their resubmission task: `resubmit` takes any corrected variables
+    /// and is true (the caller runs the process again from the start); `withdraw` is false (the
+    /// instance ends).
+    pub(super) fn resubmission(
+        &mut self,
+        start: NodeIdx,
+        outcome: &str,
+        comment: &str,
+        variables: &Map<String, Value>,
+    ) -> Result<bool, ActionError> {
+        let id = self.def.nodes[start].id.clone();
+        match outcome {
+            RESUBMIT => {
+                for (key, value) in variables {
+                    self.variables.insert(key.clone(), value.clone());
+                }
+                self.event("instance_resubmitted", &id, json!({"comment": comment}));
+                Ok(true)
+            }
+            WITHDRAW => Ok(false),
+            other => Err(ActionError::UnknownOutcome {
+                outcome: other.to_string(),
+                allowed: vec![RESUBMIT.into(), WITHDRAW.into()],
+            }),
+        }
     }
 }
+
+/// The outcomes of the initiator's resubmission task.
+pub const RESUBMIT: &str = "resubmit";
+pub const WITHDRAW: &str = "withdraw";
 
 #[cfg(test)]
 mod tests {
@@ -108,7 +191,10 @@ mod tests {
              </process></definitions>"#;
         let def = parse(xml.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         let idx = |id: &str| def.node(id).map(|(i, _)| i).unwrap_or_default();
-        assert_eq!(inside_parallel_branch(&def, idx("left")).as_deref(), Some("join"));
+        assert_eq!(
+            inside_parallel_branch(&def, idx("left")).as_deref(),
+            Some("join")
+        );
         assert_eq!(inside_parallel_branch(&def, idx("before")), None);
         assert_eq!(inside_parallel_branch(&def, idx("after")), None);
     }
