@@ -135,6 +135,25 @@ impl pb::task_service_server::TaskService for TaskApi {
         Ok(Response::new(self.task_pb(&task).await))
     }
 
+    async fn delegate_task(
+        &self,
+        request: Request<pb::DelegateTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let task = self
+            .workflow
+            .delegate_task(
+                &actor,
+                &req.task_id,
+                req.user_id.trim(),
+                &req.comment,
+                &req.request_id,
+            )
+            .await?;
+        Ok(Response::new(self.task_pb(&task).await))
+    }
+
     async fn watch_tasks(
         &self,
         request: Request<pb::WatchTasksRequest>,

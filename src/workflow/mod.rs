@@ -4,6 +4,7 @@
 mod access;
 pub mod approvals;
 mod definitions;
+mod delegation;
 mod idempotency;
 pub mod inbound;
 pub mod instances;

@@ -22,6 +22,7 @@ mod bad_input;
 mod binary;
 mod branches;
 mod concurrency;
+mod delegation;
 mod group_commit;
 mod identity;
 mod limits;
