@@ -104,6 +104,8 @@ pub fn plan(def: &ProcessDefinition, transition: &Transition, open_before: &[Ope
                 }
             }
             "join_fired" => plan.joins_fired.push(event.activity_id.clone()),
+            // 拿回 withdrew the task the completion had opened: its reminders stop.
+            "task_withdrawn_by_recall" => plan.stop_activities.push(event.activity_id.clone()),
             _ => {}
         }
     }

@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod instances;
 pub mod messages;
 mod people;
+mod recall;
 pub mod reminder_types;
 pub mod reminders;
 pub mod tasks;

@@ -30,6 +30,7 @@ mod mail_trust;
 mod messages;
 mod multi_instance;
 mod protocol;
+mod recall;
 mod reminder_stats;
 mod reminder_types;
 mod reminders;
