@@ -404,6 +404,7 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
     let touches_existing = !reminders.stop_activities.is_empty()
         || !reminders.stop_groups.is_empty()
         || !reminders.joins_fired.is_empty()
+        || !reminders.joins_recalled.is_empty()
         || reminders.cancel_rest;
     if touches_existing && guarded {
         let active = tx.stoppable_reminders(&instance_id).await?;

@@ -245,3 +245,67 @@ async fn a_branch_recalled_before_the_join_fires_takes_its_token_back() {
     );
     app.stop().await;
 }
+
+/// parallel_review with a reminder type on the final approval: every branch arms an edge that
+/// waits at the join.
+fn chased_review() -> String {
+    let review = include_str!("../../examples/parallel_review.bpmn");
+    review
+        .replace(
+            r#"<bpmn:startEvent id="start" name="提交合同"/>"#,
+            r#"<bpmn:extensionElements>
+      <replyflow:reminderType id="nudge" count="2" interval="PT4H" channels="inbox"/>
+    </bpmn:extensionElements>
+    <bpmn:startEvent id="start" name="提交合同"/>"#,
+        )
+        .replace(
+            r#"replyflow:assignee="${approver}""#,
+            r#"replyflow:assignee="${approver}" replyflow:reminderType="nudge""#,
+        )
+}
+
+#[tokio::test]
+async fn a_recalled_branch_no_longer_waits_at_the_join_for_reminders() {
+    let app = spawn_app().await;
+    for user in ["dan", "carol", "erin", "frank"] {
+        app.add_user(user, "").await;
+    }
+    app.deploy_xml(&chased_review()).await.expect("deploy");
+    let instance = app.start("parallel_review", review_vars()).await;
+    let task_of = |activity: &str| {
+        instance
+            .open_tasks
+            .iter()
+            .find(|t| t.activity_id == activity)
+            .cloned()
+            .expect("open")
+    };
+    let legal = task_of("legal_review");
+    app.complete(&legal, "approve").await.expect("legal");
+    let waiting = app
+        .active_reminders_to(&instance.id, "final_approval")
+        .await;
+    assert_eq!(waiting, 1, "legal's edge waits at the join");
+    let again = app
+        .recall_as(&legal.id, "dan", "")
+        .await
+        .expect("recall")
+        .task
+        .expect("task");
+    assert_eq!(
+        app.active_reminders_to(&instance.id, "final_approval")
+            .await,
+        0,
+        "the recalled branch's edge is cancelled"
+    );
+    for task in [task_of("finance_review"), task_of("it_review"), again] {
+        app.complete(&task, "approve").await.expect("approve");
+    }
+    assert_eq!(
+        app.active_reminders_to(&instance.id, "final_approval")
+            .await,
+        3,
+        "one edge per branch, not two for the recalled one"
+    );
+    app.stop().await;
+}
