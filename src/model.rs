@@ -49,6 +49,16 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Where a task stands in a delegation (委派, DESIGN §11): `Pending` while the delegate holds
+    /// it, `Resolved` once their opinion handed it back to its owner.
+    Delegation {
+        None = "none",
+        Pending = "pending",
+        Resolved = "resolved",
+    }
+);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Definition {
     pub id: String,
@@ -107,6 +117,10 @@ pub struct Task {
     pub from_activity: String,
     pub created_at: Millis,
     pub completed_at: Option<Millis>,
+    /// Who the task belongs to while it is delegated and after (委派): the assignee who delegated
+    /// it; empty for a task never delegated.
+    pub owner: String,
+    pub delegation: Delegation,
 }
 
 /// One line of an instance's audit trail.

@@ -13,9 +13,9 @@ use crate::{
     engine::definition::{NodeKind, ProcessDefinition, ReminderTypeDecl, UserTaskSpec},
     error::{Error, Result},
     model::{
-        ApprovalStatus, Channel, CompletedVia, Definition, InboundEmail, InstanceStatus, Message,
-        MessageKind, OutboxStatus, ReminderState, ReminderType, Task, TaskEvent, TaskEventKind,
-        TaskStatus, User, Verdict,
+        ApprovalStatus, Channel, CompletedVia, Definition, Delegation, InboundEmail,
+        InstanceStatus, Message, MessageKind, OutboxStatus, ReminderState, ReminderType, Task,
+        TaskEvent, TaskEventKind, TaskStatus, User, Verdict,
     },
     proto::pb,
     store::reminder_stats::ReminderStatsRow,
@@ -234,6 +234,12 @@ pub fn task_in(
             .and_then(|s| s.reminder_type.clone())
             .unwrap_or_default(),
         multi_instance: spec.and_then(|s| multi::of_task(task, s, instance)),
+        owner: task.owner.clone(),
+        delegation_state: match task.delegation {
+            Delegation::None => pb::DelegationState::None,
+            Delegation::Pending => pb::DelegationState::Pending,
+            Delegation::Resolved => pb::DelegationState::Resolved,
+        } as i32,
     }
 }
 

@@ -4,11 +4,13 @@
 mod access;
 pub mod approvals;
 mod definitions;
+mod delegation;
 mod idempotency;
 pub mod inbound;
 pub mod instances;
 pub mod messages;
 mod people;
+mod recall;
 pub mod reminder_types;
 pub mod reminders;
 pub mod returns;

@@ -12,7 +12,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    Actor, InstanceView, Workflow,
+    Actor, InstanceView, Workflow, delegation,
     idempotency::RequestId,
     new_id,
     transition::{self, Change, Claim, Closing, Handover, Ready, Written, engine_tasks},
@@ -24,7 +24,7 @@ use crate::{
         runtime::{self, Action, ActionError, InstanceOutcome, OpenTask, Snapshot, Transition},
     },
     error::{Error, Result},
-    model::{CompletedVia, Event, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
+    model::{CompletedVia, Delegation, Event, Page, Task, TaskEvent, TaskEventKind, TaskStatus},
     policy,
     store::{InstanceRecord, PageRequest, TaskFilter, Tx, writes::Source},
 };
@@ -288,6 +288,35 @@ impl Workflow {
                 });
             }
         };
+        // A delegate's decision is an opinion: the task goes back to its owner (delegation.rs).
+        if task.delegation == Delegation::Pending && req.via != CompletedVia::Escalation {
+            let now = self.now();
+            let decision = (
+                req.outcome.as_str(),
+                req.comment.as_str(),
+                !req.variables.is_empty(),
+            );
+            let handed_back = check_can_complete(&task, actor).and_then(|()| {
+                let state = delegation::State {
+                    graph,
+                    record,
+                    open_before: open,
+                };
+                delegation::hand_back(state, &task, actor, decision, claim, now)
+            });
+            let decided = match handed_back {
+                Ok((change, returned)) => Ok((
+                    transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?,
+                    returned,
+                )),
+                Err(e) => Err(e.into()),
+            };
+            return Ok(Prepared {
+                request,
+                actor: actor.user_id.clone(),
+                decided,
+            });
+        }
         let checks = (|| {
             if req.via != CompletedVia::Escalation {
                 check_can_complete(&task, actor)?;
@@ -683,7 +712,7 @@ fn check_writable(
     }
 }
 
-fn closed(task: &Task) -> Error {
+pub(super) fn closed(task: &Task) -> Error {
     let by = if task.completed_by.is_empty() {
         String::new()
     } else {

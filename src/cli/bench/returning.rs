@@ -127,7 +127,11 @@ async fn measure(args: &BenchArgs, addr: &str, open: usize) -> anyhow::Result<Ve
             .await
             .context("StartProcess")?
             .into_inner();
-        let submit = instance.open_tasks.first().context("the submit task")?.clone();
+        let submit = instance
+            .open_tasks
+            .first()
+            .context("the submit task")?
+            .clone();
         let complete = pb::CompleteTaskRequest {
             task_id: submit.id,
             outcome: "approve".into(),
