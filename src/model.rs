@@ -36,6 +36,7 @@ text_enum!(TaskStatus {
     Completed = "completed",
     Withdrawn = "withdrawn",
     Cancelled = "cancelled",
+    Returned = "returned",
 });
 
 text_enum!(
@@ -47,6 +48,16 @@ text_enum!(
         // By the server at creation: the assignee had already approved an earlier task of the
         // instance (`replyflow:skipIfApprovedBefore`).
         Auto = "auto",
+    }
+);
+
+text_enum!(
+    /// Where a task stands in a delegation (委派, DESIGN §11): `Pending` while the delegate holds
+    /// it, `Resolved` once their opinion handed it back to its owner.
+    Delegation {
+        None = "none",
+        Pending = "pending",
+        Resolved = "resolved",
     }
 );
 
@@ -108,6 +119,10 @@ pub struct Task {
     pub from_activity: String,
     pub created_at: Millis,
     pub completed_at: Option<Millis>,
+    /// Who the task belongs to while it is delegated and after (委派): the assignee who delegated
+    /// it; empty for a task never delegated.
+    pub owner: String,
+    pub delegation: Delegation,
 }
 
 /// One line of an instance's audit trail.
@@ -129,6 +144,7 @@ pub enum TaskEventKind {
     Withdrawn,
     Reassigned,
     Cancelled,
+    Returned,
 }
 
 #[derive(Debug, Clone)]

@@ -13,9 +13,9 @@ use crate::{
     engine::definition::{NodeKind, ProcessDefinition, ReminderTypeDecl, UserTaskSpec},
     error::{Error, Result},
     model::{
-        ApprovalStatus, Channel, CompletedVia, Definition, InboundEmail, InstanceStatus, Message,
-        MessageKind, OutboxStatus, ReminderState, ReminderType, Task, TaskEvent, TaskEventKind,
-        TaskStatus, User, Verdict,
+        ApprovalStatus, Channel, CompletedVia, Definition, Delegation, InboundEmail,
+        InstanceStatus, Message, MessageKind, OutboxStatus, ReminderState, ReminderType, Task,
+        TaskEvent, TaskEventKind, TaskStatus, User, Verdict,
     },
     proto::pb,
     store::reminder_stats::ReminderStatsRow,
@@ -130,6 +130,7 @@ pub fn task_status(status: TaskStatus) -> pb::TaskStatus {
         TaskStatus::Completed => pb::TaskStatus::Completed,
         TaskStatus::Withdrawn => pb::TaskStatus::Withdrawn,
         TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+        TaskStatus::Returned => pb::TaskStatus::Returned,
     }
 }
 
@@ -140,6 +141,7 @@ pub fn task_status_filter(value: i32) -> Result<Option<TaskStatus>> {
         Ok(pb::TaskStatus::Completed) => Ok(Some(TaskStatus::Completed)),
         Ok(pb::TaskStatus::Withdrawn) => Ok(Some(TaskStatus::Withdrawn)),
         Ok(pb::TaskStatus::Cancelled) => Ok(Some(TaskStatus::Cancelled)),
+        Ok(pb::TaskStatus::Returned) => Ok(Some(TaskStatus::Returned)),
         Err(_) => Err(Error::invalid(
             "status",
             format!("unknown TaskStatus {value}"),
@@ -155,6 +157,25 @@ fn completed_via(via: Option<CompletedVia>) -> pb::CompletedVia {
         Some(CompletedVia::Escalation) => pb::CompletedVia::Escalation,
         Some(CompletedVia::Auto) => pb::CompletedVia::Auto,
     }
+}
+
+/// The initiator's resubmission task (after 退回 to the start or 撤回) sits at the start event.
+fn is_resubmission(task: &Task, graph: Option<&ProcessDefinition>) -> bool {
+    graph.is_some_and(|g| g.nodes[g.start].id == task.activity_id)
+}
+
+fn resubmission_outcomes() -> Vec<pb::Outcome> {
+    use crate::engine::runtime::{RESUBMIT, WITHDRAW};
+    [(RESUBMIT, "重新提交"), (WITHDRAW, "撤回")]
+        .into_iter()
+        .zip(1..)
+        .map(|((id, label), number)| pb::Outcome {
+            id: id.into(),
+            label: label.into(),
+            keywords: vec![label.into(), id.into()],
+            number,
+        })
+        .collect()
 }
 
 fn outcomes(spec: &UserTaskSpec) -> Vec<pb::Outcome> {
@@ -205,12 +226,22 @@ pub fn task_in(
         definition_key: task.definition_key.clone(),
         definition_version: i32::try_from(task.definition_version).unwrap_or(i32::MAX),
         business_key: task.business_key.clone(),
-        outcomes: spec.map(outcomes).unwrap_or_default(),
+        outcomes: match spec {
+            Some(spec) => outcomes(spec),
+            None if is_resubmission(task, graph) => resubmission_outcomes(),
+            None => Vec::new(),
+        },
         email_approval: spec.is_some_and(|s| s.email_approval),
         reminder_type: spec
             .and_then(|s| s.reminder_type.clone())
             .unwrap_or_default(),
         multi_instance: spec.and_then(|s| multi::of_task(task, s, instance)),
+        owner: task.owner.clone(),
+        delegation_state: match task.delegation {
+            Delegation::None => pb::DelegationState::None,
+            Delegation::Pending => pb::DelegationState::Pending,
+            Delegation::Resolved => pb::DelegationState::Resolved,
+        } as i32,
     }
 }
 
@@ -298,6 +329,7 @@ pub fn task_event(event: &TaskEvent, graph: Option<&ProcessDefinition>) -> pb::T
         TaskEventKind::Withdrawn => pb::TaskEventKind::Withdrawn,
         TaskEventKind::Reassigned => pb::TaskEventKind::Reassigned,
         TaskEventKind::Cancelled => pb::TaskEventKind::Cancelled,
+        TaskEventKind::Returned => pb::TaskEventKind::Returned,
     };
     pb::TaskEvent {
         kind: kind as i32,

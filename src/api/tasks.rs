@@ -14,7 +14,7 @@ use crate::{
     policy,
     proto::pb,
     store::{PageRequest, TaskFilter},
-    workflow::{Workflow, tasks::CompleteTask},
+    workflow::{Workflow, returns::ReturnTask, tasks::CompleteTask},
 };
 
 #[derive(Debug)]
@@ -116,6 +116,32 @@ impl pb::task_service_server::TaskService for TaskApi {
         }))
     }
 
+    async fn return_task(
+        &self,
+        request: Request<pb::ReturnTaskRequest>,
+    ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let back = ReturnTask {
+            task_id: req.task_id,
+            target_activity_id: req.target_activity_id,
+            comment: req.comment,
+            resume_at_returner: req.resume_at_returner,
+            request_id: req.request_id,
+        };
+        let (task, view) = self.workflow.return_task(&actor, back).await?;
+        let graph = self
+            .workflow
+            .graph_for(&task.definition_key, task.definition_version)
+            .await
+            .ok();
+        let state = (&view.multi, &view.instance.variables);
+        Ok(Response::new(pb::CompleteTaskResponse {
+            task: Some(convert::task_in(&task, graph.as_deref(), Some(state))),
+            instance: Some(convert::instance(&view, graph.as_deref())),
+        }))
+    }
+
     async fn reassign_task(
         &self,
         request: Request<pb::ReassignTaskRequest>,
@@ -133,6 +159,47 @@ impl pb::task_service_server::TaskService for TaskApi {
             )
             .await?;
         Ok(Response::new(self.task_pb(&task).await))
+    }
+
+    async fn delegate_task(
+        &self,
+        request: Request<pb::DelegateTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let task = self
+            .workflow
+            .delegate_task(
+                &actor,
+                &req.task_id,
+                req.user_id.trim(),
+                &req.comment,
+                &req.request_id,
+            )
+            .await?;
+        Ok(Response::new(self.task_pb(&task).await))
+    }
+
+    async fn recall_task(
+        &self,
+        request: Request<pb::RecallTaskRequest>,
+    ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let (task, view) = self
+            .workflow
+            .recall_task(&actor, &req.task_id, &req.comment, &req.request_id)
+            .await?;
+        let graph = self
+            .workflow
+            .graph_for(&task.definition_key, task.definition_version)
+            .await
+            .ok();
+        let state = (&view.multi, &view.instance.variables);
+        Ok(Response::new(pb::CompleteTaskResponse {
+            task: Some(convert::task_in(&task, graph.as_deref(), Some(state))),
+            instance: Some(convert::instance(&view, graph.as_deref())),
+        }))
     }
 
     async fn watch_tasks(

@@ -166,6 +166,24 @@ impl pb::workflow_service_server::WorkflowService for WorkflowApi {
         }))
     }
 
+    async fn withdraw_process_instance(
+        &self,
+        request: Request<pb::WithdrawProcessInstanceRequest>,
+    ) -> Result<Response<pb::ProcessInstance>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let view = self
+            .workflow
+            .withdraw_instance(
+                &actor,
+                &req.process_instance_id,
+                &req.comment,
+                &req.request_id,
+            )
+            .await?;
+        Ok(Response::new(self.instance_pb(&view).await))
+    }
+
     async fn cancel_process_instance(
         &self,
         request: Request<pb::CancelProcessInstanceRequest>,

@@ -12,6 +12,7 @@ pub mod loops;
 pub mod multi;
 #[cfg(test)]
 mod multi_tests;
+pub mod recall;
 pub mod reminder_rules;
 pub mod reminders;
 pub mod runtime;

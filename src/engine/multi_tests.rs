@@ -93,7 +93,7 @@ impl Run {
         let planned = plan(&self.def, &t, &open);
         let done = match action {
             Action::CompleteTask { task_id, .. } => Some(task_id.to_string()),
-            Action::Start => None,
+            Action::Start | Action::Return { .. } | Action::Withdraw { .. } => None,
         };
         self.open.retain(|(o, _)| {
             Some(&o.id) != done.as_ref() && !t.withdraw.contains(&o.id) && !t.cancel.contains(&o.id)

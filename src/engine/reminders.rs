@@ -42,6 +42,9 @@ pub struct Plan {
     /// waiting: an edge waiting at a fired join now chases its end activity if that opened, waits
     /// at the next join if it leads there, else it is cancelled (its branch was not taken).
     pub joins_fired: Vec<String>,
+    /// Tokens a recall (拿回) took back from joins: (join, the recalled activity). The edges
+    /// from that activity waiting at that join are cancelled; the new completion arms its own.
+    pub joins_recalled: Vec<(String, String)>,
     pub opened_activities: Vec<String>,
     pub arm: Vec<Arm>,
     /// The instance ended (completed, failed, cancelled): whatever is still active is cancelled.
@@ -104,6 +107,15 @@ pub fn plan(def: &ProcessDefinition, transition: &Transition, open_before: &[Ope
                 }
             }
             "join_fired" => plan.joins_fired.push(event.activity_id.clone()),
+            // 拿回 withdrew the task the completion had opened: its reminders stop.
+            "task_withdrawn_by_recall" => plan.stop_activities.push(event.activity_id.clone()),
+            "join_token_recalled" => {
+                let from = event.detail.get("from_activity").and_then(Value::as_str);
+                plan.joins_recalled.push((
+                    event.activity_id.clone(),
+                    from.unwrap_or_default().to_string(),
+                ));
+            }
             _ => {}
         }
     }
@@ -119,7 +131,9 @@ pub fn plan(def: &ProcessDefinition, transition: &Transition, open_before: &[Ope
             });
         }
     }
-    plan.cancel_rest = !matches!(transition.outcome, InstanceOutcome::Running);
+    // A return (退回) cancels every reminder the instance had; only the reopened task's are new.
+    let returned = transition.events.iter().any(|e| e.kind == "task_returned");
+    plan.cancel_rest = returned || !matches!(transition.outcome, InstanceOutcome::Running);
     plan
 }
 

@@ -26,6 +26,9 @@ use super::definition::{
 use super::multi::{self, Activation, MultiState, Verdict, Vote};
 
 mod placing;
+mod returning;
+
+pub use returning::{RESUBMIT, WITHDRAW, inside_parallel_branch};
 
 /// Tokens waiting at parallel joins: gateway id → incoming flow id → tokens.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,21 @@ pub enum Action<'a> {
         completed_by: &'a str,
         /// Variables sent with the completion; merged before the task's own result.
         variables: &'a Map<String, Value>,
+    },
+    /// 退回: back to the user task `target`, which opens as if `predecessor` (the activity whose
+    /// completion opened it last time) had just completed.
+    Return {
+        task_id: &'a str,
+        target: &'a str,
+        predecessor: &'a str,
+        returned_by: &'a str,
+        comment: &'a str,
+    },
+    /// 撤回: the initiator pulls the instance back; every open task is withdrawn and their
+    /// resubmission task opens (as a return to the start).
+    Withdraw {
+        by: &'a str,
+        comment: &'a str,
     },
 }
 
@@ -206,8 +224,40 @@ pub fn apply(
     };
     let mut withdraw = Vec::new();
     let mut still_open: Vec<&OpenTask> = snapshot.open_tasks.iter().collect();
+    // Set when the initiator withdraws the request at their resubmission task: it ends.
+    let mut ended_by_initiator: Option<String> = None;
 
     let result = match action {
+        Action::Return {
+            task_id,
+            target,
+            predecessor,
+            returned_by,
+            comment,
+        } => {
+            let task = snapshot
+                .open_tasks
+                .iter()
+                .find(|t| t.id == task_id)
+                .ok_or_else(|| ActionError::TaskNotOpen(task_id.to_string()))?;
+            let (target_idx, _) = def
+                .node(target)
+                .filter(|(_, n)| matches!(n.kind, NodeKind::UserTask(_) | NodeKind::StartEvent))
+                .ok_or_else(|| ActionError::NotAUserTask(target.to_string()))?;
+            walk.return_to(
+                task,
+                target_idx,
+                predecessor,
+                returned_by,
+                comment,
+                &mut still_open,
+                &mut withdraw,
+            )
+        }
+        Action::Withdraw { by, comment } => {
+            walk.withdraw_to_start(by, comment, &mut still_open, &mut withdraw);
+            Ok(())
+        }
         Action::Start => {
             let start = &def.nodes[def.start];
             walk.event("instance_started", &start.id, json!({}));
@@ -228,64 +278,74 @@ pub fn apply(
             let (node_idx, node) = def
                 .node(&task.activity_id)
                 .ok_or_else(|| ActionError::NotAUserTask(task.activity_id.clone()))?;
-            let NodeKind::UserTask(spec) = &node.kind else {
-                return Err(ActionError::NotAUserTask(task.activity_id.clone()));
-            };
-            check_outcome(spec, outcome)?;
-            for (key, value) in variables {
-                walk.variables.insert(key.clone(), value.clone());
-            }
-            if outcome == APPROVE {
-                walk.approved_now.push(completed_by.to_string());
-            }
-            if let Some(multi_spec) = &spec.multi
-                && let Some(activation) = multi::activation_of(&task.group_id)
-                && walk
-                    .multi
-                    .0
-                    .get(&node.id)
-                    .is_some_and(|a| a.id == activation)
-            {
-                let vote = Vote {
-                    user: completed_by.to_string(),
-                    outcome: outcome.to_string(),
-                    comment: comment.to_string(),
-                    index: multi::signer_index(&task.group_id).unwrap_or_default(),
-                };
+            if matches!(node.kind, NodeKind::StartEvent) {
                 still_open.retain(|t| t.id != task_id);
-                walk.vote(
-                    node_idx,
-                    multi_spec,
-                    task_id,
-                    vote,
-                    &mut still_open,
-                    &mut withdraw,
-                )
+                if walk.resubmission(node_idx, outcome, comment, variables)? {
+                    walk.run(node_idx, &node.id)
+                } else {
+                    ended_by_initiator = Some(format!("withdrawn by the initiator: {comment}"));
+                    Ok(())
+                }
             } else {
-                walk.variables.insert(
+                let NodeKind::UserTask(spec) = &node.kind else {
+                    return Err(ActionError::NotAUserTask(task.activity_id.clone()));
+                };
+                check_outcome(spec, outcome)?;
+                for (key, value) in variables {
+                    walk.variables.insert(key.clone(), value.clone());
+                }
+                if outcome == APPROVE {
+                    walk.approved_now.push(completed_by.to_string());
+                }
+                if let Some(multi_spec) = &spec.multi
+                    && let Some(activation) = multi::activation_of(&task.group_id)
+                    && walk
+                        .multi
+                        .0
+                        .get(&node.id)
+                        .is_some_and(|a| a.id == activation)
+                {
+                    let vote = Vote {
+                        user: completed_by.to_string(),
+                        outcome: outcome.to_string(),
+                        comment: comment.to_string(),
+                        index: multi::signer_index(&task.group_id).unwrap_or_default(),
+                    };
+                    still_open.retain(|t| t.id != task_id);
+                    walk.vote(
+                        node_idx,
+                        multi_spec,
+                        task_id,
+                        vote,
+                        &mut still_open,
+                        &mut withdraw,
+                    )
+                } else {
+                    walk.variables.insert(
                     node.id.clone(),
                     json!({"outcome": outcome, "comment": comment, "completed_by": completed_by}),
                 );
-                walk.variables
-                    .insert("outcome".into(), Value::String(outcome.to_string()));
-                walk.event(
+                    walk.variables
+                        .insert("outcome".into(), Value::String(outcome.to_string()));
+                    walk.event(
                     "task_completed",
                     &node.id,
                     json!({"task_id": task_id, "outcome": outcome, "completed_by": completed_by}),
                 );
-                still_open.retain(|t| t.id != task_id);
-                if !task.group_id.is_empty() {
-                    for other in still_open.iter().filter(|t| t.group_id == task.group_id) {
-                        withdraw.push(other.id.clone());
-                        walk.event(
+                    still_open.retain(|t| t.id != task_id);
+                    if !task.group_id.is_empty() {
+                        for other in still_open.iter().filter(|t| t.group_id == task.group_id) {
+                            withdraw.push(other.id.clone());
+                            walk.event(
                         "task_withdrawn",
                         &other.activity_id,
                         json!({"task_id": other.id, "reason": format!("{} was decided first", node.id)}),
                     );
+                        }
+                        still_open.retain(|t| t.group_id != task.group_id);
                     }
-                    still_open.retain(|t| t.group_id != task.group_id);
+                    walk.run(node_idx, &node.id)
                 }
-                walk.run(node_idx, &node.id)
             }
         }
     };
@@ -304,6 +364,17 @@ pub fn apply(
         return Err(ActionError::Needs(needs));
     }
     let (outcome, open, cancel, joins) = match result {
+        Ok(()) if ended_by_initiator.is_some() => {
+            let reason = ended_by_initiator.unwrap_or_default();
+            events.push(EngineEvent {
+                kind: "instance_withdrawn",
+                activity_id: String::new(),
+                detail: json!({ "reason": reason }),
+            });
+            let cancel = still_open.iter().map(|t| t.id.clone()).collect();
+            let outcome = InstanceOutcome::Cancelled { reason };
+            (outcome, Vec::new(), cancel, JoinState::default())
+        }
         Ok(()) if !open.is_empty() || !still_open.is_empty() => {
             (InstanceOutcome::Running, open, Vec::new(), joins)
         }

@@ -230,6 +230,8 @@ mod tests {
             from_activity: "s".into(),
             created_at: 0,
             completed_at: None,
+            owner: String::new(),
+            delegation: crate::model::Delegation::None,
         }
     }
 

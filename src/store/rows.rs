@@ -6,11 +6,13 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::{
     error::{Error, Result},
-    model::{CompletedVia, Definition, Instance, InstanceStatus, Task, TaskStatus, User},
+    model::{
+        CompletedVia, Definition, Delegation, Instance, InstanceStatus, Task, TaskStatus, User,
+    },
 };
 
 pub(super) const TASK_COLUMNS: &str = "id, instance_id, definition_key, definition_version, business_key, activity_id, name, assignee, status, \
-    outcome, comment, completed_by, completed_via, group_id, from_activity, created_at, completed_at";
+    outcome, comment, completed_by, completed_via, group_id, from_activity, created_at, completed_at, owner, delegation_state";
 
 pub(super) const INSTANCE_COLUMNS: &str = "id, definition_key, definition_version, business_key, \
     variables, status, error, started_by, created_at, updated_at, joins, multi, rev";
@@ -30,6 +32,7 @@ pub(super) fn task(row: &AnyRow) -> Result<Task> {
     let status: String = row.try_get("status")?;
     let via: String = row.try_get("completed_via")?;
     let completed_at: i64 = row.try_get("completed_at")?;
+    let delegation: String = row.try_get("delegation_state")?;
     Ok(Task {
         id: row.try_get("id")?,
         instance_id: row.try_get("instance_id")?,
@@ -52,6 +55,9 @@ pub(super) fn task(row: &AnyRow) -> Result<Task> {
         from_activity: row.try_get("from_activity")?,
         created_at: row.try_get("created_at")?,
         completed_at: (completed_at != 0).then_some(completed_at),
+        owner: row.try_get("owner")?,
+        delegation: Delegation::parse(&delegation)
+            .ok_or_else(|| corrupt("tasks.delegation_state", &delegation))?,
     })
 }
 

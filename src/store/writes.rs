@@ -202,10 +202,16 @@ impl Batch {
     }
 
     /// Hands an open task to `assignee` (its approval contexts are revoked separately).
-    pub fn set_assignee(&mut self, task_id: &str, assignee: &str) {
+    pub fn set_assignee(&mut self, task: &Task) {
         self.exec(
-            "UPDATE tasks SET assignee = $2 WHERE id = $1 AND status = 'open'",
-            vec![task_id.into(), assignee.into()],
+            "UPDATE tasks SET assignee = $2, owner = $3, delegation_state = $4 \
+             WHERE id = $1 AND status = 'open'",
+            vec![
+                task.id.as_str().into(),
+                task.assignee.as_str().into(),
+                task.owner.as_str().into(),
+                task.delegation.as_str().into(),
+            ],
         );
     }
 
@@ -256,13 +262,15 @@ impl Batch {
                     task.from_activity.as_str().into(),
                     task.created_at.into(),
                     task.completed_at.unwrap_or(0).into(),
+                    task.owner.as_str().into(),
+                    task.delegation.as_str().into(),
                 ]
             })
             .collect();
         insert_rows(
             self,
             &format!("INSERT INTO tasks ({})", rows::TASK_COLUMNS),
-            17,
+            19,
             rows,
         );
     }

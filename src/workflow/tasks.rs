@@ -12,7 +12,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    Actor, InstanceView, Workflow,
+    Actor, InstanceView, Workflow, delegation,
     idempotency::RequestId,
     new_id,
     transition::{self, Change, Claim, Closing, Handover, Ready, Written, engine_tasks},
@@ -25,8 +25,8 @@ use crate::{
     },
     error::{Error, Result},
     model::{
-        CompletedVia, Event, Instance, InstanceStatus, Page, Task, TaskEvent, TaskEventKind,
-        TaskStatus,
+        CompletedVia, Delegation, Event, Instance, InstanceStatus, Page, Task, TaskEvent,
+        TaskEventKind, TaskStatus,
     },
     policy,
     store::{InstanceRecord, PageRequest, TaskFilter, Tx, writes::Source},
@@ -291,6 +291,35 @@ impl Workflow {
                 });
             }
         };
+        // A delegate's decision is an opinion: the task goes back to its owner (delegation.rs).
+        if task.delegation == Delegation::Pending && req.via != CompletedVia::Escalation {
+            let now = self.now();
+            let decision = (
+                req.outcome.as_str(),
+                req.comment.as_str(),
+                !req.variables.is_empty(),
+            );
+            let handed_back = check_can_complete(&task, actor).and_then(|()| {
+                let state = delegation::State {
+                    graph,
+                    record,
+                    open_before: open,
+                };
+                delegation::hand_back(state, &task, actor, decision, claim, now)
+            });
+            let decided = match handed_back {
+                Ok((change, returned)) => Ok((
+                    transition::prepare(Source::Pool(&self.store), &self.mailer, change).await?,
+                    returned,
+                )),
+                Err(e) => Err(e.into()),
+            };
+            return Ok(Prepared {
+                request,
+                actor: actor.user_id.clone(),
+                decided,
+            });
+        }
         let checks = (|| {
             if req.via != CompletedVia::Escalation {
                 check_can_complete(&task, actor)?;
@@ -630,7 +659,7 @@ impl Workflow {
     }
 }
 
-fn check_can_complete(task: &Task, actor: &Actor) -> Result<()> {
+pub(super) fn check_can_complete(task: &Task, actor: &Actor) -> Result<()> {
     policy::can(
         actor,
         policy::Action::DecideTask {
@@ -653,6 +682,21 @@ fn check_writable(
 ) -> Result<()> {
     let writable = match graph.node(&task.activity_id).map(|(_, node)| &node.kind) {
         Some(NodeKind::UserTask(spec)) => spec.writable.as_slice(),
+        // The initiator resubmitting after a return may correct the request's own variables,
+        // never what the engine writes.
+        Some(NodeKind::StartEvent) => {
+            return match variables.keys().find(|name| {
+                name.as_str() == "outcome"
+                    || name.as_str() == "initiator"
+                    || graph.node(name).is_some()
+            }) {
+                Some(name) => Err(Error::invalid(
+                    format!("variables.{name}"),
+                    "is written by the engine, not by a resubmission",
+                )),
+                None => Ok(()),
+            };
+        }
         _ => &[],
     };
     match variables.keys().find(|name| !writable.contains(name)) {
@@ -686,7 +730,7 @@ pub(super) fn check_not_suspended(instance: &Instance) -> Result<()> {
     Ok(())
 }
 
-fn closed(task: &Task) -> Error {
+pub(super) fn closed(task: &Task) -> Error {
     let by = if task.completed_by.is_empty() {
         String::new()
     } else {

@@ -31,8 +31,8 @@ use crate::{
     },
     error::Result,
     model::{
-        CompletedVia, Event, Instance, InstanceStatus, Message, Task, TaskEvent, TaskEventKind,
-        TaskStatus, User,
+        CompletedVia, Delegation, Event, Instance, InstanceStatus, Message, Task, TaskEvent,
+        TaskEventKind, TaskStatus, User,
     },
     store::{
         Batch, InstanceRecord, Tx,
@@ -228,6 +228,8 @@ pub(super) async fn prepare(
             from_activity: new.from_activity.clone(),
             created_at: now,
             completed_at: None,
+            owner: String::new(),
+            delegation: Delegation::None,
         })
         .collect();
     let auto_completed = auto_completed_tasks(&instance, &transition, now);
@@ -302,7 +304,7 @@ pub(super) async fn prepare(
     let closed_tasks: Vec<Task> = closed.iter().map(|(t, _, _)| t.clone()).collect();
     batch.close_tasks(&closed_tasks);
     if let Some(h) = &handover {
-        batch.set_assignee(&h.task.id, &h.task.assignee);
+        batch.set_assignee(&h.task);
     }
     let revoking = closed
         .iter()
@@ -436,6 +438,7 @@ pub(super) async fn write(tx: &mut Tx, ready: Ready) -> Result<Written> {
     let touches_existing = !reminders.stop_activities.is_empty()
         || !reminders.stop_groups.is_empty()
         || !reminders.joins_fired.is_empty()
+        || !reminders.joins_recalled.is_empty()
         || reminders.cancel_rest;
     if touches_existing && guarded {
         let active = tx.stoppable_reminders(&instance_id).await?;
@@ -488,6 +491,8 @@ fn auto_completed_tasks(instance: &Instance, transition: &Transition, now: i64) 
             from_activity: new.from_activity.clone(),
             created_at: now,
             completed_at: Some(now),
+            owner: String::new(),
+            delegation: Delegation::None,
         })
         .collect()
 }

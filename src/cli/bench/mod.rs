@@ -19,6 +19,7 @@ mod database;
 mod inbound;
 mod probe;
 mod report;
+mod returning;
 mod roundtrip;
 mod server;
 mod statements;
@@ -110,6 +111,10 @@ pub(super) struct BenchArgs {
     /// all S deciding at the same instant; prints decisions/s and CompleteTask latency.
     #[arg(long, value_name = "S", conflicts_with_all = ["inbound_backlog", "submit_replies"])]
     countersign: Option<usize>,
+    /// 退回 instead: --instances instances each with N signer tasks open (two 会签 in parallel
+    /// branches), one returned to the first step; prints the ReturnTask latency.
+    #[arg(long, value_name = "N", conflicts_with_all = ["inbound_backlog", "submit_replies", "countersign", "addr"])]
+    return_wide: Option<usize>,
     /// The HS256 secret of `--auth jwt`, made for the run.
     #[arg(skip)]
     jwt_secret: Option<String>,
@@ -137,6 +142,7 @@ impl Default for BenchArgs {
             statement_probe: 20,
             show_statements: false,
             countersign: None,
+            return_wide: None,
             jwt_secret: None,
         }
     }
@@ -146,6 +152,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     init_tracing();
     if args.inbound_backlog.is_some() || args.submit_replies.is_some() {
         return inbound::run(&args).await;
+    }
+    if let Some(open) = args.return_wide {
+        return returning::run(&args, open).await;
     }
     if let Some(signers) = args.countersign {
         return countersign::run(&args, signers).await;
@@ -263,6 +272,18 @@ mod tests {
         countersign::run(&args, 4)
             .await
             .expect("every countersign decided once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wide_return_undoes_every_open_task() {
+        let args = BenchArgs {
+            instances: 2,
+            return_wide: Some(6),
+            ..BenchArgs::default()
+        };
+        super::returning::run(&args, 6)
+            .await
+            .expect("each return leaves the first step alone open");
     }
 
     #[test]

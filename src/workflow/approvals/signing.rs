@@ -168,6 +168,8 @@ mod tests {
             from_activity: "start".into(),
             created_at: 0,
             completed_at: None,
+            owner: String::new(),
+            delegation: crate::model::Delegation::None,
         }
     }
 

@@ -49,7 +49,13 @@ pub(in crate::workflow) fn stop(
                 }
                 None => r.state = ReminderState::Cancelled,
             }
-        } else if p.cancel_rest {
+        } else if p.cancel_rest
+            // 拿回 took this branch's token back from the join: its edge waits no more.
+            || p
+                .joins_recalled
+                .iter()
+                .any(|(join, from)| *join == r.via_join && *from == r.start_activity)
+        {
             r.state = ReminderState::Cancelled;
         } else {
             continue;

@@ -64,6 +64,8 @@ fn approval() -> Approval {
         from_activity: String::new(),
         created_at: NOW - DAY,
         completed_at: None,
+        owner: String::new(),
+        delegation: crate::model::Delegation::None,
     };
     let mary = User {
         id: "mary".into(),
