@@ -6,7 +6,10 @@ use serde_json::{Map, Number, Value};
 
 use tonic::Status;
 
+mod history;
 mod multi;
+
+pub use history::history_entry;
 
 use crate::{
     clock::Millis,

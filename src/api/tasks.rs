@@ -116,6 +116,18 @@ impl pb::task_service_server::TaskService for TaskApi {
         }))
     }
 
+    async fn list_task_history(
+        &self,
+        request: Request<pb::ListTaskHistoryRequest>,
+    ) -> Result<Response<pb::ListTaskHistoryResponse>, Status> {
+        let actor = actor(&request)?;
+        let id = request.into_inner().process_instance_id;
+        let entries = self.workflow.task_history(&actor, &id).await?;
+        Ok(Response::new(pb::ListTaskHistoryResponse {
+            entries: entries.iter().map(convert::history_entry).collect(),
+        }))
+    }
+
     async fn return_task(
         &self,
         request: Request<pb::ReturnTaskRequest>,

@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod carbon_copy;
 mod definitions;
 mod delegation;
+pub mod history;
 mod idempotency;
 pub mod inbound;
 pub mod instances;

@@ -480,3 +480,51 @@ async fn nothing_is_returned_or_delegated_while_the_instance_is_suspended() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_approval_trail_shows_who_did_what_in_order() {
+    let app = app().await;
+    app.deploy_xml(&sequence()).await.expect("deploy");
+    let started = app.start("seq", json!({})).await;
+    let at_a2 = approve(&app, &started, "a1").await;
+    let fred = open_of(&at_a2, "a2").clone();
+    return_as(&app, &fred, "fred", "").await.expect("returned");
+    let trail = |user: &str| {
+        let mut client = app.tasks();
+        let message = pb::ListTaskHistoryRequest {
+            process_instance_id: started.id.clone(),
+        };
+        let user = user.to_string();
+        async move { client.list_task_history(req(message, &user)).await }
+    };
+    let entries = trail("initiator")
+        .await
+        .expect("the initiator reads it")
+        .into_inner()
+        .entries;
+    let lines: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.activity_id.as_str(), e.user.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("submitted", "start", "initiator"),
+            ("opened", "a1", "alice"),
+            ("decided", "a1", "alice"),
+            ("opened", "a2", "fred"),
+            ("returned", "a2", "fred"),
+            ("opened", "a1", "alice"),
+        ]
+    );
+    let decided = &entries[2];
+    assert_eq!(
+        (decided.outcome.as_str(), decided.via()),
+        ("approve", pb::CompletedVia::Api)
+    );
+    assert_eq!(decided.comment, "approve by alice");
+    assert_eq!(entries[4].comment, "请补充材料");
+    let refused = trail("s3").await.expect_err("not a participant");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    app.stop().await;
+}
