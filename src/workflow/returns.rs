@@ -77,7 +77,7 @@ impl Workflow {
                 Ok(decided) => decided,
                 Err(refusal) => {
                     return match request.earlier(&self.store).await? {
-                        Some(_) => self.task_and_instance_of(&req.task_id).await,
+                        Some(_) => self.task_and_instance(&req.task_id).await,
                         None => Err(refusal),
                     };
                 }
@@ -86,7 +86,7 @@ impl Workflow {
                 Written::Done(done) => return Ok((returned, self.after_commit(done))),
                 Written::Claimed => {
                     request.taken(&self.store).await?;
-                    return self.task_and_instance_of(&req.task_id).await;
+                    return self.task_and_instance(&req.task_id).await;
                 }
                 Written::Stale => {
                     tracing::debug!(task = %req.task_id, attempt, "instance changed; deciding the return again");
@@ -207,12 +207,6 @@ impl Workflow {
         Err(Error::Aborted(format!(
             "instance {instance_id} kept changing while it was being withdrawn; send the same request again"
         )))
-    }
-
-    async fn task_and_instance_of(&self, task_id: &str) -> Result<(Task, InstanceView)> {
-        let task = self.task(task_id).await?;
-        let instance = self.instance(&task.instance_id).await?;
-        Ok((task, instance))
     }
 
     /// The predecessor of `target`'s last completion in this instance, or why it cannot be

@@ -390,7 +390,7 @@ impl Workflow {
         })
     }
 
-    async fn task_and_instance(&self, task_id: &str) -> Result<(Task, InstanceView)> {
+    pub(super) async fn task_and_instance(&self, task_id: &str) -> Result<(Task, InstanceView)> {
         let task = self.task(task_id).await?;
         let instance = self.instance(&task.instance_id).await?;
         Ok((task, instance))
